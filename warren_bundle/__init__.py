@@ -1,0 +1,51 @@
+"""Warren bundle: containerd and runc carried in one executable.
+
+Library use::
+
+    from warren_bundle import ensure_containerd
+    mgr = ensure_containerd("/var/lib/warren")
+    print(mgr.socket_path)
+    mgr.stop()
+
+Names are loaded on first use, so importing the package stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+DEFAULT_DATA_DIR = "/var/lib/warren"
+CONTAINERD_SOCKET_PATH = "/run/warren-containerd/containerd.sock"
+CONTAINERD_CONFIG_PATH = "/etc/warren-containerd/config.toml"
+
+_LAZY = {
+    "ContainerdManager": "supervisor",
+    "ensure_containerd": "supervisor",
+    "State": "supervisor",
+    "Settings": "supervisor",
+    "LimaManager": "lima",
+    "ensure_lima": "lima",
+    "WarrenError": "errors",
+    "ExitCode": "errors",
+    "Paths": "paths",
+    "ConfigOptions": "config",
+}
+
+__all__ = [
+    "CONTAINERD_CONFIG_PATH",
+    "CONTAINERD_SOCKET_PATH",
+    "DEFAULT_DATA_DIR",
+    "__version__",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'warren_bundle' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -1,0 +1,42 @@
+"""The environment for programs warren starts (containerd, ctr, limactl).
+
+A one-file PyInstaller build points LD_LIBRARY_PATH at its private /tmp/_MEI* dir; a child must get
+the caller's original value back, or it could load the bundle's libssl/libcrypto instead of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+_DROP = (
+    "NOTIFY_SOCKET",
+    "_MEIPASS2",
+    "_PYI_APPLICATION_HOME_DIR",
+    "_PYI_ARCHIVE_FILE",
+    "_PYI_PARENT_PROCESS_LEVEL",
+    "_PYI_SPLASH_IPC",
+)
+
+
+def child_env(
+    prepend_path: Path | None = None,
+    extra: Mapping[str, str] | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    for key in _DROP:
+        env.pop(key, None)
+    orig = env.pop("LD_LIBRARY_PATH_ORIG", None)
+    if orig is not None:
+        env["LD_LIBRARY_PATH"] = orig
+    elif getattr(sys, "frozen", False):
+        env.pop("LD_LIBRARY_PATH", None)
+    if prepend_path is not None:
+        rest = env.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        env["PATH"] = f"{prepend_path}{os.pathsep}{rest}"
+    if extra:
+        env.update(extra)
+    return env

@@ -1,0 +1,115 @@
+"""The `warren` command line: parse, call the modules, print. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+from .errors import ExitCode, PayloadError, WarrenError
+from .paths import Paths
+
+
+@dataclass
+class Context:
+    paths: Paths
+    payload: str | None
+    debug: bool
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data-dir", envvar="WARREN_DATA_DIR", help="Binaries, containerd root, logs, images."
+)
+@click.option("--run-dir", envvar="WARREN_RUN_DIR", help="Socket, state dir, pidfiles, lock.")
+@click.option("--config-dir", envvar="WARREN_CONFIG_DIR", help="config.toml and config.d/.")
+@click.option(
+    "--payload",
+    envvar="WARREN_PAYLOAD",
+    help="Payload file or staged dir to use instead of the embedded one.",
+)
+@click.option("--debug", is_flag=True, envvar="WARREN_DEBUG", help="Show tracebacks on errors.")
+@click.version_option(__version__, "-V", prog_name="warren")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    data_dir: str | None,
+    run_dir: str | None,
+    config_dir: str | None,
+    payload: str | None,
+    debug: bool,
+) -> None:
+    """Warren bundle: a supervised containerd from one file."""
+    ctx.obj = Context(Paths.resolve(data_dir, run_dir, config_dir), payload, debug)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def version(ctx: Context, as_json: bool) -> None:
+    """Launcher, containerd and runc versions, payload digest and provenance."""
+    from .versioninfo import version_info
+
+    info = version_info(ctx.payload)
+    if as_json:
+        _emit_json(info)
+        if not info.get("payload"):
+            sys.exit(int(ExitCode.PAYLOAD))
+        return
+    click.echo(f"warren {info['warren']}")
+    payload = info.get("payload")
+    if not payload:
+        raise PayloadError(
+            str(info.get("payload_error")).removeprefix("failed to read embedded binary: ")
+        )
+    click.echo(f"containerd {payload['containerd_version']}")
+    click.echo(f"runc {payload['runc_version']}")
+    click.echo(f"payload sha256:{payload['digest']} ({payload['os']}/{payload['arch']})")
+    click.echo(f"from {payload['origin']}")
+    click.echo(f"source {payload['source']}: {payload['provenance_summary']}")
+
+
+def _register_subcommands() -> None:
+    # Each group lives in its own module, imported here, so each stays small.
+    from .cli_runtime import register
+
+    register(cli)
+
+
+_register_subcommands()
+
+
+def _fail(exc: WarrenError, debug: bool) -> NoReturn:
+    if debug:
+        traceback.print_exc()
+    click.echo(f"warren: {exc.one_line()}", err=True)
+    sys.exit(int(exc.exit_code))
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="warren", standalone_mode=False)
+    except WarrenError as exc:
+        _fail(exc, debug)
+    except click.exceptions.Abort:
+        click.echo("warren: aborted", err=True)
+        sys.exit(int(ExitCode.ERROR))
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)

@@ -1,0 +1,199 @@
+"""containerd's config as a dict (version 2 for containerd 1.x, 3 for 2.x), written with tomli-w.
+
+Registry mirrors go to hosts.toml files under <config-dir>/certs.d (containerd's `config_path`),
+the form both 1.6 and 2.x read; the inline `registry.mirrors` table of the seed is deprecated in
+1.x, and containerd refuses to start when both are set.
+"""
+
+from __future__ import annotations
+
+import copy
+import grp
+import os
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import WarrenError
+from .paths import Paths
+
+SANDBOX_IMAGE_V1 = "registry.k8s.io/pause:3.9"
+SANDBOX_IMAGE_V2 = "registry.k8s.io/pause:3.10"
+DEFAULT_MIRRORS = {"docker.io": ["https://registry-1.docker.io"]}
+UPSTREAM_SERVERS = {"docker.io": "https://registry-1.docker.io"}
+
+
+class ConfigError(WarrenError):
+    pass
+
+
+@dataclass(frozen=True)
+class ConfigOptions:
+    socket_group: str | None = None
+    # registry host -> mirror endpoints, in order of preference
+    registry_mirrors: Mapping[str, list[str]] = field(default_factory=dict)
+    systemd_cgroup: bool | None = None  # None: detect
+    debug: bool = False
+
+
+def parse_mirror(spec: str) -> tuple[str, str]:
+    """`docker.io=https://mirror.local` → ("docker.io", "https://mirror.local")."""
+    host, sep, endpoint = spec.partition("=")
+    if not sep or not host or not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"bad --registry-mirror {spec!r}",
+            "use REGISTRY=URL, e.g. --registry-mirror docker.io=https://mirror.local",
+        )
+    return host.strip(), endpoint.strip().rstrip("/")
+
+
+def systemd_manages_cgroups() -> bool:
+    # sd_booted(): systemd is PID 1 exactly when this directory exists.
+    return os.path.isdir("/run/systemd/system")
+
+
+def config_version_for(containerd_version: str) -> int:
+    major = containerd_version.lstrip("v").split(".", 1)[0]
+    return 3 if major.isdigit() and int(major) >= 2 else 2
+
+
+def sandbox_image_for(containerd_version: str) -> str:
+    return SANDBOX_IMAGE_V2 if config_version_for(containerd_version) == 3 else SANDBOX_IMAGE_V1
+
+
+def _gid_of(group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(
+            f"socket group {group!r} does not exist",
+            f"create it (groupadd {group}) or pass another --socket-group",
+        ) from None
+
+
+def hosts_dir(paths: Paths) -> Path:
+    return paths.config_dir / "certs.d"
+
+
+def build_config(paths: Paths, containerd_version: str, opts: ConfigOptions) -> dict[str, Any]:
+    version = config_version_for(containerd_version)
+    systemd = systemd_manages_cgroups() if opts.systemd_cgroup is None else opts.systemd_cgroup
+    runc_options = {"BinaryName": str(paths.binary("runc")), "SystemdCgroup": systemd}
+    runtimes = {"runc": {"runtime_type": "io.containerd.runc.v2", "options": runc_options}}
+    registry = {"config_path": str(hosts_dir(paths))}
+    grpc: dict[str, Any] = {"address": str(paths.socket), "uid": 0, "gid": 0}
+    if opts.socket_group:
+        grpc["gid"] = _gid_of(opts.socket_group)
+    config: dict[str, Any] = {
+        "version": version,
+        "root": str(paths.containerd_root),
+        "state": str(paths.state_dir),
+        "grpc": grpc,
+        "debug": {"level": "debug" if opts.debug else "info"},
+    }
+    opt_plugin = {"path": str(paths.data_dir / "opt")}
+    if version == 2:
+        config["plugins"] = {
+            "io.containerd.grpc.v1.cri": {
+                "sandbox_image": SANDBOX_IMAGE_V1,
+                "containerd": {"snapshotter": "overlayfs", "runtimes": runtimes},
+                "registry": registry,
+            },
+            "io.containerd.internal.v1.opt": opt_plugin,
+        }
+    else:
+        config["plugins"] = {
+            "io.containerd.cri.v1.images": {
+                "snapshotter": "overlayfs",
+                "pinned_images": {"sandbox": SANDBOX_IMAGE_V2},
+                "registry": registry,
+            },
+            "io.containerd.cri.v1.runtime": {"containerd": {"runtimes": runtimes}},
+            "io.containerd.transfer.v1.local": {"config_path": str(hosts_dir(paths))},
+            "io.containerd.internal.v1.opt": opt_plugin,
+        }
+    return deep_merge(config, load_overrides(paths))
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Tables merge key by key; any other value (lists included) is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_overrides(paths: Paths) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    if not paths.config_d.is_dir():
+        return merged
+    for file in sorted(paths.config_d.glob("*.toml")):
+        try:
+            with open(file, "rb") as fp:
+                merged = deep_merge(merged, tomllib.load(fp))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file} is not valid TOML ({exc})", f"fix or remove {file}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
+    return merged
+
+
+def hosts_toml(registry: str, mirrors: list[str]) -> str:
+    server = UPSTREAM_SERVERS.get(registry, f"https://{registry}")
+    lines = [f'server = "{server}"', ""]
+    for mirror in mirrors:
+        if mirror.rstrip("/") == server:
+            continue
+        lines += [f'[host."{mirror}"]', '  capabilities = ["pull", "resolve"]', ""]
+    return "\n".join(lines)
+
+
+def render(config: Mapping[str, Any]) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(config)
+
+
+def _atomic_write_text(path: Path, text: str, mode: int) -> None:
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fp:
+            fp.write(text)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_config(paths: Paths, containerd_version: str, opts: ConfigOptions) -> Path:
+    """Write config.toml (0600) and the registry hosts files; return the config path."""
+    config = build_config(paths, containerd_version, opts)
+    mirrors = {**DEFAULT_MIRRORS, **{k: list(v) for k, v in opts.registry_mirrors.items()}}
+    try:
+        for registry, endpoints in mirrors.items():
+            _atomic_write_text(
+                hosts_dir(paths) / registry / "hosts.toml", hosts_toml(registry, endpoints), 0o644
+            )
+        _atomic_write_text(paths.config_file, render(config), 0o600)
+    except PermissionError as exc:
+        from .errors import PermissionDeniedError
+
+        raise PermissionDeniedError(
+            f"cannot write {exc.filename}: permission denied",
+            "run warren with sudo, or pass --config-dir to a directory you own",
+        ) from exc
+    return paths.config_file

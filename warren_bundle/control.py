@@ -1,0 +1,195 @@
+"""Acting on a supervisor from another process: start it detached, stop it, read its status."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from . import health, logs, pidfile, state
+from .childenv import child_env
+from .errors import ExitCode, NotRunningError, PermissionDeniedError, WarrenError
+from .paths import Paths
+
+STOP_GRACE = 10.0
+
+
+def self_command() -> list[str]:
+    """How to run this same warren again (the frozen file, or python -m warren_bundle)."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    return [sys.executable, "-m", "warren_bundle"]
+
+
+def require_root(action: str) -> None:
+    if os.geteuid() != 0:
+        raise PermissionDeniedError(
+            f"permission denied: {action} needs root (containerd mounts filesystems and "
+            "manages cgroups)",
+            "run it with sudo, or ask an admin to add you to the socket group for client use",
+        )
+
+
+def supervisor_process(paths: Paths) -> psutil.Process | None:
+    trusted = pidfile.read_trusted(paths.supervisor_pidfile)
+    return trusted[1] if trusted else None
+
+
+def containerd_process(paths: Paths) -> psutil.Process | None:
+    trusted = pidfile.read_trusted(paths.containerd_pidfile)
+    return trusted[1] if trusted else None
+
+
+def start_detached(
+    global_args: list[str], run_args: list[str], paths: Paths, timeout: float
+) -> dict[str, Any]:
+    """Launch `warren containerd run` in its own session; return its status once ready."""
+    existing = supervisor_process(paths)
+    if existing is not None and health.is_serving(paths.socket):
+        current = state.read(paths) or {}
+        current["already_running"] = True
+        return current
+    log_fd = logs.open_for_child(paths.log_file)
+    try:
+        child = subprocess.Popen(
+            [*self_command(), *global_args, "containerd", "run", *run_args],
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            start_new_session=True,
+            close_fds=True,
+            # A frozen warren that starts itself must unpack anew, not act as our child.
+            env=child_env(extra={"PYINSTALLER_RESET_ENVIRONMENT": "1"}),
+        )
+    finally:
+        os.close(log_fd)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rc = child.poll()
+        if rc is not None:
+            raise _child_failed(paths, rc)
+        current = state.read(paths)
+        if (
+            current
+            and _is_or_child_of(current.get("supervisor_pid"), child.pid)
+            and current.get("state") == "RUNNING"
+            and health.is_serving(paths.socket, 1.0)
+        ):
+            return current
+        time.sleep(0.05)
+    raise WarrenError(
+        f"the detached supervisor (pid {child.pid}) was not ready within {timeout:.0f}s",
+        f"see {paths.log_file} and 'warren containerd status'",
+    )
+
+
+def _is_or_child_of(pid: Any, launcher: int) -> bool:
+    # A one-file build runs as a bootloader process whose child is the Python supervisor.
+    if not isinstance(pid, int):
+        return False
+    if pid == launcher:
+        return True
+    try:
+        return psutil.Process(pid).ppid() == launcher
+    except psutil.Error:
+        return False
+
+
+def _child_failed(paths: Paths, rc: int) -> WarrenError:
+    reason = ""
+    for line in reversed(logs.tail(paths.log_file, 50)):
+        if line.startswith("warren: "):
+            reason = line.removeprefix("warren: ")
+            break
+    err = WarrenError(
+        f"the supervisor exited with code {rc} before containerd was ready"
+        + (f": {reason}" if reason else ""),
+        f"see {paths.log_file}",
+    )
+    with suppress(ValueError):
+        err.exit_code = ExitCode(rc)
+    return err
+
+
+def stop(paths: Paths, timeout: float = STOP_GRACE) -> str:
+    """Stop the supervisor (it stops containerd), or an orphaned containerd. Idempotent."""
+    sup = supervisor_process(paths)
+    if sup is not None:
+        _signal(sup, signal.SIGTERM)
+        try:
+            sup.wait(timeout + 5)
+        except psutil.TimeoutExpired:
+            _signal(sup, signal.SIGKILL)
+        return f"stopped warren supervisor pid {sup.pid}"
+    ctrd = containerd_process(paths)
+    if ctrd is not None:
+        _signal(ctrd, signal.SIGTERM)
+        try:
+            ctrd.wait(timeout)
+        except psutil.TimeoutExpired:
+            _signal(ctrd, signal.SIGKILL)
+            with suppress(psutil.Error):
+                ctrd.wait(timeout)
+        pidfile.remove(paths.containerd_pidfile)
+        return f"stopped containerd pid {ctrd.pid} (no supervisor was running)"
+    pidfile.remove(paths.supervisor_pidfile)
+    pidfile.remove(paths.containerd_pidfile)
+    return "not running"
+
+
+def _signal(proc: psutil.Process, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.AccessDenied as exc:
+        raise PermissionDeniedError(
+            f"permission denied signalling pid {proc.pid}", "run it with sudo"
+        ) from exc
+
+
+def status(paths: Paths, timeout: float = 2.0) -> dict[str, Any]:
+    """The supervisor's own report, checked against the live processes and socket."""
+    report: dict[str, Any] = dict(state.read(paths) or {})
+    sup = supervisor_process(paths)
+    ctrd = containerd_process(paths)
+    probe = health.probe(paths.socket, timeout)
+    report.update(
+        {
+            "supervisor_alive": sup is not None,
+            "containerd_alive": ctrd is not None,
+            "supervisor_pid": sup.pid if sup else None,
+            "containerd_pid": ctrd.pid if ctrd else None,
+            "socket": str(paths.socket),
+            "socket_answers": probe.serving,
+            "socket_error": probe.error,
+            "server_version": probe.version or report.get("server_version"),
+            "data_dir": str(paths.data_dir),
+            "log": str(paths.log_file),
+        }
+    )
+    if sup is None:
+        last = report.get("state")
+        report["state"] = "FATAL" if last == "FATAL" else ("ORPHANED" if ctrd else "STOPPED")
+    started = report.get("started_at")
+    report["uptime_s"] = (time.time() - started) if started and ctrd else None
+    return report
+
+
+def require_running(report: dict[str, Any]) -> None:
+    if report.get("state") not in ("RUNNING", "STARTING", "BACKOFF"):
+        raise NotRunningError(
+            f"containerd is not running (state {report.get('state')})",
+            "start it with 'warren containerd start'",
+        )
+
+
+def log_path(paths: Paths) -> Path:
+    return paths.log_file

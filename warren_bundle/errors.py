@@ -1,0 +1,90 @@
+"""Errors a user sees: each carries one line of cause, one remedy and a distinct exit code."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    PAYLOAD = 3
+    PERMISSION = 4
+    PLATFORM = 5
+    TIMEOUT = 6
+    NOT_RUNNING = 7
+    CHECKSUM = 8
+    LIMA = 9
+
+
+class WarrenError(Exception):
+    """Base of every error warren reports without a traceback."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+    def __init__(self, message: str, remedy: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.remedy = remedy
+
+    def one_line(self) -> str:
+        text = self.message if not self.remedy else f"{self.message}; {self.remedy}"
+        return " ".join(text.split())
+
+    def __str__(self) -> str:
+        return self.one_line()
+
+
+class PayloadError(WarrenError):
+    """The embedded payload is missing, unreadable or fails its digest."""
+
+    exit_code = ExitCode.PAYLOAD
+
+    def __init__(self, detail: str, remedy: str | None = None) -> None:
+        super().__init__(
+            f"failed to read embedded binary: {detail}",
+            remedy or "run 'make build' to download and embed containerd",
+        )
+
+
+class PermissionDeniedError(WarrenError):
+    exit_code = ExitCode.PERMISSION
+
+
+class PlatformError(WarrenError):
+    exit_code = ExitCode.PLATFORM
+
+
+class ReadinessTimeout(WarrenError):
+    exit_code = ExitCode.TIMEOUT
+
+
+class NotRunningError(WarrenError):
+    exit_code = ExitCode.NOT_RUNNING
+
+
+class SocketNotFoundError(WarrenError):
+    """No containerd answers on the socket a client asked for."""
+
+    exit_code = ExitCode.NOT_RUNNING
+
+
+class ChecksumMismatch(WarrenError):
+    exit_code = ExitCode.CHECKSUM
+
+
+class LimaError(WarrenError):
+    exit_code = ExitCode.LIMA
+
+
+class UnsafePathError(WarrenError):
+    """A data or bin dir that another user could tamper with: refused."""
+
+    exit_code = ExitCode.PERMISSION
+
+
+class ExtractionError(WarrenError):
+    """Writing the binaries failed for a reason on the host (disk full, noexec, lock)."""
+
+    exit_code = ExitCode.ERROR

@@ -1,0 +1,386 @@
+"""Cached, locked, atomic, verified extraction of the payload's binaries into <data>/bin.
+
+Fast path (no lock, a few stat calls): the stamp <data>/bin/.manifest.json names this payload's
+digest and every file still has the size and mtime_ns recorded when it was written. Otherwise the
+slow path streams the payload into a temp dir beside bin/, checks every hash, and replaces the
+files one by one (a running containerd keeps its old inode), writing the stamp last.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import (
+    ExtractionError,
+    PayloadError,
+    PermissionDeniedError,
+    PlatformError,
+    UnsafePathError,
+)
+from .hostinfo import host_arch
+from .paths import Paths
+from .payload import MANIFEST_FILE, Manifest, Payload
+
+STAMP_FORMAT = 1
+LOCK_TIMEOUT = 120.0
+_TMP_PREFIX = ".bin-new-"
+_CHUNK = 1 << 20
+
+
+@dataclass
+class ExtractResult:
+    bin_dir: Path
+    digest: str
+    cached: bool
+    duration_s: float
+    written: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+
+# --- safety checks ----------------------------------------------------------------------------
+
+
+def _check_dir_safe(path: Path, what: str) -> None:
+    """Refuse a dir another user could swap or write into: we exec what lies in it as root."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(
+            f"{what} {path} is a symlink; refusing to extract binaries through it",
+            f"replace it with a real directory (rm {path}) or pass --data-dir",
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePathError(
+            f"{what} {path} is not a directory", f"remove {path} or pass --data-dir"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafePathError(
+            f"{what} {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})",
+            f"run 'chmod go-w {path}'",
+        )
+    if st.st_uid != os.geteuid():
+        raise UnsafePathError(
+            f"{what} {path} is owned by uid {st.st_uid}, not by the caller (uid {os.geteuid()})",
+            f"run 'chown {os.geteuid()} {path}' or pass --data-dir",
+        )
+
+
+def check_safe(paths: Paths) -> None:
+    _check_dir_safe(paths.data_dir, "data dir")
+    _check_dir_safe(paths.bin_dir, "bin dir")
+
+
+def _makedirs(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except PermissionError as exc:
+        raise PermissionDeniedError(
+            f"cannot create {path}: permission denied",
+            "run warren with sudo, or pass --data-dir to a directory you own",
+        ) from exc
+
+
+def _check_exec_allowed(path: Path) -> None:
+    if os.statvfs(path).f_flag & os.ST_NOEXEC:
+        raise ExtractionError(
+            f"data dir {path} is on a noexec filesystem: containerd could not be run from it",
+            "remount it with exec (mount -o remount,exec) or pass --data-dir elsewhere",
+        )
+
+
+def _check_free_space(path: Path, needed: int) -> None:
+    vfs = os.statvfs(path)
+    free = vfs.f_bavail * vfs.f_frsize
+    if free < needed:
+        raise ExtractionError(
+            f"not enough space in {path}: {needed // 2**20} MiB needed, {free // 2**20} MiB free",
+            "free some space or pass --data-dir on a larger filesystem",
+        )
+
+
+# --- the stamp (fast path) --------------------------------------------------------------------
+
+
+def read_stamp(paths: Paths) -> dict[str, Any] | None:
+    try:
+        data = json.loads(paths.stamp.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == STAMP_FORMAT else None
+
+
+def _stamp_matches(paths: Paths, payload: Payload) -> bool:
+    stamp = read_stamp(paths)
+    if stamp is None or stamp.get("digest") != payload.digest:
+        return False
+    recorded = stamp.get("files")
+    if not isinstance(recorded, dict):
+        return False
+    for entry in payload.manifest.files:
+        rec = recorded.get(entry.name)
+        try:
+            st = os.lstat(paths.binary(entry.name))
+        except OSError:
+            return False
+        if (
+            not isinstance(rec, dict)
+            or not stat.S_ISREG(st.st_mode)
+            or st.st_size != rec.get("size")
+            or st.st_mtime_ns != rec.get("mtime_ns")
+        ):
+            return False
+    return True
+
+
+def is_current(paths: Paths, payload: Payload) -> bool:
+    """True when bin/ holds exactly this payload's binaries, judged by stat calls alone."""
+    check_safe(paths)
+    return _stamp_matches(paths, payload)
+
+
+def _write_stamp(paths: Paths, payload: Payload) -> None:
+    files = {}
+    for entry in payload.manifest.files:
+        st = os.stat(paths.binary(entry.name))
+        files[entry.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": entry.sha256}
+    data = {
+        "format": STAMP_FORMAT,
+        "digest": payload.digest,
+        "containerd_version": payload.manifest.containerd_version,
+        "runc_version": payload.manifest.runc_version,
+        "manifest": payload.manifest.to_dict(),
+        "files": files,
+        "written_at": time.time(),
+    }
+    _atomic_write(paths.stamp, json.dumps(data, indent=2, sort_keys=True).encode(), 0o644)
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            fp.write(data)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fp:
+        while chunk := fp.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def damaged_files(paths: Paths, manifest: Manifest) -> list[str]:
+    """Names of installed binaries whose content no longer matches the manifest."""
+    bad = []
+    for entry in manifest.files:
+        try:
+            ok = _sha256_of(paths.binary(entry.name)) == entry.sha256
+        except OSError:
+            ok = False
+        if not ok:
+            bad.append(entry.name)
+    return bad
+
+
+# --- the slow path ----------------------------------------------------------------------------
+
+
+@contextmanager
+def _extract_lock(paths: Paths, timeout: float) -> Iterator[None]:
+    fd = os.open(paths.extract_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ExtractionError(
+                        f"timed out after {timeout:.0f}s waiting for {paths.extract_lock}: "
+                        "another warren is extracting into the same data dir",
+                        "wait for it to finish, or stop the other warren process",
+                    ) from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temp_dirs(paths: Paths) -> None:
+    for leftover in paths.data_dir.glob(f"{_TMP_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _os_error(exc: OSError, where: Path) -> ExtractionError:
+    if exc.errno == errno.ENOSPC:
+        return ExtractionError(
+            f"no space left on device writing {where}",
+            "free some space or pass --data-dir on a larger filesystem",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDeniedError(
+            f"cannot write {where}: {exc.strerror}",
+            "run warren with sudo, or pass --data-dir to a writable directory you own",
+        )
+    return ExtractionError(f"cannot write {where}: {exc.strerror or exc}")
+
+
+def _write_member(stream: Any, dest: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    written = 0
+    with open(dest, "xb") as out:
+        buffer = bytearray(_CHUNK)
+        view = memoryview(buffer)
+        while True:
+            got = stream.readinto(buffer)
+            if not got:
+                break
+            chunk = view[:got]
+            digest.update(chunk)
+            out.write(chunk)
+            written += got
+        out.flush()
+        os.fsync(out.fileno())
+    if written != size:
+        raise PayloadError(f"member {dest.name} is {written} bytes, expected {size}")
+    os.chmod(dest, 0o755)
+    return digest.hexdigest()
+
+
+def _unpack_to(payload: Payload, tmp: Path) -> None:
+    """Stream every member into tmp/, checking each file's hash and the payload digest."""
+    from .payload import open_members
+
+    expected = {f.name: f for f in payload.manifest.files}
+    seen: set[str] = set()
+    with open_members(payload) as members:
+        for member in members:
+            if member.name == MANIFEST_FILE:
+                inner = Manifest.from_dict(json.loads(member.stream.read()))
+                if inner != payload.manifest:
+                    raise PayloadError(f"{payload.origin}: manifest differs from its descriptor")
+                continue
+            entry = expected.get(member.name)
+            if entry is None:
+                raise PayloadError(f"{payload.origin}: {member.name} is not in the manifest")
+            dest = tmp / member.name
+            try:
+                actual = _write_member(member.stream, dest, entry.size)
+            except OSError as exc:
+                raise _os_error(exc, dest) from exc
+            if actual != entry.sha256:
+                raise PayloadError(
+                    f"{member.name} fails its SHA-256 (expected {entry.sha256}, got {actual})"
+                )
+            seen.add(member.name)
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise PayloadError(f"{payload.origin} lacks {', '.join(missing)}")
+
+
+def _install(paths: Paths, payload: Payload, tmp: Path) -> list[str]:
+    # Drop the stamp first: if we die between two replaces, the next run sees no stamp and repairs.
+    with suppress(FileNotFoundError):
+        paths.stamp.unlink()
+    names = [f.name for f in payload.manifest.files]
+    for name in names:
+        os.replace(tmp / name, paths.binary(name))
+    _fsync_dir(paths.bin_dir)
+    _write_stamp(paths, payload)
+    return names
+
+
+def _check_arch(payload: Payload) -> None:
+    want = host_arch()
+    if payload.manifest.arch != want:
+        raise PlatformError(
+            f"this warren carries {payload.manifest.os}/{payload.manifest.arch} binaries "
+            f"but the host is {want}",
+            f"download warren-linux-{want} instead",
+        )
+
+
+def ensure_extracted(
+    paths: Paths,
+    payload: Payload,
+    *,
+    verify: bool = False,
+    force: bool = False,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> ExtractResult:
+    """Make <data>/bin hold this payload's binaries, doing as little as it can."""
+    started = time.perf_counter()
+    _check_arch(payload)
+    check_safe(paths)
+    repaired: list[str] = []
+    if not force and _stamp_matches(paths, payload):
+        if not verify:
+            return ExtractResult(paths.bin_dir, payload.digest, True, time.perf_counter() - started)
+        repaired = damaged_files(paths, payload.manifest)
+        if not repaired:
+            return ExtractResult(paths.bin_dir, payload.digest, True, time.perf_counter() - started)
+        force = True
+    _makedirs(paths.data_dir)
+    check_safe(paths)
+    with _extract_lock(paths, lock_timeout):
+        if not force and _stamp_matches(paths, payload):
+            return ExtractResult(paths.bin_dir, payload.digest, True, time.perf_counter() - started)
+        _remove_stale_temp_dirs(paths)
+        _makedirs(paths.bin_dir)
+        check_safe(paths)
+        _check_exec_allowed(paths.data_dir)
+        _check_free_space(paths.data_dir, sum(f.size for f in payload.manifest.files))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=paths.data_dir))
+        except OSError as exc:
+            raise _os_error(exc, paths.data_dir) from exc
+        try:
+            _unpack_to(payload, tmp)
+            try:
+                written = _install(paths, payload, tmp)
+            except OSError as exc:
+                raise _os_error(exc, paths.bin_dir) from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ExtractResult(
+        paths.bin_dir, payload.digest, False, time.perf_counter() - started, written, repaired
+    )

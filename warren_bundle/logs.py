@@ -1,0 +1,101 @@
+"""containerd's log file: opened O_APPEND for the child, rotated by size, tailed and followed.
+
+containerd writes straight into the file rather than through a pipe to the supervisor: a Go program
+dies of SIGPIPE when its stderr pipe breaks, and containerd must outlive a crashed supervisor. So
+rotation is copy-then-truncate (with O_APPEND, containerd's next write lands at the new end).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+MAX_BYTES = 10 * 2**20
+BACKUPS = 3
+
+
+def open_for_child(path: Path) -> int:
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+
+
+def append_line(path: Path, line: str) -> None:
+    """One event line from the supervisor, interleaved with containerd's own."""
+    with suppress(OSError):
+        fd = open_for_child(path)
+        try:
+            os.write(fd, (line.rstrip("\n") + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+def backup(path: Path, n: int) -> Path:
+    return path.with_name(f"{path.name}.{n}")
+
+
+def rotate_if_needed(path: Path, max_bytes: int = MAX_BYTES, backups: int = BACKUPS) -> bool:
+    try:
+        if path.stat().st_size < max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for n in range(backups - 1, 0, -1):
+        with suppress(FileNotFoundError):
+            os.replace(backup(path, n), backup(path, n + 1))
+    shutil.copyfile(path, backup(path, 1))
+    with open(path, "r+b") as fp:
+        fp.truncate(0)
+    return True
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    if lines <= 0:
+        return []
+    try:
+        with open(path, "rb") as fp:
+            fp.seek(0, os.SEEK_END)
+            end = fp.tell()
+            block, data = 65536, b""
+            pos = end
+            while pos > 0 and data.count(b"\n") <= lines:
+                step = min(block, pos)
+                pos -= step
+                fp.seek(pos)
+                data = fp.read(step) + data
+    except FileNotFoundError:
+        return []
+    text = data.decode("utf-8", "replace").splitlines()
+    return list(deque(text, maxlen=lines))
+
+
+def follow(path: Path, poll: float = 0.2) -> Iterator[str]:
+    """Yield lines appended to `path`, surviving truncation by rotation."""
+    fp = None
+    try:
+        while True:
+            if fp is None:
+                try:
+                    fp = open(path, "rb")  # noqa: SIM115 - reopened across rotations
+                    fp.seek(0, os.SEEK_END)
+                except FileNotFoundError:
+                    time.sleep(poll)
+                    continue
+            line = fp.readline()
+            if line:
+                yield line.decode("utf-8", "replace").rstrip("\n")
+                continue
+            try:
+                if os.stat(path).st_size < fp.tell():
+                    fp.seek(0)
+            except FileNotFoundError:
+                fp.close()
+                fp = None
+            time.sleep(poll)
+    finally:
+        if fp is not None:
+            fp.close()

@@ -1,0 +1,131 @@
+"""Every location warren uses, with the seed's defaults and their env/option overrides."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "/var/lib/warren"
+DEFAULT_RUN_DIR = "/run/warren-containerd"
+DEFAULT_CONFIG_DIR = "/etc/warren-containerd"
+CONTAINERD_SOCKET_PATH = f"{DEFAULT_RUN_DIR}/containerd.sock"
+CONTAINERD_CONFIG_PATH = f"{DEFAULT_CONFIG_DIR}/config.toml"
+SYSTEM_SOCKET_PATH = "/run/containerd/containerd.sock"
+LIMA_INSTANCE = "warren"
+
+ENV_DATA_DIR = "WARREN_DATA_DIR"
+ENV_RUN_DIR = "WARREN_RUN_DIR"
+ENV_CONFIG_DIR = "WARREN_CONFIG_DIR"
+ENV_SYSTEM_SOCKET = "WARREN_SYSTEM_SOCKET"
+
+# The kernel's sun_path holds 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+def _pick(explicit: str | os.PathLike[str] | None, env: str, default: str) -> Path:
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get(env) or default)
+
+
+def lima_home() -> Path:
+    return Path(os.environ.get("LIMA_HOME") or Path.home() / ".lima")
+
+
+def lima_socket_path(instance: str = LIMA_INSTANCE) -> Path:
+    return lima_home() / instance / "sock" / "containerd.sock"
+
+
+def system_socket_path() -> Path:
+    return Path(os.environ.get(ENV_SYSTEM_SOCKET) or SYSTEM_SOCKET_PATH)
+
+
+@dataclass(frozen=True)
+class Paths:
+    data_dir: Path
+    run_dir: Path
+    config_dir: Path
+
+    @classmethod
+    def resolve(
+        cls,
+        data_dir: str | os.PathLike[str] | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        config_dir: str | os.PathLike[str] | None = None,
+    ) -> Paths:
+        return cls(
+            data_dir=_pick(data_dir, ENV_DATA_DIR, DEFAULT_DATA_DIR),
+            run_dir=_pick(run_dir, ENV_RUN_DIR, DEFAULT_RUN_DIR),
+            config_dir=_pick(config_dir, ENV_CONFIG_DIR, DEFAULT_CONFIG_DIR),
+        )
+
+    # data dir
+    @property
+    def bin_dir(self) -> Path:
+        return self.data_dir / "bin"
+
+    @property
+    def stamp(self) -> Path:
+        return self.bin_dir / ".manifest.json"
+
+    @property
+    def extract_lock(self) -> Path:
+        return self.data_dir / ".extract.lock"
+
+    @property
+    def containerd_root(self) -> Path:
+        return self.data_dir / "containerd"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.logs_dir / "containerd.log"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def lima_dir(self) -> Path:
+        return self.data_dir / "lima"
+
+    # run dir
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "containerd.sock"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / "state"
+
+    @property
+    def containerd_pidfile(self) -> Path:
+        return self.run_dir / "containerd.pid"
+
+    @property
+    def supervisor_pidfile(self) -> Path:
+        return self.run_dir / "warren.pid"
+
+    @property
+    def supervisor_lock(self) -> Path:
+        return self.run_dir / "warren.lock"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "status.json"
+
+    # config dir
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def config_d(self) -> Path:
+        return self.config_dir / "config.d"
+
+    def binary(self, name: str) -> Path:
+        return self.bin_dir / name

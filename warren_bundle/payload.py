@@ -1,0 +1,344 @@
+"""The payload format: a zstd tar of manifest.json + bin/*, and a small JSON descriptor beside it.
+
+The descriptor (digest, size, manifest) is what lets `warren version` and the extraction cache
+answer without decompressing or hashing the payload. In the frozen executable both travel as
+PyInstaller CArchive entries of typecode 'a' (never extracted by the bootloader); from source they
+are files in a staged payload directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import carchive
+from .errors import PayloadError
+
+FORMAT_VERSION = 1
+PAYLOAD_ENTRY = "warren-payload.tar.zst"
+DESCRIPTOR_ENTRY = "warren-payload.json"
+PAYLOAD_FILE = "payload.tar.zst"
+DESCRIPTOR_FILE = "payload.json"
+MANIFEST_FILE = "manifest.json"
+BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr", "runc")
+ENV_PAYLOAD = "WARREN_PAYLOAD"
+ZSTD_LEVEL = 19
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str
+    size: int
+    mode: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    os: str
+    arch: str
+    containerd_version: str
+    runc_version: str
+    source: str
+    files: tuple[FileEntry, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    format: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["files"] = [asdict(f) for f in self.files]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        try:
+            files = tuple(
+                FileEntry(str(f["name"]), int(f["size"]), int(f["mode"]), str(f["sha256"]))
+                for f in data["files"]
+            )
+            return cls(
+                os=str(data["os"]),
+                arch=str(data["arch"]),
+                containerd_version=str(data["containerd_version"]),
+                runc_version=str(data["runc_version"]),
+                source=str(data["source"]),
+                files=files,
+                provenance=dict(data.get("provenance") or {}),
+                format=int(data.get("format", FORMAT_VERSION)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PayloadError(f"manifest is malformed ({exc!r})") from exc
+
+    def file(self, name: str) -> FileEntry | None:
+        return next((f for f in self.files if f.name == name), None)
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A located payload: its identity, its manifest, and where its compressed bytes are."""
+
+    digest: str
+    size: int
+    manifest: Manifest
+    path: Path  # the file that holds the compressed bytes (the executable when embedded)
+    offset: int = 0
+    embedded: bool = False
+
+    @property
+    def origin(self) -> str:
+        return f"embedded in {self.path}" if self.embedded else str(self.path)
+
+    def descriptor(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "digest": self.digest,
+            "size": self.size,
+            "manifest": self.manifest.to_dict(),
+        }
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads exactly `length` bytes from `offset`, hashing them as they pass."""
+
+    def __init__(self, fp: BinaryIO, offset: int, length: int) -> None:
+        super().__init__()
+        self._fp = fp
+        self._remaining = length
+        self.sha256 = hashlib.sha256()
+        fp.seek(offset)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self._remaining)
+        if want <= 0:
+            return 0
+        got = self._fp.readinto(view[:want])
+        if not got:
+            raise PayloadError(f"truncated: {self._remaining} bytes missing")
+        self.sha256.update(view[:got])
+        self._remaining -= got
+        return got
+
+    def drain(self) -> None:
+        while self.readinto(bytearray(_CHUNK)):
+            pass
+
+
+# --- locating ---------------------------------------------------------------------------------
+
+
+def _descriptor_from_json(raw: bytes, where: str) -> tuple[str, int, Manifest]:
+    try:
+        data = json.loads(raw)
+        if int(data.get("format", 0)) != FORMAT_VERSION:
+            raise PayloadError(f"{where}: payload format {data.get('format')} is not supported")
+        return str(data["digest"]), int(data["size"]), Manifest.from_dict(data["manifest"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PayloadError(f"{where}: descriptor is unreadable ({exc})") from exc
+
+
+def read_embedded(executable: Path) -> Payload:
+    try:
+        with open(executable, "rb") as fp:
+            toc = {e.name: e for e in carchive.read_toc(fp)}
+            data_entry = toc.get(PAYLOAD_ENTRY)
+            desc_entry = toc.get(DESCRIPTOR_ENTRY)
+            if data_entry is None or desc_entry is None:
+                raise PayloadError(f"no payload entry in {executable} (this build has no binaries)")
+            if data_entry.compressed or desc_entry.compressed:
+                raise PayloadError(f"payload entry in {executable} is stored compressed")
+            fp.seek(desc_entry.offset)
+            raw = fp.read(desc_entry.length)
+    except (OSError, carchive.ArchiveNotFound) as exc:
+        raise PayloadError(f"cannot read {executable}: {exc}") from exc
+    digest, size, manifest = _descriptor_from_json(raw, str(executable))
+    if size != data_entry.length:
+        raise PayloadError(
+            f"payload entry in {executable} is {data_entry.length} bytes, not {size}"
+        )
+    return Payload(digest, size, manifest, executable, data_entry.offset, embedded=True)
+
+
+def _descriptor_path(payload_file: Path) -> Path:
+    if payload_file.name == PAYLOAD_FILE:
+        return payload_file.with_name(DESCRIPTOR_FILE)
+    return payload_file.with_name(payload_file.name.removesuffix(".tar.zst") + ".json")
+
+
+def read_file(path: Path) -> Payload:
+    payload_file = path / PAYLOAD_FILE if path.is_dir() else path
+    if not payload_file.is_file():
+        raise PayloadError(f"no payload at {payload_file}")
+    size = payload_file.stat().st_size
+    desc = _descriptor_path(payload_file)
+    if desc.is_file():
+        digest, desc_size, manifest = _descriptor_from_json(desc.read_bytes(), str(desc))
+        if desc_size != size:
+            raise PayloadError(f"{payload_file} is {size} bytes but {desc} says {desc_size}")
+        return Payload(digest, size, manifest, payload_file)
+    # No descriptor: derive it (slower, but a bare payload file stays usable).
+    return Payload(_sha256_file(payload_file), size, _manifest_from_tar(payload_file), payload_file)
+
+
+def default_staged_dir() -> Path:
+    from .hostinfo import host_arch
+
+    return Path(__file__).resolve().parent.parent / "build" / "payload" / f"linux-{host_arch()}"
+
+
+def is_frozen() -> bool:
+    return bool(getattr(sys, "frozen", False))
+
+
+def locate(explicit: str | os.PathLike[str] | None = None) -> Payload:
+    """The payload to use: explicit option/env, else the executable's own, else the staged build."""
+    chosen = explicit or os.environ.get(ENV_PAYLOAD)
+    if chosen:
+        return read_file(Path(chosen))
+    if is_frozen():
+        return read_embedded(Path(sys.executable))
+    staged = default_staged_dir()
+    if (staged / PAYLOAD_FILE).is_file():
+        return read_file(staged)
+    raise PayloadError(
+        f"no payload: not a frozen build and nothing staged at {staged}",
+        "run 'make build' to download and embed containerd, or pass --payload PATH",
+    )
+
+
+# --- reading members --------------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    name: str  # "manifest.json" or the binary's name (without "bin/")
+    size: int
+    mode: int
+    stream: BinaryIO
+
+
+def _check_member(info: tarfile.TarInfo) -> str:
+    if not info.isfile():
+        raise PayloadError(f"unexpected non-file member {info.name!r}")
+    if info.name == MANIFEST_FILE:
+        return info.name
+    parts = info.name.split("/")
+    if len(parts) != 2 or parts[0] != "bin" or parts[1] in ("", ".", ".."):
+        raise PayloadError(f"unexpected member {info.name!r}")
+    return parts[1]
+
+
+@contextmanager
+def open_members(payload: Payload) -> Iterator[Iterator[Member]]:
+    """Stream the payload's members; when the iteration ends the digest has been checked."""
+    import zstandard
+
+    try:
+        fp = open(payload.path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise PayloadError(f"cannot open {payload.path}: {exc.strerror}") from exc
+    with fp:
+        raw = _HashingReader(fp, payload.offset, payload.size)
+
+        def members() -> Iterator[Member]:
+            try:
+                with (
+                    zstandard.ZstdDecompressor().stream_reader(raw, read_size=_CHUNK) as zr,
+                    tarfile.open(fileobj=zr, mode="r|") as tar,
+                ):
+                    for info in tar:
+                        name = _check_member(info)
+                        stream = tar.extractfile(info)
+                        assert stream is not None
+                        yield Member(name, info.size, info.mode, stream)
+                raw.drain()
+            except (zstandard.ZstdError, tarfile.TarError, EOFError) as exc:
+                raise PayloadError(f"{payload.origin} is damaged ({exc})") from exc
+            actual = raw.sha256.hexdigest()
+            if actual != payload.digest:
+                raise PayloadError(
+                    f"{payload.origin} fails its digest (expected {payload.digest}, got {actual})"
+                )
+
+        yield members()
+
+
+def _manifest_from_tar(payload_file: Path) -> Manifest:
+    import zstandard
+
+    try:
+        with (
+            open(payload_file, "rb") as fp,
+            zstandard.ZstdDecompressor().stream_reader(fp) as zr,
+            tarfile.open(fileobj=zr, mode="r|") as tar,
+        ):
+            first = tar.next()
+            if first is None or first.name != MANIFEST_FILE:
+                raise PayloadError(f"{payload_file} does not start with {MANIFEST_FILE}")
+            stream = tar.extractfile(first)
+            assert stream is not None
+            return Manifest.from_dict(json.loads(stream.read()))
+    except (OSError, zstandard.ZstdError, tarfile.TarError, ValueError) as exc:
+        raise PayloadError(f"{payload_file} is damaged ({exc})") from exc
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fp:
+        while chunk := fp.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- building (build time only) ---------------------------------------------------------------
+
+
+def pack(staged_dir: Path, level: int = ZSTD_LEVEL) -> Payload:
+    """Pack `staged_dir/{manifest.json,bin/*}` into payload.tar.zst + payload.json, reproducibly."""
+    import zstandard
+
+    manifest_raw = (staged_dir / MANIFEST_FILE).read_bytes()
+    manifest = Manifest.from_dict(json.loads(manifest_raw))
+    mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
+    out = staged_dir / PAYLOAD_FILE
+    tmp = out.with_name(out.name + ".tmp")
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, write_checksum=True, write_content_size=True, threads=-1
+    )
+    with open(tmp, "wb") as raw:
+        cctx = zstandard.ZstdCompressor(compression_params=params)
+        with (
+            cctx.stream_writer(raw, closefd=False) as zw,
+            tarfile.open(fileobj=zw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            _add(tar, MANIFEST_FILE, 0o644, mtime, io.BytesIO(manifest_raw), len(manifest_raw))
+            for entry in sorted(manifest.files, key=lambda f: f.name):
+                src = staged_dir / "bin" / entry.name
+                with open(src, "rb") as fp:
+                    _add(tar, f"bin/{entry.name}", entry.mode, mtime, fp, src.stat().st_size)
+    os.replace(tmp, out)
+    payload = Payload(_sha256_file(out), out.stat().st_size, manifest, out)
+    desc = staged_dir / DESCRIPTOR_FILE
+    desc.write_text(json.dumps(payload.descriptor(), indent=2, sort_keys=True) + "\n")
+    return payload
+
+
+def _add(tar: tarfile.TarFile, name: str, mode: int, mtime: int, fp: BinaryIO, size: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, mode, mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    tar.addfile(info, fp)

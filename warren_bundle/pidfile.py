@@ -1,0 +1,81 @@
+"""Pidfiles that are trusted only when the process behind the pid is still the one that wrote it.
+
+A bare pid can be reused after a reboot or a crash; the pidfile records the executable and the start
+time as well, and psutil must confirm both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+_START_TOLERANCE = 0.05  # seconds; create_time is derived from clock ticks
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    pid: int
+    exe: str
+    create_time: float
+
+
+def _clean_exe(path: str) -> str:
+    # A binary replaced while running shows as "<path> (deleted)" in /proc/<pid>/exe.
+    return path.removesuffix(" (deleted)")
+
+
+def record_for(pid: int) -> PidRecord:
+    proc = psutil.Process(pid)
+    return PidRecord(pid, _clean_exe(proc.exe()), proc.create_time())
+
+
+def write(path: Path, record: PidRecord) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps({"pid": record.pid, "exe": record.exe, "create_time": record.create_time})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fp:
+        fp.write(data + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def read(path: Path) -> PidRecord | None:
+    try:
+        data = json.loads(path.read_text())
+        return PidRecord(int(data["pid"]), str(data["exe"]), float(data["create_time"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def alive(record: PidRecord) -> psutil.Process | None:
+    """The process, if `record.pid` is still the process that was recorded; else None."""
+    try:
+        proc = psutil.Process(record.pid)
+        if abs(proc.create_time() - record.create_time) > _START_TOLERANCE:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if _clean_exe(proc.exe()) != record.exe:
+            return None
+        return proc
+    except (psutil.Error, OSError):
+        return None
+
+
+def read_trusted(path: Path) -> tuple[PidRecord, psutil.Process] | None:
+    record = read(path)
+    if record is None:
+        return None
+    proc = alive(record)
+    return (record, proc) if proc is not None else None
+
+
+def remove(path: Path) -> None:
+    with suppress(FileNotFoundError):
+        path.unlink()

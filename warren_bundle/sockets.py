@@ -1,0 +1,76 @@
+"""Which containerd socket a client should use: explicit > embedded > system > Lima.
+
+Explicit means --socket, WARREN_CONTAINERD_SOCKET or CONTAINERD_ADDRESS and is taken as given.
+The others are taken only when they answer a gRPC health check.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from . import health
+from .errors import SocketNotFoundError
+from .hostinfo import host_os
+from .paths import Paths, lima_socket_path, system_socket_path
+
+ENV_SOCKETS = ("WARREN_CONTAINERD_SOCKET", "CONTAINERD_ADDRESS")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kind: str  # explicit | embedded | system | lima
+    path: str
+
+
+def _strip_scheme(address: str) -> str:
+    return address.removeprefix("unix://")
+
+
+def explicit_socket(option: str | None = None) -> Candidate | None:
+    if option:
+        return Candidate("explicit", _strip_scheme(option))
+    for var in ENV_SOCKETS:
+        value = os.environ.get(var)
+        if value:
+            return Candidate("explicit", _strip_scheme(value))
+    return None
+
+
+def candidates(paths: Paths, option: str | None = None) -> list[Candidate]:
+    found = []
+    explicit = explicit_socket(option)
+    if explicit is not None:
+        found.append(explicit)
+    found.append(Candidate("embedded", str(paths.socket)))
+    found.append(Candidate("system", str(system_socket_path())))
+    if host_os() == "darwin":
+        found.append(Candidate("lima", str(lima_socket_path())))
+    return found
+
+
+def detect(paths: Paths, option: str | None = None, timeout: float = 1.0) -> Candidate:
+    """The socket to use; SocketNotFoundError when an explicit one is absent or nothing answers."""
+    explicit = explicit_socket(option)
+    if explicit is not None:
+        return explicit
+    tried = []
+    for cand in candidates(paths):
+        if health.is_serving(cand.path, timeout):
+            return cand
+        tried.append(cand.path)
+    raise SocketNotFoundError(
+        f"socket not found: no containerd answers on {', '.join(tried)}",
+        "start one with 'warren containerd start' (or 'warren lima up' on macOS), or pass --socket",
+    )
+
+
+def validate(cand: Candidate, timeout: float = 2.0) -> health.Probe:
+    result = health.probe(cand.path, timeout)
+    if not result.serving:
+        raise SocketNotFoundError(
+            result.error or f"socket not found: {cand.path}",
+            f"check 'ls -l {cand.path}' and that containerd is running "
+            "('warren containerd status'); restart containerd or warren",
+        )
+    return result

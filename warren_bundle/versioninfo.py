@@ -1,0 +1,45 @@
+"""What `warren version` reports: the launcher and its payload, read from the descriptor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from .errors import PayloadError
+from .payload import Manifest, locate
+
+
+def provenance_summary(manifest: Manifest) -> str:
+    prov = manifest.provenance
+    if manifest.source == "debian":
+        pkgs = prov.get("packages") or prov.get("debs") or []
+        names = ", ".join(str(p.get("file") or p.get("name")) for p in pkgs if isinstance(p, dict))
+        return f"Debian {prov.get('suite', '?')} packages {names}".strip()
+    artifacts = prov.get("artifacts") or []
+    urls = [str(a.get("url") or a.get("name")) for a in artifacts if isinstance(a, dict)]
+    return ", ".join(urls) or "(no provenance recorded)"
+
+
+def version_info(payload_option: str | None = None) -> dict[str, Any]:
+    info: dict[str, Any] = {"warren": __version__}
+    try:
+        payload = locate(payload_option)
+    except PayloadError as exc:
+        info["payload"] = None
+        info["payload_error"] = exc.one_line()
+        return info
+    m = payload.manifest
+    info["payload"] = {
+        "digest": payload.digest,
+        "size": payload.size,
+        "origin": payload.origin,
+        "os": m.os,
+        "arch": m.arch,
+        "containerd_version": m.containerd_version,
+        "runc_version": m.runc_version,
+        "source": m.source,
+        "provenance": m.provenance,
+        "provenance_summary": provenance_summary(m),
+        "files": [f.__dict__ for f in m.files],
+    }
+    return info
