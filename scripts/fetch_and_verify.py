@@ -27,6 +27,7 @@ import time
 import traceback
 import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -37,7 +38,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from warren_bundle import elf, payload  # noqa: E402
-from warren_bundle.errors import ChecksumMismatch, ExitCode, WarrenError  # noqa: E402
+from warren_bundle.errors import (  # noqa: E402
+    ChecksumMismatch,
+    ExitCode,
+    PlatformError,
+    WarrenError,
+)
 from warren_bundle.hostinfo import host_arch  # noqa: E402
 
 if TYPE_CHECKING:
@@ -49,6 +55,16 @@ ARCHES = ("amd64", "arm64")
 SOURCES = ("auto", "upstream", "mirror", "dir", "debian")
 CONTAINERD_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr")
 BINARY_MODE = 0o755
+# Everything a staged --out may hold; anything else means --out points somewhere it should not.
+STAGED_NAMES = frozenset(
+    {
+        "bin",
+        payload.MANIFEST_FILE,
+        payload.PAYLOAD_FILE,
+        payload.DESCRIPTOR_FILE,
+        payload.PAYLOAD_FILE + ".tmp",
+    }
+)
 DEFAULT_CHECKSUMS = REPO / "checksums"
 DEFAULT_CACHE = REPO / "build" / "downloads"
 DEFAULT_OUT_PARENT = REPO / "build" / "payload"
@@ -323,13 +339,18 @@ def describe_connect_error(exc: BaseException, url: str) -> tuple[str, bool]:
     parts = urlsplit(url)
     host = parts.hostname or url
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    for cause in _causes(exc):
-        if isinstance(cause, urllib3.exceptions.NameResolutionError | socket.gaierror):
-            return f"cannot resolve host {host}", True
-        if isinstance(cause, ConnectionRefusedError):
-            return f"connection refused by {host}:{port}", False
-        if isinstance(cause, urllib3.exceptions.ConnectTimeoutError | TimeoutError):
-            return f"timed out connecting to {host}:{port}", False
+    causes = list(_causes(exc))
+    if any(isinstance(c, urllib3.exceptions.NameResolutionError | socket.gaierror) for c in causes):
+        return f"cannot resolve host {host}", True
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return f"connection refused by {host}:{port}", False
+    # urllib3's NewConnectionError subclasses ConnectTimeoutError: only a real timeout counts.
+    timeouts = (urllib3.exceptions.ConnectTimeoutError, TimeoutError)
+    if any(
+        isinstance(c, timeouts) and not isinstance(c, urllib3.exceptions.NewConnectionError)
+        for c in causes
+    ):
+        return f"timed out connecting to {host}:{port}", False
     return f"cannot connect to {host}:{port} ({type(exc).__name__})", False
 
 
@@ -402,6 +423,7 @@ def _attempt(
 ) -> None:
     """One GET into `part`, resuming from its current size; raise _Retry/_Restart/FetchError."""
     import requests
+    import urllib3
 
     offset = part.stat().st_size if part.exists() else 0
     # identity: Range offsets and Content-Length must count the file's own bytes.
@@ -432,7 +454,7 @@ def _attempt(
                 return  # the .part is already complete; the digest check decides
             part.unlink()
             raise _Restart
-        if status >= 500:
+        if status >= 500 or status == 429:
             raise _Retry(f"HTTP {status} {resp.reason} from {url}")
         if status not in (200, 206):
             raise FetchError(f"HTTP {status} {resp.reason}: {url}")
@@ -455,10 +477,16 @@ def _attempt(
                     progress.advance(len(chunk))
                 fp.flush()
                 os.fsync(fp.fileno())
-        except (requests.exceptions.RequestException, OSError) as exc:
-            if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
-                raise FetchError(f"cannot write {part}: {exc}") from exc
+        # requests' exceptions are OSErrors too: the transport ones must be caught first.
+        except (
+            requests.exceptions.RequestException,
+            urllib3.exceptions.HTTPError,
+            ConnectionError,
+            TimeoutError,
+        ) as exc:
             raise _Retry(f"download of {url} broke off ({type(exc).__name__})") from exc
+        except OSError as exc:
+            raise FetchError(f"cannot write {part}: {exc.strerror or exc}") from exc
         finally:
             progress.finish()
         if total is not None and part.stat().st_size != total:
@@ -1084,6 +1112,82 @@ def output_dirs(arches: Sequence[str], out: Path | None, all_arches: bool) -> di
     return {arches[0]: out}
 
 
+def check_replaceable(out: Path) -> None:
+    """Refuse to replace a directory that is not a staged payload: --out is swapped wholesale."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise FetchError(f"--out {out} exists and is not a directory", "pick another --out")
+    if not out.exists():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in STAGED_NAMES)
+    if foreign:
+        raise FetchError(
+            f"refusing to replace {out}: it holds {', '.join(foreign[:3])}, "
+            "which a staged payload never does",
+            "pick an empty or previously staged --out",
+        )
+
+
+@contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """One run per cache at a time: two writers on one .part would corrupt each other's bytes."""
+    import fcntl
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as fp:
+        try:
+            fcntl.flock(fp, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"fetch: waiting for another run using {cache}", file=sys.stderr, flush=True)
+            fcntl.flock(fp, fcntl.LOCK_EX)
+        yield
+
+
+def stage(
+    args: argparse.Namespace, source: str, arches: list[str], outs: dict[str, Path]
+) -> list[Staged]:
+    cache: Path = args.cache
+    debian = DebianOptions(
+        args.debian_suite or host_suite(),
+        args.debian_runc_suite or host_suite(),
+        args.debian_mirror,
+        cache,
+    )
+    if source == "debian":
+        if args.containerd or args.runc:
+            print(
+                "fetch: note: --containerd/--runc are ignored with --source debian", file=sys.stderr
+            )
+        return fetch_debian(arches, outs, debian)
+    release = ReleaseOptions(
+        containerd=args.containerd or DEFAULT_CONTAINERD,
+        runc=args.runc or DEFAULT_RUNC,
+        flavor=args.flavor,
+        source="upstream" if source == "auto" else source,
+        mirror=args.mirror,
+        from_dir=args.from_dir,
+        checksums=args.checksums,
+        cache=cache,
+        net=NetOptions(args.connect_timeout, args.read_timeout, args.retries, args.backoff),
+    )
+    try:
+        return fetch_release(arches, outs, release)
+    except Unreachable as exc:
+        if source != "auto" or args.release:
+            if args.release:
+                exc.remedy = "release builds never fall back to Debian; use --mirror URL"
+            raise
+        staged = fetch_debian(arches, outs, debian, f"upstream unreachable: {exc.message}")
+        st = staged[0]
+        print(
+            f"warren: upstream unreachable ({exc.message}); falling back to Debian packages "
+            f"(containerd {st.containerd_version}, runc {st.runc_version}) — not for release "
+            "builds",
+            file=sys.stderr,
+            flush=True,
+        )
+        return staged
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     source = resolve_source(args, parser)
     if args.arch in (None, "all"):
@@ -1091,60 +1195,27 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     else:
         arches = [args.arch]
     if arches[0] not in ARCHES:
-        from warren_bundle.errors import PlatformError
-
         raise PlatformError(
             f"host architecture {arches[0]!r} is not built", "pass --arch amd64|arm64"
         )
     outs = output_dirs(arches, args.out, args.arch == "all")
-    cache: Path = args.cache
-    suite = args.debian_suite or host_suite()
-    debian = DebianOptions(suite, args.debian_runc_suite or host_suite(), args.debian_mirror, cache)
-    if source == "debian" and (args.containerd or args.runc):
-        print("fetch: note: --containerd/--runc are ignored with --source debian", file=sys.stderr)
-
-    if source == "debian":
-        staged = fetch_debian(arches, outs, debian)
-    else:
-        release = ReleaseOptions(
-            containerd=args.containerd or DEFAULT_CONTAINERD,
-            runc=args.runc or DEFAULT_RUNC,
-            flavor=args.flavor,
-            source="upstream" if source == "auto" else source,
-            mirror=args.mirror,
-            from_dir=args.from_dir,
-            checksums=args.checksums,
-            cache=cache,
-            net=NetOptions(args.connect_timeout, args.read_timeout, args.retries, args.backoff),
-        )
+    for out in outs.values():
+        check_replaceable(out)
+    with cache_lock(args.cache):
+        staged = stage(args, source, arches, outs)
         try:
-            staged = fetch_release(arches, outs, release)
-        except Unreachable as exc:
-            if source != "auto" or args.release:
-                if args.release:
-                    exc.remedy = "release builds never fall back to Debian; use --mirror URL"
-                raise
-            staged = fetch_debian(arches, outs, debian, f"upstream unreachable: {exc.message}")
-            st = staged[0]
-            print(
-                f"warren: upstream unreachable ({exc.message}); falling back to Debian packages "
-                f"(containerd {st.containerd_version}, runc {st.runc_version}) — not for release "
-                "builds",
-                file=sys.stderr,
-                flush=True,
-            )
-    try:
-        digests = {
-            st.arch: None if args.no_pack else payload.pack(st.tmp, level=args.level)
-            for st in staged
-        }
-    except BaseException:
-        discard(staged)
-        raise
+            packed = {
+                st.arch: None if args.no_pack else payload.pack(st.tmp, level=args.level)
+                for st in staged
+            }
+        except BaseException:
+            discard(staged)
+            raise
+        # Swapped only once every arch passed: --arch all is all or nothing too.
+        for st in staged:
+            swap_into_place(st.tmp, st.out)
     for st in staged:
-        swap_into_place(st.tmp, st.out)
-    for st in staged:
-        report(st, digests[st.arch])
+        report(st, packed[st.arch])
     return 0
 
 
@@ -1162,6 +1233,13 @@ def report(st: Staged, packed: payload.Payload | None) -> None:
         print(f"{label}  payload {out_file}  {packed.size} bytes  sha256:{packed.digest}")
 
 
+def one_line(exc: WarrenError) -> str:
+    """Cause and remedy on one line; unlike WarrenError.one_line it keeps runs of spaces, which
+    matter in the suggested sha256sum line."""
+    text = exc.message if not exc.remedy else f"{exc.message}; {exc.remedy}"
+    return " ".join(line.strip() for line in text.splitlines())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1170,7 +1248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WarrenError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {exc.one_line()}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
