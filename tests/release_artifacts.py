@@ -1,0 +1,263 @@
+"""Test helpers for scripts/fetch_and_verify.py: load it, craft ELF headers and release-shaped
+artifacts, and serve files over a real HTTP server that can misbehave on request.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import io
+import socket
+import struct
+import sys
+import tarfile
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "fetch_and_verify.py"
+
+# Debian's packaged binaries stand in for the upstream release's (same names, real ELF files).
+REAL_BINARIES = {
+    "containerd": Path("/usr/bin/containerd"),
+    "containerd-shim-runc-v2": Path("/usr/bin/containerd-shim-runc-v2"),
+    "ctr": Path("/usr/bin/ctr"),
+    "runc": Path("/usr/sbin/runc"),
+}
+ELF_MACHINES = {"amd64": 62, "arm64": 183}
+
+
+def load_script() -> ModuleType:
+    """Import scripts/fetch_and_verify.py as a module (it is not part of the package)."""
+    name = "fetch_and_verify"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_elf(arch: str, size: int = 4096) -> bytes:
+    """A 64-bit little-endian ELF header for `arch`, padded: enough for warren_bundle.elf."""
+    ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
+    header = ident + struct.pack("<HHI", 2, ELF_MACHINES[arch], 1)
+    return header + bytes(size - len(header))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def missing_real_binaries() -> list[str]:
+    return [str(p) for p in REAL_BINARIES.values() if not p.is_file()]
+
+
+# --- tarballs -------------------------------------------------------------------------------
+
+
+def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], level: int = 1) -> bytes:
+    """A .tar.gz of the given members; data None for members without content."""
+    buf = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=level, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def file_member(name: str, mode: int = 0o755) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mode = mode
+    return info
+
+
+def dir_member(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, 0o755
+    return info
+
+
+def special_member(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, linkname, 0o644
+    return info
+
+
+def release_tarball(binaries: dict[str, bytes], extra: dict[str, bytes] | None = None) -> bytes:
+    """Shaped like containerd-static-*.tar.gz: a bin/ dir with the executables."""
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = [(dir_member("bin"), None)]
+    for name, data in {**binaries, **(extra or {})}.items():
+        members.append((file_member(f"bin/{name}"), data))
+    return tar_bytes(members)
+
+
+@dataclass
+class Release:
+    """Release files for one arch plus the pin files that vouch for them."""
+
+    arch: str
+    containerd_version: str
+    runc_version: str
+    files: dict[str, bytes]  # asset name -> bytes
+    binaries: dict[str, bytes]  # what the payload must carry
+
+    @property
+    def tarball_name(self) -> str:
+        return f"containerd-static-{self.containerd_version}-linux-{self.arch}.tar.gz"
+
+    @property
+    def runc_name(self) -> str:
+        return f"runc.{self.arch}"
+
+    def write_pins(self, checksums: Path, skip: tuple[str, ...] = ()) -> Path:
+        checksums.mkdir(parents=True, exist_ok=True)
+        pins = {
+            f"containerd-{self.containerd_version}.sha256": self.tarball_name,
+            f"runc-{self.runc_version}.sha256": self.runc_name,
+        }
+        for pin_file, asset in pins.items():
+            if asset not in skip:
+                line = f"{sha256(self.files[asset])}  {asset}\n"
+                with open(checksums / pin_file, "a") as fp:
+                    fp.write(line)
+        return checksums
+
+    def write_dir(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in self.files.items():
+            (folder / name).write_bytes(data)
+        return folder
+
+
+def make_release(
+    binaries: dict[str, bytes], arch: str, containerd_version: str = "2.2.7", runc: str = "1.3.6"
+) -> Release:
+    ctd = {k: v for k, v in binaries.items() if k != "runc"}
+    # Present in real releases and must be left out of the payload.
+    extra = {"containerd-stress": b"#!/bin/sh\necho not in the payload\n"}
+    tarball = release_tarball(ctd, extra)
+    rel = Release(arch, containerd_version, runc, {}, dict(binaries))
+    rel.files[rel.tarball_name] = tarball
+    rel.files[rel.runc_name] = binaries["runc"]
+    return rel
+
+
+# --- HTTP server ----------------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """What the server was asked for, and how it should misbehave."""
+
+    files: dict[str, bytes] = field(default_factory=dict)  # URL path -> bytes
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range)
+    cut_once: set[str] = field(default_factory=set)  # send half the body, then drop the link
+    statuses: dict[str, list[int]] = field(default_factory=dict)  # answer these first
+    ignore_range: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ranges(self, path: str) -> list[str | None]:
+        return [r for p, r in self.requests if p == path]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # keep pytest output clean
+
+    def do_GET(self) -> None:
+        state = self.server.state
+        path = self.path.split("?", 1)[0]
+        rng = self.headers.get("Range")
+        with state.lock:
+            state.requests.append((path, rng))
+            queued = state.statuses.get(path)
+            status = queued.pop(0) if queued else None
+            cut = path in state.cut_once
+            state.cut_once.discard(path)
+        if status is not None:
+            self._plain(status, f"status {status} as told\n".encode())
+            return
+        data = state.files.get(path)
+        if data is None:
+            self._plain(404, b"not found\n")
+            return
+        start = 0
+        if rng and not state.ignore_range:
+            start = int(rng.removeprefix("bytes=").split("-", 1)[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        if cut:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def _plain(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: Served
+
+
+class ArtifactServer:
+    """A real HTTP server on 127.0.0.1 (port chosen by the kernel) in a background thread."""
+
+    def __init__(self, state: Served | None = None) -> None:
+        self.state = state or Served()
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd.state = self.state
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def base(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> ArtifactServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def closed_port() -> int:
+    """A port nothing listens on: connecting to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
