@@ -1,0 +1,240 @@
+"""Shared test helpers: short run dirs, the staged payload, polling, a busybox OCI image, cleanup.
+
+No sleeps as synchronisation: `wait_for` polls a condition until a deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from warren_bundle import health  # noqa: E402
+from warren_bundle.hostinfo import host_arch  # noqa: E402
+from warren_bundle.paths import Paths  # noqa: E402
+
+T = TypeVar("T")
+WARREN = [sys.executable, "-m", "warren_bundle"]
+STAGED = REPO / "build" / "payload" / f"linux-{host_arch()}"
+FROZEN = REPO / "dist" / f"warren-linux-{host_arch()}"
+BUSYBOX = Path("/bin/busybox")
+TEST_IMAGE = "docker.io/library/busybox:warren-test"
+
+
+def wait_for(
+    condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll `condition` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def short_dir(prefix: str = "w") -> Path:
+    """A short /tmp dir: unix socket paths are limited to 107 bytes."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def make_paths(base: Path) -> Paths:
+    return Paths(data_dir=base / "data", run_dir=base / "run", config_dir=base / "etc")
+
+
+def warren_env(paths: Paths, payload: Path | None = STAGED, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for var in ("WARREN_CONTAINERD_SOCKET", "CONTAINERD_ADDRESS", "WARREN_PAYLOAD"):
+        env.pop(var, None)
+    env.update(
+        WARREN_DATA_DIR=str(paths.data_dir),
+        WARREN_RUN_DIR=str(paths.run_dir),
+        WARREN_CONFIG_DIR=str(paths.config_dir),
+        PYTHONPATH=str(REPO),
+    )
+    if payload is not None:
+        env["WARREN_PAYLOAD"] = str(payload)
+    env.update(extra)
+    return env
+
+
+def run_warren(
+    paths: Paths, *args: str, payload: Path | None = STAGED, timeout: float = 120, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*WARREN, *args],
+        env=warren_env(paths, payload, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def read_pid(path: Path) -> int:
+    return int(json.loads(path.read_text())["pid"])
+
+
+# --- an OCI image made from Debian's busybox-static -------------------------------------------
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _blob(tar: tarfile.TarFile, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    _tar_add(tar, f"blobs/sha256/{digest}", data)
+    return digest
+
+
+def busybox_image(dest: Path, name: str = TEST_IMAGE, arch: str | None = None) -> Path:
+    """Write an OCI image-layout tarball with busybox and a few applet links; `ctr` imports it."""
+    layer_buf = io.BytesIO()
+    with tarfile.open(fileobj=layer_buf, mode="w") as layer:
+        info = tarfile.TarInfo("bin")
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        layer.addfile(info)
+        _tar_add(layer, "bin/busybox", BUSYBOX.read_bytes(), 0o755)
+        for applet in ("sh", "echo", "sleep", "cat", "ls", "true"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            layer.addfile(link)
+    layer_bytes = layer_buf.getvalue()
+    layer_digest = hashlib.sha256(layer_bytes).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": arch or host_arch(),
+            "os": "linux",
+            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
+        }
+    ).encode()
+    with tarfile.open(dest, "w") as tar:
+        config_digest = _blob(tar, config)
+        _blob(tar, layer_bytes)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": f"sha256:{config_digest}",
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": f"sha256:{layer_digest}",
+                        "size": len(layer_bytes),
+                    }
+                ],
+            }
+        ).encode()
+        manifest_digest = _blob(tar, manifest)
+        index = {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": f"sha256:{manifest_digest}",
+                    "size": len(manifest),
+                    "annotations": {
+                        "io.containerd.image.name": name,
+                        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1],
+                    },
+                }
+            ],
+        }
+        _tar_add(tar, "index.json", json.dumps(index).encode())
+        _tar_add(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+    return dest
+
+
+# --- cleanup: nothing a test started may outlive it -------------------------------------------
+
+
+def _ctr(paths: Paths, *args: str) -> subprocess.CompletedProcess[str]:
+    ctr = paths.binary("ctr")
+    binary = str(ctr) if ctr.exists() else "ctr"
+    return subprocess.run(
+        [binary, "--address", str(paths.socket), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def remove_containers(paths: Paths) -> None:
+    if not health.is_serving(paths.socket, 1.0):
+        return
+    namespaces = _ctr(paths, "namespaces", "ls", "-q").stdout.split()
+    for ns in namespaces:
+        for task in _ctr(paths, "-n", ns, "tasks", "ls", "-q").stdout.split():
+            _ctr(paths, "-n", ns, "tasks", "kill", "-s", "SIGKILL", task)
+            _ctr(paths, "-n", ns, "tasks", "rm", "-f", task)
+        for container in _ctr(paths, "-n", ns, "containers", "ls", "-q").stdout.split():
+            _ctr(paths, "-n", ns, "containers", "rm", container)
+
+
+def kill_processes_under(*dirs: Path) -> None:
+    """SIGKILL every process whose executable or command line lives under one of `dirs`."""
+    prefixes = tuple(str(d) + "/" for d in dirs)
+    victims = []
+    for proc in psutil.process_iter(["exe", "cmdline"]):
+        with suppress(psutil.Error):
+            exe = (proc.info.get("exe") or "").removesuffix(" (deleted)")
+            cmd = " ".join(proc.info.get("cmdline") or [])
+            if proc.pid != os.getpid() and (
+                exe.startswith(prefixes) or any(p in cmd for p in prefixes)
+            ):
+                victims.append(proc)
+    for proc in victims:
+        with suppress(psutil.Error):
+            proc.send_signal(signal.SIGKILL)
+    psutil.wait_procs(victims, timeout=10)
+
+
+def unmount_under(*dirs: Path) -> None:
+    prefixes = tuple(str(d) for d in dirs)
+    mounts = []
+    with open("/proc/self/mountinfo") as fp:
+        for line in fp:
+            mountpoint = line.split()[4].encode().decode("unicode_escape")
+            if mountpoint.startswith(prefixes):
+                mounts.append(mountpoint)
+    for mountpoint in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mountpoint], capture_output=True)
+
+
+def cleanup_runtime(paths: Paths, base: Path | None = None) -> None:
+    remove_containers(paths)
+    kill_processes_under(paths.data_dir, paths.run_dir)
+    unmount_under(paths.data_dir, paths.run_dir)
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def containerd_started(paths: Paths) -> bool:
+    return health.is_serving(paths.socket, 1.0)
