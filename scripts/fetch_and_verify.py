@@ -83,6 +83,8 @@ DEBIAN_PATHS = {
     "runc": ("usr/sbin/runc", "usr/bin/runc"),
 }
 _CHUNK = 1 << 20
+# Release artifacts are tens of MB; a server streaming without end must not fill the disk.
+MAX_ARTIFACT_BYTES = 1 << 30
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
 assert set(CONTAINERD_BINARIES) | {"runc"} == set(payload.BINARIES)
@@ -475,6 +477,12 @@ def _attempt(
                 for chunk in resp.iter_content(1 << 16):
                     fp.write(chunk)
                     progress.advance(len(chunk))
+                    if progress.done > MAX_ARTIFACT_BYTES:
+                        part.unlink()
+                        raise FetchError(
+                            f"{url} is larger than {MAX_ARTIFACT_BYTES >> 20} MiB: not a release "
+                            "artifact"
+                        )
                 fp.flush()
                 os.fsync(fp.fileno())
         # requests' exceptions are OSErrors too: the transport ones must be caught first.
@@ -498,21 +506,43 @@ def download(url: str, dest: Path, expected: str, net: NetOptions, label: str) -
 
     `dest` appears only after the bytes matched `expected`; a mismatch deletes the .part.
     """
-    import requests
-
     if dest.is_file():
         if sha256_file(dest) == expected:
             return False
         dest.unlink()  # damaged or stale: fetch it again rather than trust it
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    inherited = part.exists() and part.stat().st_size > 0
+    _transfer(url, part, net, label)
+    actual = sha256_file(part)
+    if actual != expected and inherited:
+        # The bad bytes may be an old run's prefix (e.g. from another mirror): one clean try.
+        note = f"fetch: resumed {part.name} failed its digest; fetching it again from byte 0"
+        print(note, file=sys.stderr)
+        part.unlink()
+        _transfer(url, part, net, label)
+        actual = sha256_file(part)
+    if actual != expected:
+        part.unlink()
+        raise ChecksumMismatch(
+            f"checksum mismatch for {dest.name} from {url}: expected {expected}, got {actual}",
+            "the file was deleted; if the release was re-published, re-check it and update the pin",
+        )
+    os.replace(part, dest)
+    return True
+
+
+def _transfer(url: str, part: Path, net: NetOptions, label: str) -> None:
+    """Get all of `url` into `part`, resuming and retrying; the caller checks the digest."""
+    import requests
+
     failures = 0
     with requests.Session() as session:
         while True:
             size_before = part.stat().st_size if part.exists() else 0
             try:
                 _attempt(session, url, part, net, Progress(label))
-                break
+                return
             except _Restart:
                 continue
             except _Retry as exc:
@@ -523,21 +553,12 @@ def download(url: str, dest: Path, expected: str, net: NetOptions, label: str) -
                     if exc.connect:
                         raise Unreachable(f"{exc.reason} ({url})") from None
                     raise FetchError(
-                        f"{exc.reason} (gave up after {failures} attempts)",
+                        f"{exc.reason} (gave up after {failures} attempts in a row)",
                         "try again, or use --mirror",
                     ) from None
                 delay = min(net.backoff * 2 ** (failures - 1), 30.0)
                 print(f"fetch: {exc.reason}; retrying in {delay:g}s", file=sys.stderr, flush=True)
                 time.sleep(delay)
-    actual = sha256_file(part)
-    if actual != expected:
-        part.unlink()
-        raise ChecksumMismatch(
-            f"checksum mismatch for {dest.name} from {url}: expected {expected}, got {actual}",
-            "the file was deleted; if the release was re-published, re-check it and update the pin",
-        )
-    os.replace(part, dest)
-    return True
 
 
 # --- staging --------------------------------------------------------------------------------
