@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import release_artifacts as ra
 
 fv = ra.load_script()
