@@ -770,7 +770,7 @@ def require_apt() -> None:
     missing = [t for t in ("apt-get", "dpkg-deb") if shutil.which(t) is None]
     if missing:
         raise FetchError(
-            f"--source debian needs {' and '.join(missing)}, which this host does not have",
+            f"the Debian source needs {' and '.join(missing)}, which this host does not have",
             "use --source upstream, --mirror URL or --from-dir DIR",
         )
 
@@ -1197,7 +1197,14 @@ def stage(
             if args.release:
                 exc.remedy = "release builds never fall back to Debian; use --mirror URL"
             raise
-        staged = fetch_debian(arches, outs, debian, f"upstream unreachable: {exc.message}")
+        try:
+            staged = fetch_debian(arches, outs, debian, f"upstream unreachable: {exc.message}")
+        except FetchError as deb_exc:
+            raise FetchError(
+                f"upstream unreachable ({exc.message}) and the Debian fallback failed: "
+                f"{deb_exc.message}",
+                deb_exc.remedy or "use --mirror URL or --from-dir DIR",
+            ) from deb_exc
         st = staged[0]
         print(
             f"warren: upstream unreachable ({exc.message}); falling back to Debian packages "
