@@ -86,6 +86,9 @@ def _register_subcommands() -> None:
     from .cli_runtime import register
 
     register(cli)
+    from .cli_images import register as register_images
+
+    register_images(cli)
 
 
 _register_subcommands()
