@@ -1,0 +1,184 @@
+"""CLI for air-gapped images: `warren images import FILE...`, `warren images status`, and the ready
+hook that imports <data-dir>/images when `containerd run`/`start` has containerd ready.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from .cli import Context
+    from .paths import Paths
+    from .supervisor import ContainerdManager
+
+_STOPPED_STATES = ("STOPPING", "STOPPED", "FATAL")
+
+
+def _ctx() -> Context:
+    return click.get_current_context().find_root().obj  # type: ignore[no-any-return]
+
+
+def _echo_event(line: str) -> None:
+    click.echo(f"warren: {line}", err=True)
+
+
+@click.group()
+def images() -> None:
+    """Air-gapped images: import image archives into containerd."""
+
+
+@images.command("import")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="containerd namespace (repeatable; default: default and k8s.io).",
+)
+@click.option("--socket", "socket_option", help="Use this socket (overrides detection).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def import_command(
+    files: tuple[Path, ...], namespaces: tuple[str, ...], socket_option: str | None, as_json: bool
+) -> None:
+    """Import image archives (docker save / OCI layout; .tar, .tar.gz, .tar.zst)."""
+    from .extract import ensure_extracted, is_current
+    from .images import DEFAULT_NAMESPACES, ImageImportError, import_archive
+    from .payload import locate
+    from .sockets import detect
+
+    ctx = _ctx()
+    socket = detect(ctx.paths, socket_option).path
+    payload = locate(ctx.payload)
+    if not is_current(ctx.paths, payload):
+        ensure_extracted(ctx.paths, payload)
+    ctr = ctx.paths.binary("ctr")
+    results = []
+    for archive in files:
+        result = import_archive(ctr, socket, archive, namespaces or DEFAULT_NAMESPACES)
+        results.append(result)
+        if not as_json:
+            if result.status == "failed":
+                _echo_event(result.describe())
+            else:
+                click.echo(result.describe())
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2, sort_keys=True))
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise ImageImportError(
+            f"{len(failed)} of {len(results)} image archive(s) failed to import",
+            "check each named archive (tar -tf FILE; it must come from docker save, "
+            "ctr export or an OCI layout)"
+            + ("; the others were imported" if len(failed) < len(results) else ""),
+        )
+
+
+@images.command("status")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Wait up to SECONDS for the automatic import to finish.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status_command(wait_s: float | None, as_json: bool) -> None:
+    """What the automatic import of <data-dir>/images did at the last containerd start."""
+    paths = _ctx().paths
+    report = _wait_for_report(paths, wait_s) if wait_s is not None else _current_report(paths)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        _print_report(report)
+    if report.get("state") == "error" or any(
+        r.get("status") == "failed" for r in report.get("results") or []
+    ):
+        from .images import ImageImportError
+
+        raise ImageImportError(
+            "the automatic image import reported failures",
+            "fix or remove the archives named above, then restart containerd or run "
+            "'warren images import FILE'",
+        )
+
+
+def _current_report(paths: Paths) -> dict[str, Any]:
+    """The import report of the supervisor running now; NotRunningError when there is none."""
+    from .control import supervisor_process
+    from .errors import NotRunningError
+    from .images import read_report
+
+    sup = supervisor_process(paths)
+    if sup is None:
+        raise NotRunningError(
+            "containerd is not running (no supervisor), so no image import ran",
+            "start it with 'warren containerd start'",
+        )
+    report = read_report(paths)
+    # A report left by an earlier supervisor says nothing about this one.
+    if report is None or report.get("supervisor_pid") != sup.pid:
+        return {"state": "pending", "supervisor_pid": sup.pid, "results": []}
+    return report
+
+
+def _wait_for_report(paths: Paths, timeout: float) -> dict[str, Any]:
+    from .errors import ReadinessTimeout
+
+    deadline = time.monotonic() + timeout
+    while True:
+        report = _current_report(paths)
+        if report.get("state") not in ("pending", "importing"):
+            return report
+        if time.monotonic() >= deadline:
+            raise ReadinessTimeout(
+                f"the image import was still {report.get('state')} after {timeout:g}s",
+                f"wait longer, or see {paths.log_file}",
+            )
+        time.sleep(0.1)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    from .images import ArchiveResult
+
+    state = report.get("state")
+    where = report.get("images_dir") or "<data-dir>/images"
+    results = report.get("results") or []
+    click.echo(f"state     {state}")
+    click.echo(f"images    {where} ({len(results)} archive(s) so far)")
+    for data in results:
+        click.echo(f"  {ArchiveResult(**data).describe()}")
+    if report.get("error"):
+        click.echo(f"error     {report['error']}")
+
+
+def _on_ready(ctx: Context, mgr: ContainerdManager) -> None:
+    """Import <data-dir>/images in the background: the supervisor answers signals meanwhile."""
+    from .images import auto_import
+
+    def should_continue() -> bool:
+        return mgr.state.value not in _STOPPED_STATES
+
+    thread = threading.Thread(
+        target=auto_import,
+        args=(ctx.paths, mgr.socket_path, should_continue, _echo_event),
+        name="warren-image-import",
+        daemon=True,
+    )
+    thread.start()
+
+
+def register(cli: click.Group) -> None:
+    from .cli_runtime import add_ready_hook
+
+    cli.add_command(images)
+    add_ready_hook(_on_ready)
