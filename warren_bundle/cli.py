@@ -89,6 +89,9 @@ def _register_subcommands() -> None:
     from .cli_images import register as register_images
 
     register_images(cli)
+    from .cli_observe import register as register_observe
+
+    register_observe(cli)
 
 
 _register_subcommands()

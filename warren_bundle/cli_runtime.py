@@ -29,6 +29,17 @@ def _emit_json(data: Any) -> None:
 # --- shared option sets -----------------------------------------------------------------------
 
 
+def _check_metrics_addr(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if not value:
+        return None
+    from .metrics import format_addr, parse_addr
+
+    try:
+        return format_addr(*parse_addr(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _run_options(func: Any) -> Any:
     options = [
         click.option(
@@ -60,6 +71,14 @@ def _run_options(func: Any) -> Any:
             help="Seconds between liveness checks of a running containerd.",
         ),
         click.option("--containerd-debug", is_flag=True, help="Run containerd with debug logging."),
+        click.option(
+            "--metrics-addr",
+            envvar="WARREN_METRICS_ADDR",
+            callback=_check_metrics_addr,
+            metavar="[HOST:]PORT",
+            help="Serve Prometheus /metrics there (a bare port binds 127.0.0.1; "
+            "0.0.0.0:PORT exposes it). Off by default.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -72,6 +91,7 @@ def _run_args(
     ready_timeout: float,
     health_interval: float,
     containerd_debug: bool,
+    metrics_addr: str | None = None,
 ) -> list[str]:
     args = ["--ready-timeout", str(ready_timeout), "--health-interval", str(health_interval)]
     if socket_group:
@@ -80,6 +100,8 @@ def _run_args(
         args += ["--registry-mirror", mirror]
     if containerd_debug:
         args.append("--containerd-debug")
+    if metrics_addr:
+        args += ["--metrics-addr", metrics_addr]
     return args
 
 
@@ -106,6 +128,7 @@ def _manager(
     ready_timeout: float,
     health_interval: float,
     containerd_debug: bool,
+    metrics_addr: str | None = None,  # served by `run` itself (see _serve_metrics)
 ) -> ContainerdManager:
     from .config import ConfigOptions, parse_mirror
     from .supervisor import ContainerdManager, Settings
@@ -185,6 +208,9 @@ def run(**opts: Any) -> None:
     require_root("containerd run")
     ctx = _ctx()
     mgr = _manager(ctx, **opts)
+    if opts.get("metrics_addr"):
+        # Bound before containerd starts: a busy port fails fast, with nothing started.
+        _serve_metrics(ctx, mgr, opts["metrics_addr"])
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -226,6 +252,15 @@ def run(**opts: Any) -> None:
         )
     mgr.stop()
     click.echo("warren: containerd stopped", err=True)
+
+
+def _serve_metrics(ctx: Context, mgr: ContainerdManager, address: str) -> None:
+    from .metrics import MetricsServer, parse_addr
+
+    host, port = parse_addr(address)
+    server = MetricsServer(host, port, mgr.status, ctx.paths)
+    mgr.metrics_addr = server.address
+    click.echo(f"warren: metrics on {server.url}", err=True)
 
 
 def _after_ready(ctx: Context, mgr: ContainerdManager) -> None:
@@ -287,22 +322,33 @@ def status(as_json: bool) -> None:
 
 
 def _print_status(r: dict[str, Any]) -> None:
+    import time
+
     uptime = r.get("uptime_s")
+    answers = r.get("socket_answers")
+    containerd_pid = r.get("containerd_pid")
+    if containerd_pid and r.get("adopted"):
+        containerd_pid = f"{containerd_pid} (adopted)"
     rows = [
         ("state", r.get("state")),
         ("supervisor pid", r.get("supervisor_pid") or "-"),
-        ("containerd pid", r.get("containerd_pid") or "-"),
+        ("containerd pid", containerd_pid or "-"),
         ("uptime", f"{uptime:.0f}s" if uptime is not None else "-"),
         ("restarts", r.get("restarts", 0)),
-        ("socket", f"{r.get('socket')} ({'answers' if r.get('socket_answers') else 'no answer'})"),
-        ("server", r.get("server_version") or "-"),
+        ("socket", f"{r.get('socket')} ({'answers' if answers else 'no answer'})"),
+        ("server", (r.get("server_version") or "-") if answers else "-"),
         ("bundled", f"containerd {r.get('containerd_version')}, runc {r.get('runc_version')}"),
         ("data dir", r.get("data_dir")),
         ("log", r.get("log")),
     ]
+    if not answers and r.get("socket_error") and r.get("containerd_alive"):
+        rows.append(("socket error", r["socket_error"]))
+    if r.get("metrics_addr") and r.get("supervisor_alive"):
+        rows.append(("metrics", f"http://{r['metrics_addr']}/metrics"))
     last = r.get("last_exit")
     if last:
-        rows.append(("last exit", f"pid {last.get('pid')} {last.get('reason')}"))
+        ago = f", {time.time() - last['at']:.0f}s ago" if last.get("at") else ""
+        rows.append(("last exit", f"pid {last.get('pid')} {last.get('reason')}{ago}"))
     if r.get("fatal_reason"):
         rows.append(("fatal", r["fatal_reason"]))
     width = max(len(k) for k, _ in rows)

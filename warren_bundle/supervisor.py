@@ -202,6 +202,7 @@ class ContainerdManager:
         )
         self._mutex = threading.RLock()
         self.fatal_reason: str | None = None
+        self.metrics_addr: str | None = None  # host:port of a /metrics endpoint serving this
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -291,6 +292,7 @@ class ContainerdManager:
             "config": str(self.paths.config_file),
             "log": str(self.paths.log_file),
             "timings": asdict(self.timings),
+            "metrics_addr": self.metrics_addr,
             "updated_at": now,
         }
 
