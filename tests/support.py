@@ -238,3 +238,59 @@ def cleanup_runtime(paths: Paths, base: Path | None = None) -> None:
 
 def containerd_started(paths: Paths) -> bool:
     return health.is_serving(paths.socket, 1.0)
+
+
+def start_run(paths: Paths, payload: Path, *args: str) -> subprocess.Popen[str]:
+    """`warren containerd run ARGS` from source, returned once containerd answers on its socket.
+
+    For tests that need run options the shared `supervised` fixture does not pass; the caller
+    stops it (SIGTERM) and the `wpaths` teardown kills anything left.
+    """
+    proc = subprocess.Popen(
+        [*WARREN, "containerd", "run", *args],
+        env=warren_env(paths, payload),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(
+        lambda: proc.poll() is not None or containerd_started(paths),
+        timeout=60,
+        what="containerd to answer",
+    )
+    if proc.poll() is not None:
+        _out, err = proc.communicate()
+        raise AssertionError(f"warren containerd run exited {proc.returncode}: {err[-2000:]}")
+    return proc
+
+
+def stop_run(proc: subprocess.Popen[str], timeout: float = 30) -> int:
+    """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout)
+    finally:
+        if proc.stderr:
+            proc.stderr.close()
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metric_samples(text: str) -> Samples:
+    """{(sample name, sorted labels): value} from a Prometheus exposition text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def metric_value(found: Samples, name: str, **labels: str) -> float:
+    return found[(name, tuple(sorted(labels.items())))]
