@@ -237,7 +237,11 @@ def cleanup_runtime(paths: Paths, base: Path | None = None) -> None:
 
 
 def containerd_started(paths: Paths) -> bool:
-    return health.is_serving(paths.socket, 1.0)
+    """The supervisor has declared containerd ready (not merely: the socket answers)."""
+    from warren_bundle import state
+
+    report = state.read(paths) or {}
+    return report.get("state") == "RUNNING" and health.is_serving(paths.socket, 1.0)
 
 
 def start_run(paths: Paths, payload: Path, *args: str) -> subprocess.Popen[str]:
@@ -294,3 +298,13 @@ def metric_samples(text: str) -> Samples:
 
 def metric_value(found: Samples, name: str, **labels: str) -> float:
     return found[(name, tuple(sorted(labels.items())))]
+
+
+def doctor_lines(out: str) -> dict[str, str]:
+    """{check name: its whole line} from `warren doctor`'s text output."""
+    found = {}
+    for line in out.splitlines():
+        level, _, rest = line.partition("  ")
+        if level in ("PASS", "WARN", "FAIL"):
+            found[rest[:17].strip()] = line
+    return found
