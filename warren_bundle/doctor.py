@@ -280,6 +280,15 @@ def check_data_dir(inputs: Inputs) -> Check:
     name = "data dir"
     data_dir = inputs.paths.data_dir
     where = _existing(data_dir)
+    owner = os.stat(where).st_uid
+    if os.geteuid() != 0 and owner == 0:
+        # Not unsafe, just not ours: the remedy is sudo, not chown.
+        return _fail(
+            name,
+            f"permission denied: {where} belongs to root",
+            "run warren with sudo, or pass --data-dir to a directory you own",
+            ExitCode.PERMISSION,
+        )
     try:
         check_safe(inputs.paths)
     except WarrenError as exc:
