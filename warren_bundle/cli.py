@@ -92,6 +92,9 @@ def _register_subcommands() -> None:
     from .cli_observe import register as register_observe
 
     register_observe(cli)
+    from .cli_lima import register as register_lima
+
+    register_lima(cli)
 
 
 _register_subcommands()

@@ -282,7 +282,12 @@ def add_ready_hook(hook: Any) -> None:
 def start(as_json: bool, **opts: Any) -> None:
     """Start a detached supervised containerd; return once it is ready."""
     from .control import require_root, start_detached
+    from .hostinfo import host_os
 
+    if host_os() == "darwin":
+        from .cli_lima import containerd_start
+
+        return containerd_start(as_json, opts["ready_timeout"])
     require_root("containerd start")
     ctx = _ctx()
     report = start_detached(
@@ -302,7 +307,12 @@ def start(as_json: bool, **opts: Any) -> None:
 def stop() -> None:
     """Stop the supervised containerd gracefully (running containers keep running)."""
     from .control import stop as stop_supervisor
+    from .hostinfo import host_os
 
+    if host_os() == "darwin":
+        from .cli_lima import containerd_stop
+
+        return containerd_stop()
     click.echo(stop_supervisor(_ctx().paths))
 
 
@@ -312,7 +322,12 @@ def status(as_json: bool) -> None:
     """State, pids, uptime, restarts, socket, versions; exit 7 when not running."""
     from .control import require_running
     from .control import status as read_status
+    from .hostinfo import host_os
 
+    if host_os() == "darwin":
+        from .cli_lima import containerd_status
+
+        return containerd_status(as_json)
     report = read_status(_ctx().paths)
     if as_json:
         _emit_json(report)
@@ -406,9 +421,14 @@ def show_config(**opts: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def socket(socket_option: str | None, validate: bool, as_json: bool) -> None:
     """Print the containerd socket clients should use (explicit > embedded > system > Lima)."""
-    from .sockets import detect
+    from .hostinfo import host_os
+    from .sockets import detect, explicit_socket
     from .sockets import validate as validate_socket
 
+    if host_os() == "darwin" and explicit_socket(socket_option) is None:
+        from .cli_lima import socket as lima_socket
+
+        return lima_socket(validate, as_json)
     cand = detect(_ctx().paths, socket_option)
     probe = validate_socket(cand) if validate else None
     if as_json:

@@ -1,0 +1,279 @@
+"""CLI for the Lima VM: lima up|down|status|delete|yaml, and the macOS side of containerd/socket.
+
+Commands only parse, call lima.py and print; lima.py is imported inside each command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from .lima import LimaManager, LimaSettings
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _progress(line: str) -> None:
+    click.echo(f"warren: {line}", err=True)
+
+
+def _data_dir() -> Any:
+    return click.get_current_context().find_root().obj.paths.data_dir
+
+
+def _manager(settings: LimaSettings | None = None) -> LimaManager:
+    from .lima import LimaManager
+
+    return LimaManager(_data_dir(), settings=settings, progress=_progress)
+
+
+def _resource_options(func: Any) -> Any:
+    options = [
+        click.option(
+            "--cpus",
+            type=int,
+            default=2,
+            show_default=True,
+            envvar="WARREN_LIMA_CPUS",
+            help="Virtual CPUs.",
+        ),
+        click.option(
+            "--memory",
+            default="2GiB",
+            show_default=True,
+            envvar="WARREN_LIMA_MEMORY",
+            help="VM memory, e.g. 4GiB.",
+        ),
+        click.option(
+            "--disk",
+            default="20GiB",
+            show_default=True,
+            envvar="WARREN_LIMA_DISK",
+            help="VM disk, e.g. 40GiB.",
+        ),
+        click.option(
+            "--mount",
+            "mounts",
+            multiple=True,
+            metavar="DIR[:w]",
+            help="Share a host directory with the VM (read-only; ':w' for writable). "
+            "Repeatable; none by default.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _settings(
+    cpus: int, memory: str, disk: str, mounts: tuple[str, ...], timeout: float | None = None
+) -> LimaSettings:
+    from .lima import LimaSettings
+
+    extra = {} if timeout is None else {"start_timeout": timeout}
+    return LimaSettings(cpus=cpus, memory=memory, disk=disk, mounts=tuple(mounts), **extra)
+
+
+@click.group()
+def lima() -> None:
+    """containerd in a Lima VM named 'warren' (macOS), socket forwarded to the host."""
+
+
+@lima.command()
+@_resource_options
+@click.option(
+    "--timeout",
+    type=float,
+    default=900.0,
+    show_default=True,
+    envvar="WARREN_LIMA_TIMEOUT",
+    help="Seconds to wait for containerd to answer (a first create downloads an image).",
+)
+@click.option(
+    "--forward-grace",
+    type=float,
+    default=5.0,
+    show_default=True,
+    envvar="WARREN_LIMA_FORWARD_GRACE",
+    help="Seconds a running VM's socket may take to answer before its forward counts as dead "
+    "and the VM is restarted.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the VM's status as JSON.")
+def up(
+    cpus: int,
+    memory: str,
+    disk: str,
+    mounts: tuple[str, ...],
+    timeout: float,
+    forward_grace: float,
+    as_json: bool,
+) -> None:
+    """Create and start the VM as needed; return once containerd answers on the host socket.
+
+    Resources apply when the VM is created; to change them, delete and recreate it.
+    """
+    from dataclasses import replace
+
+    settings = _settings(cpus, memory, disk, mounts, timeout)
+    mgr = _manager(replace(settings, forward_grace=forward_grace))
+    mgr.start()
+    if as_json:
+        _emit_json(mgr.status())
+        return
+    click.echo(mgr.socket_path)
+
+
+@lima.command()
+def down() -> None:
+    """Stop the VM (gracefully; forcibly when that fails)."""
+    _manager().stop()
+
+
+@lima.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """The VM's state, resources and socket; exit 7 when containerd does not answer."""
+    report = _manager().status()
+    if as_json:
+        _emit_json(report)
+    else:
+        _print_status(report)
+    _require_answering(report)
+
+
+def _print_status(r: dict[str, Any]) -> None:
+    answers = "answers" if r.get("socket_answers") else "no answer"
+    rows = [
+        ("instance", r["instance"]),
+        ("status", r["status"]),
+        ("socket", f"{r['socket']} ({answers})"),
+        ("server", r.get("server_version") or "-"),
+        ("cpus", r.get("cpus")),
+        ("memory", f"{r['memory_bytes'] / (1 << 30):.1f} GiB"),
+        ("disk", f"{r['disk_bytes'] / (1 << 30):.1f} GiB"),
+        ("restarts", r.get("restarts", 0)),
+        ("dir", r.get("dir")),
+        ("yaml", r.get("yaml")),
+    ]
+    if r.get("errors"):
+        rows.append(("errors", "; ".join(r["errors"])))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:<{width}}  {value}")
+
+
+def _require_answering(report: dict[str, Any]) -> None:
+    if report.get("socket_answers"):
+        return
+    from .errors import NotRunningError
+
+    if report["status"] == "Running":
+        raise NotRunningError(
+            f"Lima VM '{report['instance']}' is running but containerd does not answer on "
+            f"{report['socket']}",
+            "run 'warren lima up' (it restarts a VM whose socket forward died)",
+        )
+    raise NotRunningError(
+        f"Lima VM '{report['instance']}' is {report['status']}", "start it with 'warren lima up'"
+    )
+
+
+@lima.command()
+@click.option("--yes", is_flag=True, help="Confirm: the VM's disk, images and containers go too.")
+def delete(yes: bool) -> None:
+    """Stop and delete the VM (asks for --yes)."""
+    if not yes:
+        raise click.UsageError(
+            "deleting the Lima VM 'warren' removes its disk, images and containers; "
+            "pass --yes to confirm"
+        )
+    _manager().delete()
+
+
+@lima.command("yaml")
+@_resource_options
+def show_yaml(cpus: int, memory: str, disk: str, mounts: tuple[str, ...]) -> None:
+    """Print the Lima YAML warren creates the VM from."""
+    from .lima import render_yaml
+
+    settings = _settings(cpus, memory, disk, mounts)
+    settings.validate()
+    click.echo(render_yaml(settings), nl=False)
+
+
+# --- the macOS side of `warren containerd start|stop|status` and `warren socket` ---------------
+
+
+def containerd_start(as_json: bool, ready_timeout: float) -> None:
+    """`warren containerd start` on macOS: bring up the VM (Lima's deadline unless one is given)."""
+    from click.core import ParameterSource
+
+    from .lima import LimaSettings
+
+    source = click.get_current_context().get_parameter_source("ready_timeout")
+    given = source not in (ParameterSource.DEFAULT, None)
+    settings = LimaSettings(start_timeout=ready_timeout) if given else LimaSettings()
+    mgr = _manager(settings)
+    mgr.start()
+    report = mgr.status()
+    if as_json:
+        _emit_json(report)
+        return
+    click.echo(
+        f"containerd {report.get('server_version') or ''} running in Lima VM "
+        f"'{report['instance']}': {mgr.socket_path}".replace("  ", " ")
+    )
+
+
+def containerd_stop() -> None:
+    _manager().stop()
+    click.echo("Lima VM 'warren' stopped (containerd with it)")
+
+
+def containerd_status(as_json: bool) -> None:
+    report = _manager().status()
+    if as_json:
+        _emit_json(report)
+    else:
+        _print_status(report)
+    _require_answering(report)
+
+
+def socket(validate: bool, as_json: bool) -> None:
+    """The Lima socket, once it answers (macOS has no embedded or system containerd)."""
+    from . import health
+    from .lima import LimaManager
+
+    mgr = LimaManager(_data_dir(), progress=_progress)
+    probe = health.probe(mgr.socket_path, 2.0, want_version=validate)
+    if not probe.serving:
+        from .errors import SocketNotFoundError
+
+        raise SocketNotFoundError(
+            f"socket not found: Lima VM 'warren' does not answer on {mgr.socket_path} "
+            f"({probe.error})",
+            "start it with 'warren lima up' (or 'warren containerd start'), or pass --socket",
+        )
+    if as_json:
+        _emit_json(
+            {
+                "kind": "lima",
+                "path": mgr.socket_path,
+                "probe": probe.to_dict() if validate else None,
+            }
+        )
+        return
+    click.echo(mgr.socket_path)
+    if validate:
+        click.echo(f"lima containerd {probe.version} answers", err=True)
+    sys.stdout.flush()
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(lima)
