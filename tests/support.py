@@ -308,3 +308,75 @@ def doctor_lines(out: str) -> dict[str, str]:
         if level in ("PASS", "WARN", "FAIL"):
             found[rest[:17].strip()] = line
     return found
+
+
+# --- a release folder served over HTTP on 127.0.0.1 (installer and air-gap tests) -------------
+
+INSTALL_SH = REPO / "scripts" / "install.sh"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fp:
+        for chunk in iter(lambda: fp.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stage_release(dest: Path, exe: Path, asset: str | None = None) -> Path:
+    """dest/ laid out as `make release` lays out dist/: the binary, install.sh, SHA256SUMS."""
+    dest.mkdir(parents=True, exist_ok=True)
+    name = asset or f"warren-linux-{host_arch()}"
+    shutil.copyfile(exe, dest / name)
+    shutil.copyfile(INSTALL_SH, dest / "install.sh")
+    sums = "".join(f"{sha256_file(dest / n)}  {n}\n" for n in sorted((name, "install.sh")))
+    (dest / "SHA256SUMS").write_text(sums)
+    return dest
+
+
+class FileServer:
+    """A real HTTP server for `root` on 127.0.0.1 in a thread; `requests` lists each GET path."""
+
+    def __init__(self, root: Path) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[str] = []
+        requests = self.requests
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+            def log_message(self, format: str, *args: object) -> None:
+                requests.append(self.path)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> FileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def run_installer(
+    base_url: str, env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """`curl -sfL URL/install.sh | sh -` as a user would type it."""
+    return subprocess.run(
+        ["sh", "-c", 'curl -sfL "$0/install.sh" | sh -', base_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

@@ -1,0 +1,521 @@
+#!/bin/sh
+# Warren bundle installer: containerd + runc in one file, run as a systemd service.
+#
+#   curl -sfL https://.../install.sh | sh -
+#   sh install.sh            (same, from a copy)
+#   sh install.sh --help
+#
+# It downloads warren-<os>-<arch> and SHA256SUMS from WARREN_BASE_URL, checks the SHA-256, installs
+# the file as <bin-dir>/warren and, on Linux, writes warren-containerd.service; it writes
+# <bin-dir>/warren-uninstall.sh, which removes exactly what was written (data only with --purge).
+#
+# Environment (all optional):
+#   WARREN_BASE_URL          folder holding warren-<os>-<arch>, SHA256SUMS and install.sh
+#                            (default: the project's latest release download URL)
+#   WARREN_VERSION           a release tag instead of the latest (ignored with WARREN_BASE_URL)
+#   WARREN_FLAVOR            "static": the staticx build for older glibc and musl hosts (Linux)
+#   WARREN_BIN_DIR           where warren goes (default /usr/local/bin; /opt/bin if read-only)
+#   WARREN_INSTALL_SKIP_DOWNLOAD=true   air-gapped: <bin-dir>/warren is already there (copied
+#                            by hand); only the service and the uninstaller are set up
+#   WARREN_SYSTEMD_DIR       where the unit goes (default /etc/systemd/system). The unit is
+#                            written when systemd is running, or whenever this is set (so it can
+#                            be written for a host image, or checked, without systemd)
+#   WARREN_SKIP_ENABLE=true  write the unit but neither enable nor start it
+#   WARREN_SKIP_START=true   enable the unit but do not start it
+#   WARREN_DATA_DIR, WARREN_RUN_DIR, WARREN_CONFIG_DIR   non-default warren dirs: written into the
+#                            unit's environment, and purged by 'warren-uninstall.sh --purge'
+#   WARREN_PLATFORM, WARREN_ARCH   force the OS (linux|darwin) and arch (amd64|arm64) detected
+#
+# Exit codes (as warren's): 0 ok, 1 other error, 2 usage, 4 permission denied,
+# 5 platform not supported, 8 checksum mismatch.
+#
+# Everything runs from main() at the end, so a script piped into sh is read whole before it acts.
+set -eu
+umask 022
+
+# Rewritten by 'make release' (RELEASE_REPO) to the repository that publishes the release.
+WARREN_DEFAULT_REPO='warren-bundle/warren-bundle'
+
+SERVICE_NAME='warren-containerd.service'
+EXIT_ERROR=1
+EXIT_USAGE=2
+EXIT_PERMISSION=4
+EXIT_PLATFORM=5
+EXIT_CHECKSUM=8
+
+TMP_DIR=''
+NEW_FILE=''
+
+info() {
+    printf '[warren] %s\n' "$*"
+}
+
+warn() {
+    printf '[warren] warning: %s\n' "$*" >&2
+}
+
+# fatal CODE "cause; remedy": one line on stderr, like warren's own errors.
+fatal() {
+    code=$1
+    shift
+    printf 'warren install: %s\n' "$*" >&2
+    exit "$code"
+}
+
+cleanup() {
+    if [ -n "$NEW_FILE" ]; then rm -f "$NEW_FILE"; fi
+    if [ -n "$TMP_DIR" ]; then rm -rf "$TMP_DIR"; fi
+}
+
+truthy() {
+    case "${1:-}" in
+        1 | true | TRUE | True | yes | YES | on | ON) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+usage() {
+    if [ -f "$0" ] && grep -q 'Warren bundle installer' "$0" 2>/dev/null; then
+        sed -n '2,/^# Everything runs/p' "$0" | sed -e 's/^# \{0,1\}//' -e '$d'
+    else
+        echo "usage: sh install.sh, or curl -sfL URL/install.sh | sh -"
+        echo "settings are WARREN_* environment variables; see the comment at the top of install.sh"
+    fi
+}
+
+# --- what this host is ------------------------------------------------------------------------
+
+detect_platform() {
+    os=${WARREN_PLATFORM:-$(uname -s)}
+    case "$os" in
+        Linux | linux) OS=linux ;;
+        Darwin | darwin) OS=darwin ;;
+        *) fatal "$EXIT_PLATFORM" "operating system '$os' is not supported; supported: linux, darwin (Windows: use WSL2)" ;;
+    esac
+    arch=${WARREN_ARCH:-$(uname -m)}
+    case "$arch" in
+        x86_64 | amd64) ARCH=amd64 ;;
+        aarch64 | arm64 | armv8l) ARCH=arm64 ;;
+        *) fatal "$EXIT_PLATFORM" "architecture '$arch' is not supported; supported: amd64, arm64 (ARM v7 is not built)" ;;
+    esac
+    ASSET="warren-$OS-$ARCH"
+    if [ "${WARREN_FLAVOR:-}" = static ]; then
+        [ "$OS" = linux ] || fatal "$EXIT_USAGE" "WARREN_FLAVOR=static exists for Linux only; unset it"
+        ASSET="$ASSET-static"
+    elif [ -n "${WARREN_FLAVOR:-}" ]; then
+        fatal "$EXIT_USAGE" "WARREN_FLAVOR='$WARREN_FLAVOR' is not a build flavor; use 'static' or leave it unset"
+    fi
+}
+
+# Paths are baked into the unit and the uninstaller: keep them plain and absolute.
+check_path() {
+    case "$2" in
+        /*) ;;
+        *) fatal "$EXIT_USAGE" "$1='$2' is not an absolute path; give a path starting with /" ;;
+    esac
+    case "$2" in
+        *[[:space:]]* | *\'* | *\"* | *\\* | *\$* | *\`*)
+            fatal "$EXIT_USAGE" "$1='$2' contains spaces, quotes or shell characters; choose a plain path" ;;
+    esac
+    if [ "$2" = / ]; then
+        fatal "$EXIT_USAGE" "$1 must not be /; choose a directory of its own"
+    fi
+}
+
+writable_dir() {
+    # The nearest existing ancestor decides whether the dir can be created and written.
+    d=$1
+    while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+    probe="$d/.warren-install-probe.$$"
+    if (: >"$probe") 2>/dev/null; then
+        rm -f "$probe"
+        return 0
+    fi
+    return 1
+}
+
+choose_paths() {
+    if [ -n "${WARREN_BIN_DIR:-}" ]; then
+        BIN_DIR=${WARREN_BIN_DIR%/}
+    elif writable_dir /usr/local/bin; then
+        BIN_DIR=/usr/local/bin
+    else
+        BIN_DIR=/opt/bin
+        info "/usr/local/bin is not writable (read-only /usr?): installing to $BIN_DIR"
+    fi
+    check_path WARREN_BIN_DIR "$BIN_DIR"
+    if ! writable_dir "$BIN_DIR"; then
+        fatal "$EXIT_PERMISSION" "permission denied: cannot write to $BIN_DIR; run the installer as root (curl ... | sudo sh -) or set WARREN_BIN_DIR"
+    fi
+    SYSTEMD_DIR=${WARREN_SYSTEMD_DIR:-/etc/systemd/system}
+    SYSTEMD_DIR=${SYSTEMD_DIR%/}
+    check_path WARREN_SYSTEMD_DIR "$SYSTEMD_DIR"
+    DATA_DIR=${WARREN_DATA_DIR:-/var/lib/warren}
+    RUN_DIR=${WARREN_RUN_DIR:-/run/warren-containerd}
+    CONFIG_DIR=${WARREN_CONFIG_DIR:-/etc/warren-containerd}
+    check_path WARREN_DATA_DIR "$DATA_DIR"
+    check_path WARREN_RUN_DIR "$RUN_DIR"
+    check_path WARREN_CONFIG_DIR "$CONFIG_DIR"
+    BIN="$BIN_DIR/warren"
+    UNINSTALL="$BIN_DIR/warren-uninstall.sh"
+    UNIT="$SYSTEMD_DIR/$SERVICE_NAME"
+}
+
+systemd_running() {
+    # sd_booted(): systemd is PID 1 exactly when this directory exists.
+    [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+}
+
+# --- downloading and checking -----------------------------------------------------------------
+
+choose_tools() {
+    if command -v curl >/dev/null 2>&1; then
+        DOWNLOADER=curl
+    elif command -v wget >/dev/null 2>&1; then
+        DOWNLOADER=wget
+    else
+        fatal "$EXIT_ERROR" "neither curl nor wget is installed; install one, or copy warren in by hand and use WARREN_INSTALL_SKIP_DOWNLOAD=true"
+    fi
+    if command -v sha256sum >/dev/null 2>&1; then
+        HASHER=sha256sum
+    elif command -v shasum >/dev/null 2>&1; then
+        HASHER=shasum
+    elif command -v openssl >/dev/null 2>&1; then
+        HASHER=openssl
+    else
+        fatal "$EXIT_ERROR" "no SHA-256 tool (sha256sum, shasum or openssl) is installed; install coreutils or perl"
+    fi
+}
+
+sha256_of() {
+    case "$HASHER" in
+        sha256sum) sha256sum "$1" | awk '{print $1}' ;;
+        shasum) shasum -a 256 "$1" | awk '{print $1}' ;;
+        openssl) openssl dgst -sha256 -r "$1" | awk '{print $1}' ;;
+    esac
+}
+
+base_url() {
+    if [ -n "${WARREN_BASE_URL:-}" ]; then
+        printf '%s' "${WARREN_BASE_URL%/}"
+    elif [ -n "${WARREN_VERSION:-}" ]; then
+        printf 'https://github.com/%s/releases/download/%s' "$WARREN_DEFAULT_REPO" "$WARREN_VERSION"
+    else
+        printf 'https://github.com/%s/releases/latest/download' "$WARREN_DEFAULT_REPO"
+    fi
+}
+
+download() {
+    rc=0
+    case "$DOWNLOADER" in
+        curl) curl -fsSL --retry 3 --retry-delay 1 -o "$2" "$1" </dev/null || rc=$? ;;
+        wget) wget -q --tries=3 -O "$2" "$1" </dev/null || rc=$? ;;
+    esac
+    if [ "$rc" -ne 0 ]; then
+        rm -f "$2"
+        fatal "$EXIT_ERROR" "cannot download $1 ($DOWNLOADER exit $rc); check WARREN_BASE_URL or WARREN_VERSION and the network, or copy warren in by hand and use WARREN_INSTALL_SKIP_DOWNLOAD=true"
+    fi
+}
+
+expected_digest() {
+    sums="$TMP_DIR/SHA256SUMS"
+    download "$URL/SHA256SUMS" "$sums"
+    # "<hex>  <name>" or "<hex> *<name>" (binary mode)
+    EXPECTED=$(awk -v f="$ASSET" '$2 == f || $2 == "*" f {print $1; exit}' "$sums")
+    case "$EXPECTED" in
+        [0-9a-f]*) ;;
+        *) fatal "$EXIT_ERROR" "$URL/SHA256SUMS has no entry for $ASSET; this release may not be built for $OS/$ARCH: check WARREN_VERSION or WARREN_BASE_URL" ;;
+    esac
+    if [ "${#EXPECTED}" -ne 64 ]; then
+        fatal "$EXIT_ERROR" "$URL/SHA256SUMS has a malformed digest for $ASSET; the release is damaged: report it"
+    fi
+}
+
+# Leaves the verified file in $TMP_DIR/$ASSET, or exits with both digests.
+download_verified() {
+    info "downloading $URL/$ASSET"
+    download "$URL/$ASSET" "$TMP_DIR/$ASSET"
+    actual=$(sha256_of "$TMP_DIR/$ASSET")
+    if [ "$actual" != "$EXPECTED" ]; then
+        rm -f "$TMP_DIR/$ASSET"
+        fatal "$EXIT_CHECKSUM" "checksum mismatch for $ASSET: expected sha256 $EXPECTED (SHA256SUMS), got sha256 $actual; nothing was installed: download again, or check the mirror behind WARREN_BASE_URL"
+    fi
+    info "sha256 $actual verified against SHA256SUMS"
+}
+
+# --- writing files, remembering what we wrote --------------------------------------------------
+
+CREATED_DIRS=''
+
+make_dir() {
+    # Record each directory we create, parents first, so the uninstaller can remove them again.
+    [ -d "$1" ] && return 0
+    make_dir "$(dirname "$1")"
+    mkdir "$1"
+    CREATED_DIRS="$CREATED_DIRS $1"
+}
+
+# Values the previous installation recorded in its uninstaller: they stay ours.
+previous_value() {
+    [ -f "$UNINSTALL" ] || return 0
+    sed -n "s/^$1='\\(.*\\)'\$/\\1/p" "$UNINSTALL" | head -n 1
+}
+
+runs_here() {
+    # A file that cannot start on this host (wrong arch, too old a glibc) is not installed.
+    if ! out=$("$1" -V 2>&1 </dev/null); then
+        hint='use the static build (WARREN_FLAVOR=static) on older glibc or musl hosts'
+        case "$out" in *GLIBC*) ;; *) hint="check that it is the $OS/$ARCH build" ;; esac
+        fatal "$EXIT_PLATFORM" "$2 does not run on this host: $(printf '%s' "$out" | head -n 1); $hint"
+    fi
+}
+
+install_binary() {
+    make_dir "$BIN_DIR"
+    NEW_FILE="$BIN_DIR/.warren.new.$$"
+    cp "$TMP_DIR/$ASSET" "$NEW_FILE"
+    chmod 0755 "$NEW_FILE"
+    runs_here "$NEW_FILE" "the downloaded $ASSET"
+    # Atomic: a running warren keeps its old inode.
+    mv -f "$NEW_FILE" "$BIN"
+    NEW_FILE=''
+    info "installed $BIN"
+}
+
+write_file() { # write_file PATH MODE < content
+    NEW_FILE="$(dirname "$1")/.$(basename "$1").new.$$"
+    cat >"$NEW_FILE"
+    chmod "$2" "$NEW_FILE"
+    mv -f "$NEW_FILE" "$1"
+    NEW_FILE=''
+}
+
+unit_text() {
+    cat <<EOF
+# Written by warren's install.sh; $UNINSTALL removes it.
+[Unit]
+Description=containerd supervised by warren (embedded containerd and runc)
+Documentation=https://github.com/$WARREN_DEFAULT_REPO
+After=network-online.target local-fs.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+EOF
+    for var in WARREN_DATA_DIR WARREN_RUN_DIR WARREN_CONFIG_DIR; do
+        eval "value=\${$var:-}"
+        if [ -n "$value" ]; then printf 'Environment=%s=%s\n' "$var" "$value"; fi
+    done
+    cat <<EOF
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=$BIN containerd run
+# Only warren gets the stop signal: it stops containerd, and shims and containers keep running.
+KillMode=process
+Delegate=yes
+Restart=always
+RestartSec=5
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
+UNIT_WRITTEN=false
+UNIT_CHANGED=false
+
+setup_service() {
+    if [ "$OS" != linux ]; then
+        return 0
+    fi
+    if ! systemd_running && [ -z "${WARREN_SYSTEMD_DIR:-}" ]; then
+        info "systemd is not running: no service written; start containerd with '$BIN containerd start' (or run '$BIN containerd run' under your service manager)"
+        return 0
+    fi
+    make_dir "$SYSTEMD_DIR"
+    new_unit=$(unit_text)
+    if [ ! -f "$UNIT" ] || [ "$(cat "$UNIT")" != "$new_unit" ]; then
+        UNIT_CHANGED=true
+    fi
+    printf '%s\n' "$new_unit" | write_file "$UNIT" 0644
+    UNIT_WRITTEN=true
+    info "wrote $UNIT"
+    if ! systemd_running; then
+        info "systemd is not running on this host: $SERVICE_NAME was written but not enabled; on a systemd host run: systemctl daemon-reload && systemctl enable --now $SERVICE_NAME"
+        return 0
+    fi
+    systemctl daemon-reload </dev/null
+    if truthy "${WARREN_SKIP_ENABLE:-}"; then
+        info "WARREN_SKIP_ENABLE: $SERVICE_NAME not enabled or started"
+        return 0
+    fi
+    systemctl enable "$SERVICE_NAME" </dev/null >/dev/null 2>&1 ||
+        fatal "$EXIT_ERROR" "systemctl enable $SERVICE_NAME failed; see 'systemctl status $SERVICE_NAME'"
+    info "enabled $SERVICE_NAME"
+    if truthy "${WARREN_SKIP_START:-}"; then
+        info "WARREN_SKIP_START: not started; start it with 'systemctl start $SERVICE_NAME'"
+        return 0
+    fi
+    # A new binary or unit takes effect by a restart; containers survive it (KillMode=process).
+    verb=start
+    if [ "$BIN_CHANGED" = true ] || [ "$UNIT_CHANGED" = true ]; then verb=restart; fi
+    systemctl "$verb" "$SERVICE_NAME" </dev/null ||
+        fatal "$EXIT_ERROR" "systemctl $verb $SERVICE_NAME failed; see 'journalctl -u $SERVICE_NAME' and '$BIN containerd logs'"
+    info "${verb}ed $SERVICE_NAME; check it with '$BIN containerd status'"
+}
+
+uninstaller_text() {
+    unit_path=''
+    if [ "$UNIT_WRITTEN" = true ]; then unit_path=$UNIT; fi
+    cat <<EOF
+#!/bin/sh
+# Written by warren's install.sh: removes what it installed, and nothing else.
+#   $UNINSTALL           stop the service; remove the unit, the binary, this script
+#   $UNINSTALL --purge   also delete warren's data, config and run dirs (images, containers)
+set -eu
+
+UNIT='$unit_path'
+SERVICE_NAME='$SERVICE_NAME'
+BIN='$BIN'
+BIN_OWNED='$BIN_OWNED'
+CREATED_DIRS='$CREATED_DIRS'
+DATA_DIR='$DATA_DIR'
+RUN_DIR='$RUN_DIR'
+CONFIG_DIR='$CONFIG_DIR'
+SELF='$UNINSTALL'
+
+purge=false
+for arg in "\$@"; do
+    case "\$arg" in
+        --purge) purge=true ;;
+        -h | --help) sed -n '2,4p' "\$SELF" | sed 's/^# \\{0,1\\}//'; exit 0 ;;
+        *) echo "warren uninstall: unknown argument '\$arg'; use --purge or nothing" >&2; exit 2 ;;
+    esac
+done
+
+info() {
+    printf '[warren] %s\\n' "\$*"
+}
+
+systemd_running() {
+    [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+}
+
+if [ -n "\$UNIT" ] && systemd_running; then
+    systemctl disable --now "\$SERVICE_NAME" </dev/null >/dev/null 2>&1 || true
+    info "stopped and disabled \$SERVICE_NAME"
+fi
+# A supervisor started by hand ('warren containerd start') is stopped as well.
+if [ -x "\$BIN" ]; then
+    WARREN_DATA_DIR="\$DATA_DIR" WARREN_RUN_DIR="\$RUN_DIR" WARREN_CONFIG_DIR="\$CONFIG_DIR" \\
+        "\$BIN" containerd stop </dev/null >/dev/null 2>&1 || true
+fi
+if [ -n "\$UNIT" ] && [ -f "\$UNIT" ]; then
+    rm -f "\$UNIT"
+    info "removed \$UNIT"
+    if systemd_running; then systemctl daemon-reload </dev/null || true; fi
+fi
+if [ "\$BIN_OWNED" = true ] && [ -f "\$BIN" ]; then
+    rm -f "\$BIN"
+    info "removed \$BIN"
+elif [ -f "\$BIN" ]; then
+    info "left \$BIN in place: it was put there by hand (WARREN_INSTALL_SKIP_DOWNLOAD)"
+fi
+
+if [ "\$purge" = true ]; then
+    # Shims and containerd run from \$DATA_DIR/bin; their mounts live under the data and run dirs.
+    for proc in /proc/[0-9]*; do
+        exe=\$(readlink "\$proc/exe" 2>/dev/null || true)
+        case "\$exe" in
+            "\$DATA_DIR"/bin/*) kill -9 "\${proc#/proc/}" 2>/dev/null || true ;;
+        esac
+    done
+    awk -v d="\$DATA_DIR/" -v r="\$RUN_DIR/" 'index(\$5, d) == 1 || index(\$5, r) == 1 {print \$5}' \\
+        /proc/self/mountinfo | sort -r |
+        while read -r mountpoint; do umount -l "\$mountpoint" 2>/dev/null || true; done
+    for dir in "\$DATA_DIR" "\$CONFIG_DIR" "\$RUN_DIR"; do
+        if [ -e "\$dir" ]; then
+            rm -rf "\$dir"
+            info "purged \$dir"
+        fi
+    done
+fi
+
+rm -f "\$SELF"
+# Directories the installer created, deepest first, if nothing else was put in them since.
+# shellcheck disable=SC2086 # the list is split on purpose: the installer refuses paths with spaces
+for dir in \$(printf '%s\\n' \$CREATED_DIRS | sort -r); do
+    rmdir "\$dir" 2>/dev/null || true
+done
+info "warren uninstalled"
+EOF
+}
+
+write_uninstaller() {
+    # Keep what an earlier run recorded: directories it created stay ours to remove.
+    for dir in $(previous_value CREATED_DIRS); do
+        case " $CREATED_DIRS " in *" $dir "*) ;; *) CREATED_DIRS="$CREATED_DIRS $dir" ;; esac
+    done
+    CREATED_DIRS=${CREATED_DIRS# }
+    if [ "$BIN_OWNED" != true ] && [ "$(previous_value BIN_OWNED)" = true ] &&
+        [ "$(previous_value BIN)" = "$BIN" ]; then
+        BIN_OWNED=true
+    fi
+    uninstaller_text | write_file "$UNINSTALL" 0755
+    info "wrote $UNINSTALL (add --purge to delete $DATA_DIR too)"
+}
+
+# --- main ---------------------------------------------------------------------------------------
+
+main() {
+    for arg in "$@"; do
+        case "$arg" in
+            -h | --help)
+                usage
+                exit 0
+                ;;
+            *) fatal "$EXIT_USAGE" "unknown argument '$arg'; settings are WARREN_* environment variables (see --help)" ;;
+        esac
+    done
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    detect_platform
+    choose_paths
+    BIN_OWNED=false
+    BIN_CHANGED=false
+    if truthy "${WARREN_INSTALL_SKIP_DOWNLOAD:-}"; then
+        if [ ! -f "$BIN" ]; then
+            fatal "$EXIT_ERROR" "WARREN_INSTALL_SKIP_DOWNLOAD is set but $BIN does not exist; copy $ASSET there first (chmod 0755), or set WARREN_BIN_DIR to where it is"
+        fi
+        if [ ! -x "$BIN" ]; then
+            fatal "$EXIT_PERMISSION" "$BIN is not executable; chmod 0755 $BIN"
+        fi
+        runs_here "$BIN" "$BIN"
+        info "air-gapped install: using $BIN as it is (no download)"
+    else
+        choose_tools
+        URL=$(base_url)
+        TMP_DIR=$(mktemp -d "${TMPDIR:-/tmp}/warren-install.XXXXXX")
+        expected_digest
+        BIN_OWNED=true
+        if [ -f "$BIN" ] && [ "$(sha256_of "$BIN")" = "$EXPECTED" ]; then
+            info "$BIN is already this release (sha256 $EXPECTED): no download"
+        else
+            download_verified
+            install_binary
+            BIN_CHANGED=true
+        fi
+    fi
+    setup_service
+    write_uninstaller
+    if [ "$OS" = darwin ]; then
+        info "on macOS containerd runs in a Lima VM: install Lima ('brew install lima'), then run 'warren lima up'"
+    fi
+    info "done: $("$BIN" -V </dev/null 2>&1 | head -n 1)"
+}
+
+main "$@"
