@@ -145,6 +145,27 @@ def test_fresh_create_and_start_answers_grpc_and_ctr(
     assert f"Version:  {server_version}" in server
 
 
+def test_concurrent_ups_create_the_vm_once(env: tuple[Paths, FakeLima]) -> None:
+    paths, fake = env
+    procs = [
+        subprocess.Popen(
+            [*WARREN, "lima", "up"],
+            env={**warren_env(paths), **fake.env()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = [(proc.wait(60), *proc.communicate()) for proc in procs]
+
+    for rc, out, err in results:
+        assert rc == 0, err
+        assert out.strip() == str(fake.socket)
+    calls = [call[0] for call in fake.invocations()]
+    assert calls.count("create") == 1 and calls.count("start") == 1, calls
+
+
 def test_running_vm_is_reused_without_start(env: tuple[Paths, FakeLima]) -> None:
     paths, fake = env
     up(env)
@@ -258,6 +279,23 @@ def test_status_json_of_a_running_vm(env: tuple[Paths, FakeLima], server_version
     on_disk = lima_status(paths)
     for key in ("instance", "status", "running", "restarts", "memory_bytes", "socket"):
         assert on_disk[key] == report[key], key
+
+
+def test_status_of_a_running_vm_with_a_dead_forward(env: tuple[Paths, FakeLima]) -> None:
+    paths, fake = env
+    up(env)
+    fake.socket.unlink()
+    fake.socket.symlink_to("/nonexistent/dead-forward.sock")
+
+    done = warren(env, "lima", "status", "--json")
+
+    assert done.returncode == ExitCode.NOT_RUNNING
+    assert "is running but containerd does not answer" in done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"] == "Running"
+    assert report["running"] is False and report["socket_answers"] is False
+    assert lima_status(paths)["running"] is False
+    assert fake.invocations() == [LIST], "status only looks"
 
 
 # --- macOS: containerd start|stop|status and socket go through Lima ---------------------------

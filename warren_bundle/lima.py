@@ -8,7 +8,10 @@ gRPC health check. Every state `limactl list --json` can report has one path to 
     Running  → reuse once the socket answers; a dead forward (the host slept) → stop, start
     Broken   → stop -f, start           half-created dir → an error saying how to remove it
 
-What the manager last saw is written to `<data-dir>/lima/status.json` for `status` and metrics.
+What the manager last saw is written to `<data-dir>/lima/status.json` for `status` and metrics:
+instance, status (Running|Stopped|Broken|absent), running (the VM runs AND its socket answers),
+restarts (VM restarts warren performed: dead forwards, broken recoveries), memory_bytes, socket,
+updated_at, and details (socket_answers, server_version, cpus, disk_bytes, errors, …).
 """
 
 from __future__ import annotations
@@ -378,15 +381,7 @@ class LimaManager:
 
     def status(self) -> dict[str, Any]:
         """What the VM is and whether its socket answers; also written to the status file."""
-        report = self._observe()
-        report["socket_answers"] = False
-        report["server_version"] = None
-        if report["running"]:
-            probe = health.probe(self.socket_path, self.settings.health_timeout)
-            report["socket_answers"] = probe.serving
-            report["server_version"] = probe.version
-            report["socket_error"] = probe.error
-        return report
+        return self._observe()
 
     def write_yaml(self) -> Path:
         self._ensure_lima_dir()
@@ -519,6 +514,13 @@ class LimaManager:
     def _observe(self) -> dict[str, Any]:
         inst = self._inspect()
         report = self._report(inst)
+        if report["status"] == RUNNING:
+            probe = health.probe(self.socket_path, self.settings.health_timeout)
+            report.update(
+                socket_answers=probe.serving, server_version=probe.version, socket_error=probe.error
+            )
+        # `running` is what the metrics report: a VM whose containerd is usable from the host.
+        report["running"] = report["socket_answers"]
         self._write_status(report)
         return report
 
@@ -528,7 +530,10 @@ class LimaManager:
         return {
             "instance": self.instance,
             "status": status,
-            "running": status == RUNNING,
+            "running": False,
+            "socket_answers": False,
+            "server_version": None,
+            "socket_error": None,
             "restarts": self.restarts,
             "memory_bytes": memory if isinstance(memory, int) else parse_size(self.settings.memory),
             "cpus": (inst or {}).get("cpus") or self.settings.cpus,
