@@ -235,11 +235,13 @@ class ContainerdManager:
         # Set before taking the mutex: a restart in progress holds it and polls this flag.
         self._stopping.set()
         with self._mutex:
+            fatal = self.state == State.FATAL  # keep it: status must say why we gave up
             if self._lock_fd is None and self._proc is None:
-                if self.state != State.FATAL:
+                if not fatal:
                     self._set_state(State.STOPPED)
                 return
-            self._set_state(State.STOPPING)
+            if not fatal:
+                self._set_state(State.STOPPING)
             proc = self._proc
             if proc is not None:
                 self._terminate(proc)
@@ -251,7 +253,7 @@ class ContainerdManager:
             pidfile.remove(self.paths.containerd_pidfile)
             pidfile.remove(self.paths.supervisor_pidfile)
             self._remove_stale_socket()
-            if self.state != State.FATAL:
+            if not fatal:
                 self._set_state(State.STOPPED)
             self._release_lock()
 
@@ -505,7 +507,8 @@ class ContainerdManager:
 
     def _last_log_hint(self) -> str:
         for line in reversed(logs.tail(self.paths.log_file, 20)):
-            if "level=fatal" in line or "level=error" in line:
+            # containerd reports fatal config errors as a bare "containerd: ..." line.
+            if "level=fatal" in line or line.startswith("containerd: "):
                 return f" (log: {line.strip()[:200]})"
         return ""
 

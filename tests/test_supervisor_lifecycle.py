@@ -1,0 +1,227 @@
+"""Supervisor lifecycle against a real containerd: adoption, liveness, FATAL, timeouts, detach."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from warren_bundle import health, pidfile
+from warren_bundle.errors import ExitCode
+from warren_bundle.paths import Paths
+from warren_bundle.supervisor import ContainerdManager, Settings, State, ensure_containerd
+
+from conftest import Supervised
+from support import WARREN, containerd_started, read_pid, run_warren, wait_for, warren_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("root_required")]
+
+
+def status(paths: Paths) -> dict:
+    return json.loads(run_warren(paths, "containerd", "status", "--json").stdout)
+
+
+def start_run(paths: Paths, payload: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*WARREN, "containerd", "run", *args],
+        env=warren_env(paths, payload),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def test_second_supervisor_is_refused(supervised: Supervised) -> None:
+    out = run_warren(supervised.paths, "containerd", "run")
+    assert out.returncode == ExitCode.ERROR
+    assert f"already running (pid {supervised.proc.pid})" in out.stderr
+
+
+def test_dead_supervisors_containerd_is_adopted(
+    supervised: Supervised, staged_payload: Path
+) -> None:
+    paths = supervised.paths
+    orphan = read_pid(paths.containerd_pidfile)
+    supervised.proc.send_signal(signal.SIGKILL)
+    supervised.proc.wait()
+    assert health.is_serving(paths.socket), "containerd must outlive its supervisor"
+
+    proc = start_run(paths, staged_payload)
+    try:
+        wait_for(lambda: status(paths).get("adopted"), timeout=30, what="adoption")
+        report = status(paths)
+        assert report["containerd_pid"] == orphan
+        assert report["state"] == "RUNNING"
+    finally:
+        rc, err = finish(proc)
+    assert rc == 0, err
+    assert "adopted running containerd pid" in err
+    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == "zombie"
+
+
+def test_stale_pidfile_and_socket_are_cleaned(wpaths: Paths, staged_payload: Path) -> None:
+    wpaths.run_dir.mkdir(parents=True)
+    stale = pidfile.PidRecord(os.getpid(), "/nonexistent/containerd", 1.0)
+    pidfile.write(wpaths.containerd_pidfile, stale)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(wpaths.socket))  # a socket file nobody listens on
+
+    proc = start_run(wpaths, staged_payload)
+    try:
+        wait_for(lambda: containerd_started(wpaths), timeout=60, what="containerd")
+        assert read_pid(wpaths.containerd_pidfile) != os.getpid()
+    finally:
+        rc, err = finish(proc)
+    assert rc == 0, err
+    assert not wpaths.containerd_pidfile.exists()
+
+
+def test_hung_containerd_is_killed_and_restarted(wpaths: Paths, staged_payload: Path) -> None:
+    proc = start_run(wpaths, staged_payload, "--health-interval", "0.3")
+    try:
+        wait_for(lambda: containerd_started(wpaths), timeout=60, what="containerd")
+        hung = read_pid(wpaths.containerd_pidfile)
+        os.kill(hung, signal.SIGSTOP)
+        wait_for(
+            lambda: status(wpaths).get("restarts") == 1 and health.is_serving(wpaths.socket),
+            timeout=60,
+            what="the hung containerd to be replaced",
+        )
+        assert not psutil.pid_exists(hung) or psutil.Process(hung).status() == "zombie"
+        assert status(wpaths)["last_exit"]["reason"] == "killed after failing health checks"
+    finally:
+        rc, err = finish(proc)
+    assert rc == 0, err
+    assert "alive but unhealthy" in err
+
+
+def test_crash_loop_goes_fatal_and_exits_nonzero(wpaths: Paths, staged_payload: Path) -> None:
+    proc = start_run(wpaths, staged_payload)
+    try:
+        wait_for(lambda: containerd_started(wpaths), timeout=60, what="containerd")
+        for _ in range(12):
+            if proc.poll() is not None:
+                break
+            victim = wait_for(
+                lambda: (
+                    proc.poll() is not None
+                    or (containerd_started(wpaths) and read_pid(wpaths.containerd_pidfile))
+                ),
+                timeout=30,
+                what="a containerd to kill",
+            )
+            if proc.poll() is not None:
+                break
+            os.kill(int(victim), signal.SIGKILL)
+            wait_for(
+                lambda v=int(victim): proc.poll() is not None or not psutil.pid_exists(v),
+                timeout=10,
+                what="the kill to land",
+            )
+        rc = proc.wait(60)
+    finally:
+        rc, err = finish(proc)
+    assert rc == ExitCode.ERROR
+    assert "FATAL: containerd restarted" in err
+    assert "containerd keeps failing" in err
+    assert status(wpaths)["state"] == "FATAL"
+
+
+def test_readiness_deadline_exits_6_and_leaves_nothing(wpaths: Paths, staged_payload: Path) -> None:
+    out = run_warren(wpaths, "containerd", "run", "--ready-timeout", "0.001")
+    assert out.returncode == ExitCode.TIMEOUT, out.stderr
+    assert "did not answer on" in out.stderr and "within" in out.stderr
+    assert not wpaths.containerd_pidfile.exists()
+    assert not any(
+        p.info["exe"] == str(wpaths.binary("containerd")) for p in psutil.process_iter(["exe"])
+    )
+
+
+def test_containerd_refusing_its_config_is_reported(wpaths: Paths, staged_payload: Path) -> None:
+    wpaths.config_d.mkdir(parents=True)
+    (wpaths.config_d / "bad.toml").write_text('oom_score = "high"\n')
+    out = run_warren(wpaths, "containerd", "run")
+    assert out.returncode == ExitCode.ERROR
+    assert "containerd exited with code 1 before it was ready" in out.stderr
+    assert "(log: containerd: " in out.stderr
+    assert str(wpaths.log_file) in out.stderr
+
+
+def test_detached_start_status_stop(wpaths: Paths, staged_payload: Path) -> None:
+    started = run_warren(wpaths, "containerd", "start")
+    assert started.returncode == 0, started.stderr
+    assert "containerd started" in started.stdout
+    report = status(wpaths)
+    assert report["state"] == "RUNNING" and report["socket_answers"]
+
+    again = run_warren(wpaths, "containerd", "start")
+    assert again.returncode == 0 and "already running" in again.stdout
+
+    stopped = run_warren(wpaths, "containerd", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped warren supervisor" in stopped.stdout
+    after = run_warren(wpaths, "containerd", "status")
+    assert after.returncode == ExitCode.NOT_RUNNING
+    assert not psutil.pid_exists(report["containerd_pid"])
+
+    idempotent = run_warren(wpaths, "containerd", "stop")
+    assert idempotent.returncode == 0 and "not running" in idempotent.stdout
+
+
+def test_library_api_in_process(wpaths: Paths, staged_payload: Path) -> None:
+    mgr = ContainerdManager(
+        paths=wpaths, payload=staged_payload, settings=Settings(health_interval=0.5)
+    )
+    mgr.start()
+    try:
+        mgr.start()  # idempotent
+        assert mgr.state == State.RUNNING
+        assert mgr.socket_path == str(wpaths.socket)
+        assert health.containerd_version(mgr.socket_path)[0].startswith("1.6.20")
+        old = mgr.pid
+        assert old is not None
+        os.kill(old, signal.SIGKILL)
+        wait_for(
+            lambda: mgr.restarts == 1 and mgr.state == State.RUNNING and mgr.pid != old,
+            timeout=30,
+            what="in-process restart",
+        )
+    finally:
+        mgr.stop()
+        mgr.stop()  # idempotent
+    assert mgr.state == State.STOPPED
+    assert not health.is_serving(wpaths.socket)
+
+
+def test_ensure_containerd_prefers_answering_system_socket(
+    supervised: Supervised, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WARREN_SYSTEM_SOCKET", str(supervised.paths.socket))
+    mgr = ensure_containerd(tmp_path / "unused", prefer_system=True)
+    assert mgr.use_external
+    assert mgr.socket_path == str(supervised.paths.socket)
+    mgr.stop()
+    assert health.is_serving(supervised.paths.socket), "stopping external must not stop it"
+
+
+def test_external_without_system_containerd_is_socket_not_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "none.sock"
+    monkeypatch.setenv("WARREN_SYSTEM_SOCKET", str(missing))
+    mgr = ContainerdManager(tmp_path, use_external=True)
+    with pytest.raises(Exception, match=f"socket not found: {missing}"):
+        mgr.start()
