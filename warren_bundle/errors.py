@@ -30,7 +30,7 @@ class WarrenError(Exception):
 
     def one_line(self) -> str:
         text = self.message if not self.remedy else f"{self.message}; {self.remedy}"
-        return " ".join(text.split())
+        return " ".join(text.splitlines())
 
     def __str__(self) -> str:
         return self.one_line()

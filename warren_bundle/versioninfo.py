@@ -10,11 +10,17 @@ from .payload import Manifest, locate
 
 
 def provenance_summary(manifest: Manifest) -> str:
+    """One line: where the carried binaries came from."""
     prov = manifest.provenance
     if manifest.source == "debian":
-        pkgs = prov.get("packages") or prov.get("debs") or []
-        names = ", ".join(str(p.get("file") or p.get("name")) for p in pkgs if isinstance(p, dict))
-        return f"Debian {prov.get('suite', '?')} packages {names}".strip()
+        packages = prov.get("packages")
+        if isinstance(packages, dict) and packages:
+            debs = ", ".join(
+                f"{p.get('deb')} ({p.get('suite')})"
+                for p in packages.values()
+                if isinstance(p, dict)
+            )
+            return f"Debian packages {debs}"
     artifacts = prov.get("artifacts") or []
     urls = [str(a.get("url") or a.get("name")) for a in artifacts if isinstance(a, dict)]
     return ", ".join(urls) or "(no provenance recorded)"
