@@ -154,7 +154,8 @@ def _print_report(report: dict[str, Any]) -> None:
     where = report.get("images_dir") or "<data-dir>/images"
     results = report.get("results") or []
     click.echo(f"state     {state}")
-    click.echo(f"images    {where} ({len(results)} archive(s) so far)")
+    so_far = " so far" if state in ("pending", "importing") else ""
+    click.echo(f"images    {where} ({len(results)} archive(s){so_far})")
     for data in results:
         click.echo(f"  {ArchiveResult(**data).describe()}")
     if report.get("error"):
