@@ -1,0 +1,135 @@
+"""The CLI's contract: exit codes, one-line errors with remedies, socket detection, help."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from warren_bundle.errors import ExitCode
+from warren_bundle.paths import Paths
+
+from conftest import Supervised
+from support import make_paths, run_warren, short_dir
+
+IMPORTANT_COMMANDS = ["version", "extract", "containerd", "socket", "ctr"]
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("warren: ")
+    return lines[0]
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> Paths:
+    return make_paths(tmp_path)
+
+
+def test_help_lists_the_commands(paths: Paths) -> None:
+    out = run_warren(paths, "--help")
+    assert out.returncode == 0
+    for command in IMPORTANT_COMMANDS:
+        assert f"  {command}" in out.stdout
+
+
+def test_usage_error_is_exit_2(paths: Paths) -> None:
+    out = run_warren(paths, "containerd", "frobnicate")
+    assert out.returncode == ExitCode.USAGE
+
+
+def test_windows_is_refused_with_wsl2(paths: Paths) -> None:
+    out = run_warren(paths, "containerd", "run", WARREN_PLATFORM="windows")
+    assert out.returncode == ExitCode.PLATFORM
+    assert "Windows is not supported; use WSL2" in one_error_line(out.stderr)
+
+
+def test_unsupported_arch_names_what_is_supported(paths: Paths) -> None:
+    out = run_warren(paths, "containerd", "run", WARREN_ARCH="riscv64")
+    assert out.returncode == ExitCode.PLATFORM
+    line = one_error_line(out.stderr)
+    assert "'riscv64' is not supported" in line and "amd64, arm64" in line
+
+
+def test_debug_shows_a_traceback(paths: Paths, tmp_path: Path) -> None:
+    out = run_warren(paths, "--debug", "extract", payload=tmp_path / "missing")
+    assert out.returncode == ExitCode.PAYLOAD
+    assert "Traceback (most recent call last)" in out.stderr
+
+
+def test_status_when_nothing_runs_is_exit_7(paths: Paths) -> None:
+    out = run_warren(paths, "containerd", "status")
+    assert out.returncode == ExitCode.NOT_RUNNING
+    assert "state           STOPPED" in out.stdout
+    assert "warren containerd start" in out.stderr
+
+
+def test_socket_when_nothing_answers_is_exit_7(paths: Paths, tmp_path: Path) -> None:
+    out = run_warren(paths, "socket", WARREN_SYSTEM_SOCKET=str(tmp_path / "none.sock"))
+    assert out.returncode == ExitCode.NOT_RUNNING
+    line = one_error_line(out.stderr)
+    assert "socket not found: no containerd answers on" in line
+    assert "warren containerd start" in line
+
+
+def test_explicit_socket_wins_and_is_validated(paths: Paths, tmp_path: Path) -> None:
+    missing = tmp_path / "explicit.sock"
+    plain = run_warren(paths, "socket", WARREN_CONTAINERD_SOCKET=str(missing))
+    assert plain.returncode == 0
+    assert plain.stdout.strip() == str(missing)
+    checked = run_warren(paths, "socket", "--validate", CONTAINERD_ADDRESS=f"unix://{missing}")
+    assert checked.returncode == ExitCode.NOT_RUNNING
+    assert f"socket not found: {missing}" in one_error_line(checked.stderr)
+
+
+@pytest.mark.integration
+def test_socket_prefers_embedded_then_system(supervised: Supervised, tmp_path: Path) -> None:
+    embedded = run_warren(supervised.paths, "socket", "--json")
+    assert embedded.returncode == 0, embedded.stderr
+    assert json.loads(embedded.stdout)["kind"] == "embedded"
+
+    other = make_paths(tmp_path / "other")
+    system = run_warren(
+        other, "socket", "--validate", "--json", WARREN_SYSTEM_SOCKET=str(supervised.paths.socket)
+    )
+    assert system.returncode == 0, system.stderr
+    report = json.loads(system.stdout)
+    assert report["kind"] == "system"
+    assert report["probe"]["version"].startswith("1.6.20")
+
+
+@pytest.mark.e2e
+def test_non_root_run_is_exit_4_naming_sudo(frozen_exe: Path) -> None:
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to drop to another user")
+    home = short_dir("nobody")  # pytest's own tmp dirs are 0700: another user cannot enter
+    home.chmod(0o755)
+    exe = home / "warren"
+    shutil.copy2(frozen_exe, exe)
+    out = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            str(exe),
+            "--data-dir",
+            str(home / "data"),
+            "containerd",
+            "run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(home)},
+        cwd=home,
+    )
+    shutil.rmtree(home, ignore_errors=True)
+    assert out.returncode == ExitCode.PERMISSION, out.stderr
+    line = one_error_line(out.stderr)
+    assert "needs root" in line and "sudo" in line
