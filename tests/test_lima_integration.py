@@ -208,6 +208,22 @@ def test_broken_vm_is_forced_off_then_started(env: tuple[Paths, FakeLima]) -> No
     assert status["status"] == "Running" and status["restarts"] == 1
 
 
+def test_failed_recovery_is_recorded(env: tuple[Paths, FakeLima]) -> None:
+    paths, fake = env
+    up(env)
+    fake.set_state("Broken")
+    fake.control(fail={"start": "qemu: could not open disk image"})
+
+    done = warren(env, "lima", "up")
+
+    assert done.returncode == ExitCode.LIMA
+    assert "limactl start warren failed (exit 1): qemu: could not open disk image" in done.stderr
+    assert fake.invocations() == [LIST, ["stop", "-f", "warren"], start_call(), LIST]
+    status = lima_status(paths)
+    assert status["status"] == "Stopped" and status["running"] is False
+    assert status["restarts"] == 1
+
+
 def test_dead_forward_restarts_the_vm(env: tuple[Paths, FakeLima]) -> None:
     paths, fake = env
     up(env)
@@ -243,7 +259,7 @@ def test_failing_graceful_stop_falls_back_to_force(env: tuple[Paths, FakeLima]) 
 
 
 def test_forced_stop_failing_too_is_a_lima_error(env: tuple[Paths, FakeLima]) -> None:
-    _paths, fake = env
+    paths, fake = env
     up(env)
     fake.control(fail={"stop": "graceful failed", "stop_force": "permission denied: qemu pid"})
 
@@ -251,7 +267,8 @@ def test_forced_stop_failing_too_is_a_lima_error(env: tuple[Paths, FakeLima]) ->
 
     assert done.returncode == ExitCode.LIMA
     assert "limactl stop -f warren failed (exit 1): permission denied: qemu pid" in done.stderr
-    assert fake.invocations() == [LIST, ["stop", "warren"], ["stop", "-f", "warren"]]
+    assert fake.invocations() == [LIST, ["stop", "warren"], ["stop", "-f", "warren"], LIST]
+    assert lima_status(paths)["status"] == "Running", "the status file says what was left"
 
 
 def test_delete_with_yes_stops_and_deletes(env: tuple[Paths, FakeLima]) -> None:

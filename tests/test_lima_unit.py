@@ -235,7 +235,7 @@ def _provision(tmp: Path, user: str) -> tuple[Path, list[str]]:
 def _probe_as(user: str, group: str, sock: Path) -> subprocess.CompletedProcess[str]:
     # One attempt instead of 150 × 2 s: the question is only whether this user can connect.
     script = PROBE_SCRIPT.replace("/run/containerd/containerd.sock", str(sock))
-    script = script.replace("$(seq 150)", "1")
+    script = script.replace("$(seq 150)", "1").replace("sleep 2", "true")
     return subprocess.run(
         ["setpriv", f"--reuid={user}", f"--regid={group}", "--init-groups", "bash", "-c", script],
         capture_output=True,
@@ -318,7 +318,7 @@ def test_half_created_instance_dir_says_how_to_remove_it(lpaths: Paths, fake: Fa
     line = one_error_line(done)
     assert "half-created" in line
     assert f"rm -rf {fake.instance_dir}" in line
-    assert fake.invocations() == [LIST]
+    assert fake.invocations() == [LIST, LIST]
     assert (fake.instance_dir / "basedisk").exists(), "warren must not remove it by itself"
 
 
@@ -334,13 +334,17 @@ def test_interrupted_create_fails_then_is_reported_half_created(
     line = one_error_line(first)
     assert "limactl create --name=warren --tty=false" in line
     assert "failed (exit 1)" in line and "connection reset by peer" in line
-    assert fake.invocations() == [LIST, ["create", "--name=warren", "--tty=false", str(yaml_path)]]
+    assert fake.invocations() == [
+        LIST,
+        ["create", "--name=warren", "--tty=false", str(yaml_path)],
+        LIST,
+    ]
 
     fake.clear_invocations()
     second = warren(lpaths, fake, "lima", "up")
     assert second.returncode == ExitCode.LIMA
     assert "half-created" in one_error_line(second)
-    assert fake.invocations() == [LIST]
+    assert fake.invocations() == [LIST, LIST]
 
 
 def test_start_failure_names_limactl_and_the_logs(lpaths: Paths, fake: FakeLima) -> None:
@@ -358,7 +362,10 @@ def test_start_failure_names_limactl_and_the_logs(lpaths: Paths, fake: FakeLima)
         LIST,
         ["create", "--name=warren", "--tty=false", yaml_path],
         start_call(),
+        LIST,
     ]
+    status = json.loads((lpaths.data_dir / "lima" / "status.json").read_text())
+    assert status["status"] == "Stopped" and status["running"] is False
 
 
 def test_socket_that_never_answers_times_out_with_progress(
@@ -377,7 +384,7 @@ def test_socket_that_never_answers_times_out_with_progress(
     assert err.value.exit_code == ExitCode.TIMEOUT
     assert f"waiting for containerd on {fake.socket}" in str(err.value)
     assert any(line.startswith("still starting Lima VM 'warren'") for line in lines), lines
-    assert fake.invocations()[-1] == start_call(2)
+    assert fake.invocations()[-2:] == [start_call(2), LIST]
 
 
 def test_hanging_limactl_start_is_ended_at_the_deadline(lpaths: Paths, fake: FakeLima) -> None:

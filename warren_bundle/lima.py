@@ -316,22 +316,22 @@ class LimaManager:
         """Return once containerd in the VM answers on the host socket (idempotent)."""
         self._check_socket_path()
         self.limactl  # noqa: B018 - fail with the install hint before touching anything
-        with self._lock():
-            inst = self._inspect()
-            status = inst["status"] if inst else ABSENT
-            began = time.monotonic()
-            if inst is None:
-                self._refuse_half_created()
-                self._create()
-                self._progress(
-                    "the first start downloads an Ubuntu 22.04 image: this can take minutes"
-                )
-                self._boot(began, "created")
-            elif status == RUNNING:
-                if self._wait_serving(self.settings.forward_grace):
-                    self._observe()
-                    self._progress(f"Lima VM '{self.instance}' already running: {self.socket_path}")
-                    return
+        with self._acting():
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        inst = self._inspect()
+        status = inst["status"] if inst else ABSENT
+        began = time.monotonic()
+        if inst is None:
+            self._refuse_half_created()
+            self._create()
+            self._progress("the first start downloads an Ubuntu 22.04 image: this can take minutes")
+            self._boot(began, "created")
+        elif status == RUNNING:
+            if self._wait_serving(self.settings.forward_grace):
+                self._progress(f"Lima VM '{self.instance}' already running: {self.socket_path}")
+            else:
                 self._progress(
                     f"Lima VM '{self.instance}' is running but {self.socket_path} does not answer "
                     "(the socket forward dies when the host sleeps): restarting the VM"
@@ -339,22 +339,22 @@ class LimaManager:
                 self._stop_vm(status)
                 self.restarts += 1
                 self._boot(began, "restarted")
-            elif status == STOPPED:
-                self._boot(began, "started")
-            else:
-                detail = "; ".join(str(e) for e in inst.get("errors") or []) or "no detail"
-                self._progress(
-                    f"Lima VM '{self.instance}' is {status} ({detail}): forcing it off, then "
-                    "starting it again"
-                )
-                self._limactl_run(["stop", "-f", self.instance], self.settings.stop_timeout)
-                self.restarts += 1
-                self._boot(began, "recovered")
-            self._observe()
+        elif status == STOPPED:
+            self._boot(began, "started")
+        else:
+            detail = "; ".join(str(e) for e in inst.get("errors") or []) or "no detail"
+            self._progress(
+                f"Lima VM '{self.instance}' is {status} ({detail}): forcing it off, then "
+                "starting it again"
+            )
+            self._limactl_run(["stop", "-f", self.instance], self.settings.stop_timeout)
+            self.restarts += 1
+            self._boot(began, "recovered")
+        self._observe()
 
     def stop(self) -> None:
         """Stop the VM gracefully, forcibly if that fails; a stopped or absent VM is left as is."""
-        with self._lock():
+        with self._acting():
             inst = self._inspect()
             if inst is None:
                 self._progress(f"Lima VM '{self.instance}' does not exist")
@@ -366,7 +366,7 @@ class LimaManager:
 
     def delete(self) -> None:
         """Stop and delete the VM (its disk and containers go with it)."""
-        with self._lock():
+        with self._acting():
             inst = self._inspect()
             if inst is None:
                 self._refuse_half_created()
@@ -637,6 +637,17 @@ class LimaManager:
         return ""
 
     @contextmanager
+    def _acting(self) -> Iterator[None]:
+        """Hold the lock; when a step fails, record what it left (Broken, Stopped, a restart)."""
+        with self._lock():
+            try:
+                yield
+            except WarrenError:
+                with suppress(WarrenError, OSError):
+                    self._observe()
+                raise
+
+    @contextmanager
     def _lock(self) -> Iterator[None]:
         """One warren at a time acts on the VM; a second waits and says why."""
         self._ensure_lima_dir()
@@ -647,6 +658,9 @@ class LimaManager:
             except BlockingIOError:
                 self._progress(f"another warren is acting on Lima VM '{self.instance}': waiting")
                 fcntl.flock(fd, fcntl.LOCK_EX)
+            # The one before us may have counted restarts; count on from there.
+            previous = self.read_status_file() or {}
+            self.restarts = max(self.restarts, int(previous.get("restarts", 0)))
             yield
         finally:
             os.close(fd)
