@@ -1,0 +1,281 @@
+"""Unit tests of the small modules: payload, CArchive/ELF readers, protobuf, pidfiles, logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import psutil
+import pytest
+import zstandard
+
+from warren_bundle import carchive, elf, grpc_unix, logs, pidfile
+from warren_bundle.errors import PayloadError, WarrenError
+from warren_bundle.payload import (
+    DESCRIPTOR_ENTRY,
+    PAYLOAD_ENTRY,
+    Manifest,
+    Payload,
+    open_members,
+    read_embedded,
+    read_file,
+)
+from warren_bundle.supervisor import Backoff
+
+# --- payload ----------------------------------------------------------------------------------
+
+
+def _manifest_dict(files: list[dict]) -> dict:
+    return {
+        "format": 1,
+        "os": "linux",
+        "arch": "amd64",
+        "containerd_version": "1.6.20",
+        "runc_version": "1.1.5",
+        "source": "test",
+        "provenance": {},
+        "files": files,
+    }
+
+
+def _raw_payload(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    path.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
+
+
+def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+@pytest.mark.parametrize(
+    "evil",
+    [
+        "bin/../../etc/passwd",
+        "/bin/containerd",
+        "etc/containerd",
+        "bin/sub/containerd",
+    ],
+)
+def test_payload_members_outside_bin_are_rejected(tmp_path: Path, evil: str) -> None:
+    manifest = json.dumps(_manifest_dict([])).encode()
+    payload_file = tmp_path / "evil.tar.zst"
+    _raw_payload(payload_file, [_file("manifest.json", manifest), _file(evil, b"x")])
+    payload = read_file(payload_file)
+    with pytest.raises(PayloadError, match="unexpected member"), open_members(payload) as members:
+        list(members)
+
+
+def test_payload_links_are_rejected(tmp_path: Path) -> None:
+    link = tarfile.TarInfo("bin/containerd")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+    payload_file = tmp_path / "link.tar.zst"
+    manifest = json.dumps(_manifest_dict([])).encode()
+    _raw_payload(payload_file, [_file("manifest.json", manifest), (link, None)])
+    with (
+        pytest.raises(PayloadError, match="non-file member"),
+        open_members(read_file(payload_file)) as members,
+    ):
+        list(members)
+
+
+def test_bare_payload_file_without_descriptor_is_derived(tmp_path: Path) -> None:
+    manifest = _manifest_dict([])
+    payload_file = tmp_path / "bare.tar.zst"
+    _raw_payload(payload_file, [_file("manifest.json", json.dumps(manifest).encode())])
+    payload = read_file(payload_file)
+    assert payload.manifest == Manifest.from_dict(manifest)
+    assert len(payload.digest) == 64
+
+
+def test_payload_must_start_with_manifest(tmp_path: Path) -> None:
+    payload_file = tmp_path / "nomanifest.tar.zst"
+    _raw_payload(payload_file, [_file("bin/runc", b"x")])
+    with pytest.raises(PayloadError, match=r"does not start with manifest\.json"):
+        read_file(payload_file)
+
+
+def test_malformed_manifest_is_a_payload_error() -> None:
+    with pytest.raises(PayloadError, match="manifest is malformed"):
+        Manifest.from_dict({"os": "linux"})
+
+
+def test_truncated_payload_is_damaged(staged_payload: Path, tmp_path: Path) -> None:
+    good = read_file(staged_payload)
+    short = tmp_path / "payload.tar.zst"
+    short.write_bytes((staged_payload / "payload.tar.zst").read_bytes()[: good.size // 2])
+    truncated = Payload(good.digest, good.size, good.manifest, short)
+    with pytest.raises(PayloadError, match=r"truncated|damaged"), open_members(truncated) as ms:
+        for member in ms:
+            member.stream.read()
+
+
+# --- CArchive / ELF ---------------------------------------------------------------------------
+
+
+def _carchive(entries: list[tuple[str, bytes, str]]) -> bytes:
+    """A CArchive laid out the way PyInstaller's writer lays it out."""
+    body, toc = b"", b""
+    for name, data, typecode in entries:
+        offset = len(body)
+        body += data
+        raw_name = name.encode() + b"\0"
+        pad = (16 - (struct.calcsize("!IIIIBc") + len(raw_name)) % 16) % 16
+        raw_name += b"\0" * pad
+        toc += struct.pack(
+            f"!IIIIBc{len(raw_name)}s",
+            struct.calcsize("!IIIIBc") + len(raw_name),
+            offset,
+            len(data),
+            len(data),
+            0,
+            typecode.encode(),
+            raw_name,
+        )
+    cookie_len = struct.calcsize("!8sIIII64s")
+    total = len(body) + len(toc) + cookie_len
+    cookie = struct.pack(
+        "!8sIIII64s", carchive.COOKIE_MAGIC, total, len(body), len(toc), 311, b"libpython3.11.so"
+    )
+    return body + toc + cookie
+
+
+def test_carchive_found_at_end_of_a_non_elf_file(tmp_path: Path) -> None:
+    exe = tmp_path / "exe"
+    exe.write_bytes(b"#!bootloader" * 100 + _carchive([("a", b"AAA", "a"), ("b", b"BB", "x")]))
+    with open(exe, "rb") as fp:
+        entries = {e.name: e for e in carchive.read_toc(fp)}
+        assert entries["a"].typecode == "a" and entries["b"].typecode == "x"
+        fp.seek(entries["a"].offset)
+        assert fp.read(entries["a"].length) == b"AAA"
+
+
+def test_embedded_payload_read_from_a_fake_executable(staged_payload: Path, tmp_path: Path) -> None:
+    data = (staged_payload / "payload.tar.zst").read_bytes()
+    desc = (staged_payload / "payload.json").read_bytes()
+    exe = tmp_path / "exe"
+    exe.write_bytes(
+        b"\0" * 4096 + _carchive([(PAYLOAD_ENTRY, data, "a"), (DESCRIPTOR_ENTRY, desc, "a")])
+    )
+    payload = read_embedded(exe)
+    assert payload.embedded and payload.origin == f"embedded in {exe}"
+    assert payload.digest == json.loads(desc)["digest"]
+    with open_members(payload) as members:
+        names = [m.name for m in members if m.stream.read() is not None]
+    assert names[0] == "manifest.json" and "containerd" in names
+
+
+def test_executable_without_archive_is_payload_error(tmp_path: Path) -> None:
+    exe = tmp_path / "plain"
+    exe.write_bytes(b"no archive here" * 10)
+    with pytest.raises(PayloadError, match="failed to read embedded binary: cannot read"):
+        read_embedded(exe)
+
+
+def test_elf_arch_of_real_and_fake_binaries(tmp_path: Path) -> None:
+    assert elf.arch_of(sys.executable) in ("amd64", "arm64")
+    fake = tmp_path / "fake"
+    fake.write_bytes(
+        b"\x7fELF" + bytes([2, 1, 1]) + bytes(9) + struct.pack("<HHI", 2, 183, 1) + bytes(64)
+    )
+    assert elf.arch_of(str(fake)) == "arm64"
+    (tmp_path / "text").write_text("#!/bin/sh\n" * 10)
+    with pytest.raises(elf.NotElfError):
+        elf.arch_of(str(tmp_path / "text"))
+
+
+# --- protobuf wire format ---------------------------------------------------------------------
+
+
+def test_protobuf_round_trip() -> None:
+    encoded = grpc_unix.encode_string_field(1, "io.containerd") + grpc_unix.encode_string_field(
+        2, "x" * 300
+    )
+    fields = grpc_unix.decode_fields(encoded + b"\x18\x96\x01")  # field 3 varint 150
+    assert fields == {1: b"io.containerd", 2: b"x" * 300, 3: 150}
+    assert grpc_unix.encode_string_field(1, "") == b""
+
+
+def test_protobuf_truncation_is_an_error() -> None:
+    with pytest.raises(grpc_unix.GrpcError):
+        grpc_unix.decode_fields(b"\x08\x96")
+
+
+def test_unary_call_to_missing_socket_names_it(tmp_path: Path) -> None:
+    with pytest.raises(grpc_unix.GrpcError, match="socket not found"):
+        grpc_unix.unary_call(str(tmp_path / "none.sock"), "/x.Y/Z", b"", 0.5)
+
+
+# --- pidfiles ---------------------------------------------------------------------------------
+
+
+def test_pidfile_trusts_only_the_same_process(tmp_path: Path) -> None:
+    path = tmp_path / "p.pid"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pidfile.write(path, pidfile.record_for(child.pid))
+        assert pidfile.read_trusted(path) is not None
+        record = pidfile.read(path)
+        assert record is not None
+        pidfile.write(path, pidfile.PidRecord(child.pid, record.exe, record.create_time - 5))
+        assert pidfile.read_trusted(path) is None, "a reused pid has another start time"
+        pidfile.write(path, pidfile.PidRecord(child.pid, "/bin/other", record.create_time))
+        assert pidfile.read_trusted(path) is None, "another executable"
+    finally:
+        child.kill()
+        child.wait()
+    pidfile.write(path, pidfile.record_for(os.getpid()))
+    assert pidfile.read_trusted(path) is not None
+    path.write_text("garbage")
+    assert pidfile.read_trusted(path) is None
+
+
+def test_pidfile_record_matches_psutil() -> None:
+    record = pidfile.record_for(os.getpid())
+    assert record.create_time == psutil.Process().create_time()
+
+
+# --- logs and backoff -------------------------------------------------------------------------
+
+
+def test_log_rotation_keeps_backups_and_appends_continue(tmp_path: Path) -> None:
+    log = tmp_path / "containerd.log"
+    fd = logs.open_for_child(log)
+    try:
+        os.write(fd, b"a" * 100 + b"\n")
+        assert logs.rotate_if_needed(log, max_bytes=50, backups=2)
+        os.write(fd, b"after rotation\n")
+    finally:
+        os.close(fd)
+    assert log.read_text() == "after rotation\n", "O_APPEND writes land at the new end"
+    assert logs.backup(log, 1).read_text().startswith("a" * 100)
+    assert not logs.rotate_if_needed(log, max_bytes=1000)
+
+
+def test_tail_returns_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "l"
+    log.write_text("".join(f"line {i}\n" for i in range(10000)))
+    assert logs.tail(log, 3) == ["line 9997", "line 9998", "line 9999"]
+    assert logs.tail(tmp_path / "missing", 3) == []
+
+
+def test_backoff_grows_to_cap_and_resets_after_stable_run() -> None:
+    backoff = Backoff(0.1, 1.0, stable_after=30)
+    delays = [backoff.delay(ran_for=0) for _ in range(6)]
+    assert delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert backoff.delay(ran_for=60) == 0.1
+
+
+def test_warren_error_is_one_line() -> None:
+    err = WarrenError("cause\nacross lines", "remedy  with  spacing")
+    assert err.one_line() == "cause across lines; remedy  with  spacing"
