@@ -1,0 +1,66 @@
+"""`make release`: the frozen file, install.sh and a SHA256SUMS that `sha256sum -c` accepts.
+
+The build itself is not redone here (`-o` the executable): CI's `make test` has just built it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support import REPO, sha256_file
+
+pytestmark = pytest.mark.e2e
+
+
+def make_release(out: Path, frozen: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return subprocess.run(
+        ["make", "-o", str(frozen.relative_to(REPO)), "release", f"RELEASE_DIR={out}", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_make_release_writes_artifacts_and_checksums_that_verify(
+    frozen_exe: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "release"
+
+    done = make_release(out, frozen_exe, "RELEASE_REPO=example-org/warren")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["SHA256SUMS", "install.sh", frozen_exe.name]
+    check = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"{frozen_exe.name}: OK" in check.stdout and "install.sh: OK" in check.stdout
+    assert sha256_file(out / frozen_exe.name) == sha256_file(frozen_exe)
+    assert "WARREN_DEFAULT_REPO='example-org/warren'" in (out / "install.sh").read_text()
+    assert (out / "install.sh").stat().st_mode & 0o111
+
+
+def test_make_release_says_loudly_when_the_payload_is_not_upstream(
+    frozen_exe: Path, tmp_path: Path
+) -> None:
+    version = subprocess.run([frozen_exe, "version", "--json"], capture_output=True, text=True)
+    source = json.loads(version.stdout)["payload"]["source"]
+
+    relaxed = make_release(tmp_path / "a", frozen_exe)
+    strict = make_release(tmp_path / "b", frozen_exe, "RELEASE_REQUIRE_UPSTREAM=1")
+
+    assert relaxed.returncode == 0, relaxed.stderr
+    if source == "debian":
+        assert "NOT A PUBLISHABLE RELEASE" in relaxed.stdout
+        assert strict.returncode != 0, "a Debian payload must fail a strict release"
+    else:
+        assert f"payload source: {source}" in relaxed.stdout
+        assert strict.returncode == 0, strict.stderr
