@@ -113,7 +113,9 @@ release-sums:
 release-static: build
 	@[ -x $(STATIC_VENV)/bin/staticx ] || { $(STATIC_PYTHON) -m venv $(STATIC_VENV) && \
 	  $(STATIC_VENV)/bin/pip install -q -e '.[build]' staticx; }
+	# A cache of its own: PyInstaller's shared one may hand back another Python's binaries.
 	WARREN_PAYLOAD_DIR=$(PAYLOAD_DIR) WARREN_EXE_NAME=warren-linux-$(ARCH) \
+	  PYINSTALLER_CONFIG_DIR=$(abspath $(STATIC_WORK))/config \
 	  $(STATIC_VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
 	  --workpath $(STATIC_WORK) --distpath $(STATIC_WORK)/dist build/spec/warren.spec
 	@mkdir -p $(RELEASE_DIR)
