@@ -64,3 +64,20 @@ def test_make_release_says_loudly_when_the_payload_is_not_upstream(
     else:
         assert f"payload source: {source}" in relaxed.stdout
         assert strict.returncode == 0, strict.stderr
+
+
+def test_release_workflow_builds_every_os_and_arch_on_native_runners() -> None:
+    import yaml
+
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "release.yml").read_text())
+    jobs = workflow["jobs"]
+    built = {
+        (os_name, entry["arch"]): entry["runner"]
+        for os_name in ("linux", "darwin")
+        for entry in jobs[os_name]["strategy"]["matrix"]["include"]
+    }
+    assert set(built) == {(o, a) for o in ("linux", "darwin") for a in ("amd64", "arm64")}
+    assert "arm" in built[("linux", "arm64")], "linux/arm64 must build on an arm64 runner"
+    linux_steps = " ".join(str(step.get("run", "")) for step in jobs["linux"]["steps"])
+    assert "--release" in linux_steps and "RELEASE_REQUIRE_UPSTREAM=1" in linux_steps
+    assert set(jobs["publish"]["needs"]) == {"linux", "darwin"}
