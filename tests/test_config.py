@@ -56,7 +56,11 @@ def test_v2_config_has_the_seeds_settings(paths: Paths) -> None:
     assert cri["containerd"]["snapshotter"] == "overlayfs"
     runc = cri["containerd"]["runtimes"]["runc"]
     assert runc["runtime_type"] == "io.containerd.runc.v2"
-    assert runc["options"] == {"BinaryName": str(paths.binary("runc")), "SystemdCgroup": True}
+    assert runc["options"] == {
+        "BinaryName": str(paths.binary("runc")),
+        "Root": str(paths.runc_root),
+        "SystemdCgroup": True,
+    }
     assert cri["registry"]["config_path"] == str(paths.config_dir / "certs.d")
     assert cfg["grpc"]["address"] == str(paths.socket)
 

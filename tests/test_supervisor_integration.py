@@ -19,7 +19,10 @@ pytestmark = pytest.mark.integration
 
 
 def ctr(sup: Supervised, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return run_warren(sup.paths, "ctr", *args, timeout=timeout)
+    # Pinned to this test's socket: while containerd restarts, detection could pick another.
+    return run_warren(
+        sup.paths, "ctr", *args, timeout=timeout, WARREN_CONTAINERD_SOCKET=str(sup.paths.socket)
+    )
 
 
 def containerd_pid(sup: Supervised) -> int:
@@ -50,6 +53,8 @@ def test_kill9_containerd_is_restarted_and_container_survives(
     started = ctr(supervised, "run", "-d", TEST_IMAGE, "sleeper", "sleep", "600")
     assert started.returncode == 0, started.stderr
     task_pid = int(ctr(supervised, "tasks", "ls").stdout.split("\n")[1].split()[1])
+    # runc state lives in warren's run dir, not in the root a system containerd shares.
+    assert (supervised.paths.runc_root / "default" / "sleeper" / "state.json").is_file()
     old = containerd_pid(supervised)
 
     psutil.Process(old).send_signal(signal.SIGKILL)

@@ -16,6 +16,7 @@ import pytest
 import zstandard
 
 from warren_bundle import carchive, elf, grpc_unix, logs, pidfile
+from warren_bundle.ctrargs import with_runc_defaults
 from warren_bundle.errors import PayloadError, WarrenError
 from warren_bundle.payload import (
     DESCRIPTOR_ENTRY,
@@ -279,3 +280,31 @@ def test_backoff_grows_to_cap_and_resets_after_stable_run() -> None:
 def test_warren_error_is_one_line() -> None:
     err = WarrenError("cause\nacross lines", "remedy  with  spacing")
     assert err.one_line() == "cause across lines; remedy  with  spacing"
+
+
+# --- ctr arguments ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "img", "id"], ["run", "--runc-binary", "B", "--runc-root", "R", "img", "id"]),
+        (
+            ["-n", "k8s.io", "run", "--rm", "img", "id"],
+            ["-n", "k8s.io", "run", "--runc-binary", "B", "--runc-root", "R", "--rm", "img", "id"],
+        ),
+        (
+            ["c", "create", "img", "x"],
+            ["c", "create", "--runc-binary", "B", "--runc-root", "R", "img", "x"],
+        ),
+        (
+            ["run", "--runc-root", "/mine", "i", "x"],
+            ["run", "--runc-binary", "B", "--runc-root", "/mine", "i", "x"],
+        ),
+        (["images", "ls"], ["images", "ls"]),
+        (["tasks", "ls"], ["tasks", "ls"]),
+        (["version"], ["version"]),
+    ],
+)
+def test_ctr_run_gets_bundled_runc_and_own_root(args: list[str], expected: list[str]) -> None:
+    assert with_runc_defaults(args, "B", "R") == expected

@@ -456,10 +456,12 @@ def ctr(socket_option: str | None, args: tuple[str, ...]) -> None:
 
     if not is_current(ctx.paths, payload):
         ensure_extracted(ctx.paths, payload)
+    from .ctrargs import with_runc_defaults
+
     argv = [str(binary)]
     if not any(a in ("-a", "--address") or a.startswith("--address=") for a in args):
         argv += ["--address", detect(ctx.paths, socket_option).path]
-    argv += list(args)
+    argv += with_runc_defaults(list(args), str(ctx.paths.binary("runc")), str(ctx.paths.runc_root))
     sys.stdout.flush()
     os.execve(binary, argv, child_env(prepend_path=ctx.paths.bin_dir))
 

@@ -84,7 +84,12 @@ def hosts_dir(paths: Paths) -> Path:
 def build_config(paths: Paths, containerd_version: str, opts: ConfigOptions) -> dict[str, Any]:
     version = config_version_for(containerd_version)
     systemd = systemd_manages_cgroups() if opts.systemd_cgroup is None else opts.systemd_cgroup
-    runc_options = {"BinaryName": str(paths.binary("runc")), "SystemdCgroup": systemd}
+    # Our own runc root: the default one is shared with a system containerd on the same host.
+    runc_options = {
+        "BinaryName": str(paths.binary("runc")),
+        "Root": str(paths.runc_root),
+        "SystemdCgroup": systemd,
+    }
     runtimes = {"runc": {"runtime_type": "io.containerd.runc.v2", "options": runc_options}}
     registry = {"config_path": str(hosts_dir(paths))}
     grpc: dict[str, Any] = {"address": str(paths.socket), "uid": 0, "gid": 0}

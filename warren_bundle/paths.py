@@ -103,6 +103,10 @@ class Paths:
         return self.run_dir / "state"
 
     @property
+    def runc_root(self) -> Path:
+        return self.run_dir / "runc"
+
+    @property
     def containerd_pidfile(self) -> Path:
         return self.run_dir / "containerd.pid"
 
