@@ -45,6 +45,8 @@ EXIT_CHECKSUM=8
 
 TMP_DIR=''
 NEW_FILE=''
+CREATED_DIRS=''
+WROTE_FILES=false
 
 info() {
     printf '[warren] %s\n' "$*"
@@ -65,6 +67,11 @@ fatal() {
 cleanup() {
     if [ -n "$NEW_FILE" ]; then rm -f "$NEW_FILE"; fi
     if [ -n "$TMP_DIR" ]; then rm -rf "$TMP_DIR"; fi
+    if [ "$WROTE_FILES" = false ]; then
+        # Failed before anything was installed: the directories we made go too.
+        # shellcheck disable=SC2086 # split on purpose: paths with spaces are refused
+        for dir in $(printf '%s\n' $CREATED_DIRS | sort -r); do rmdir "$dir" 2>/dev/null || true; done
+    fi
 }
 
 truthy() {
@@ -137,7 +144,7 @@ writable_dir() {
 choose_paths() {
     if [ -n "${WARREN_BIN_DIR:-}" ]; then
         BIN_DIR=${WARREN_BIN_DIR%/}
-    elif writable_dir /usr/local/bin; then
+    elif [ "$(id -u)" -ne 0 ] || writable_dir /usr/local/bin; then
         BIN_DIR=/usr/local/bin
     else
         BIN_DIR=/opt/bin
@@ -208,7 +215,7 @@ base_url() {
 download() {
     rc=0
     case "$DOWNLOADER" in
-        curl) curl -fsSL --retry 3 --retry-delay 1 -o "$2" "$1" </dev/null || rc=$? ;;
+        curl) curl -fsL --retry 3 --retry-delay 1 -o "$2" "$1" </dev/null || rc=$? ;;
         wget) wget -q --tries=3 -O "$2" "$1" </dev/null || rc=$? ;;
     esac
     if [ "$rc" -ne 0 ]; then
@@ -245,8 +252,6 @@ download_verified() {
 
 # --- writing files, remembering what we wrote --------------------------------------------------
 
-CREATED_DIRS=''
-
 make_dir() {
     # Record each directory we create, parents first, so the uninstaller can remove them again.
     [ -d "$1" ] && return 0
@@ -279,6 +284,7 @@ install_binary() {
     # Atomic: a running warren keeps its old inode.
     mv -f "$NEW_FILE" "$BIN"
     NEW_FILE=''
+    WROTE_FILES=true
     info "installed $BIN"
 }
 
@@ -343,7 +349,15 @@ setup_service() {
     fi
     printf '%s\n' "$new_unit" | write_file "$UNIT" 0644
     UNIT_WRITTEN=true
+    WROTE_FILES=true
     info "wrote $UNIT"
+}
+
+# After the uninstaller is written: a failure here leaves something it can remove.
+enable_service() {
+    if [ "$UNIT_WRITTEN" != true ]; then
+        return 0
+    fi
     if ! systemd_running; then
         info "systemd is not running on this host: $SERVICE_NAME was written but not enabled; on a systemd host run: systemctl daemon-reload && systemctl enable --now $SERVICE_NAME"
         return 0
@@ -466,6 +480,7 @@ write_uninstaller() {
         BIN_OWNED=true
     fi
     uninstaller_text | write_file "$UNINSTALL" 0755
+    WROTE_FILES=true
     info "wrote $UNINSTALL (add --purge to delete $DATA_DIR too)"
 }
 
@@ -512,6 +527,7 @@ main() {
     fi
     setup_service
     write_uninstaller
+    enable_service
     if [ "$OS" = darwin ]; then
         info "on macOS containerd runs in a Lima VM: install Lima ('brew install lima'), then run 'warren lima up'"
     fi

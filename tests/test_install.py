@@ -45,6 +45,10 @@ def releases(frozen_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         fp.seek(4096)
         fp.write(bytes([byte[0] ^ 0xFF]))
     stage_release(root / "darwin", frozen_exe, ASSET.replace("linux", "darwin"))
+    # Published correctly, but not a program this host can run (another arch, say).
+    garbage = root / "garbage.bin"
+    garbage.write_bytes(b"\x7fELF" + bytes(range(256)) * 64)
+    stage_release(root / "foreign", garbage, ASSET)
     with FileServer(root) as server:
         yield server
 
@@ -348,6 +352,41 @@ def test_bad_settings_fail_with_one_line_and_write_nothing(
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert target.tree() == {}
+
+
+def test_a_binary_that_cannot_run_here_is_not_installed(
+    releases: FileServer, target: Target
+) -> None:
+    done = install(releases, target, release="foreign")
+
+    assert done.returncode == 5, (done.stdout, done.stderr)
+    assert f"the downloaded {ASSET} does not run on this host" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert target.tree() == {}, "a binary that cannot run was left installed"
+
+
+def test_wget_is_used_when_curl_is_missing(
+    releases: FileServer, target: Target, frozen_exe: Path
+) -> None:
+    if not have("wget"):
+        _missing("wget")
+    # A PATH with every command of this host but curl.
+    tools = target.root / "tools"
+    tools.mkdir()
+    for folder in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+        for entry in Path(folder).iterdir() if Path(folder).is_dir() else ():
+            if entry.name != "curl" and not (tools / entry.name).exists():
+                (tools / entry.name).symlink_to(entry)
+    env = target.env(f"{releases.url}/good", PATH=str(tools))
+    assert shutil.which("curl", path=env["PATH"]) is None
+
+    done = subprocess.run(
+        ["sh", str(INSTALL_SH)], env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert f"/good/{ASSET}" in releases.requests
+    assert sha256_file(target.binary) == sha256_file(frozen_exe)
 
 
 def test_missing_release_file_is_a_download_error(releases: FileServer, target: Target) -> None:

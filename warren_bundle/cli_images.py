@@ -93,7 +93,10 @@ def import_command(
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_command(wait_s: float | None, as_json: bool) -> None:
-    """What the automatic import of <data-dir>/images did at the last containerd start."""
+    """What the automatic import of <data-dir>/images did at this containerd start.
+
+    Exit 1 when an archive failed, 6 when --wait ran out, 7 when containerd is not running.
+    """
     paths = _ctx().paths
     report = _wait_for_report(paths, wait_s) if wait_s is not None else _current_report(paths)
     if as_json:
