@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .hostinfo import host_os
+
 DEFAULT_DATA_DIR = "/var/lib/warren"
 DEFAULT_RUN_DIR = "/run/warren-containerd"
 DEFAULT_CONFIG_DIR = "/etc/warren-containerd"
@@ -54,10 +56,15 @@ class Paths:
         run_dir: str | os.PathLike[str] | None = None,
         config_dir: str | os.PathLike[str] | None = None,
     ) -> Paths:
+        defaults = (DEFAULT_DATA_DIR, DEFAULT_RUN_DIR, DEFAULT_CONFIG_DIR)
+        if host_os() == "darwin":
+            # Lima runs as the user: nothing of warren's needs root on macOS.
+            home = Path.home() / ".warren"
+            defaults = (str(home), str(home / "run"), str(home / "etc"))
         return cls(
-            data_dir=_pick(data_dir, ENV_DATA_DIR, DEFAULT_DATA_DIR),
-            run_dir=_pick(run_dir, ENV_RUN_DIR, DEFAULT_RUN_DIR),
-            config_dir=_pick(config_dir, ENV_CONFIG_DIR, DEFAULT_CONFIG_DIR),
+            data_dir=_pick(data_dir, ENV_DATA_DIR, defaults[0]),
+            run_dir=_pick(run_dir, ENV_RUN_DIR, defaults[1]),
+            config_dir=_pick(config_dir, ENV_CONFIG_DIR, defaults[2]),
         )
 
     # data dir
