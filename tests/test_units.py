@@ -308,3 +308,12 @@ def test_warren_error_is_one_line() -> None:
 )
 def test_ctr_run_gets_bundled_runc_and_own_root(args: list[str], expected: list[str]) -> None:
     assert with_runc_defaults(args, "B", "R") == expected
+
+
+def test_tail_reaches_into_rotated_backups(tmp_path: Path) -> None:
+    log = tmp_path / "containerd.log"
+    log.write_text("old 1\nold 2\n")
+    assert logs.rotate_if_needed(log, max_bytes=1)
+    log.write_text("new 1\n")
+    assert logs.tail(log, 2) == ["old 2", "new 1"]
+    assert logs.tail(log, 10) == ["old 1", "old 2", "new 1"]

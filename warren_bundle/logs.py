@@ -53,24 +53,32 @@ def rotate_if_needed(path: Path, max_bytes: int = MAX_BYTES, backups: int = BACK
     return True
 
 
-def tail(path: Path, lines: int) -> list[str]:
-    if lines <= 0:
-        return []
+def _tail_one(path: Path, lines: int) -> list[str]:
     try:
         with open(path, "rb") as fp:
             fp.seek(0, os.SEEK_END)
-            end = fp.tell()
-            block, data = 65536, b""
-            pos = end
+            pos = fp.tell()
+            data = b""
             while pos > 0 and data.count(b"\n") <= lines:
-                step = min(block, pos)
+                step = min(65536, pos)
                 pos -= step
                 fp.seek(pos)
                 data = fp.read(step) + data
     except FileNotFoundError:
         return []
-    text = data.decode("utf-8", "replace").splitlines()
-    return list(deque(text, maxlen=lines))
+    return list(deque(data.decode("utf-8", "replace").splitlines(), maxlen=lines))
+
+
+def tail(path: Path, lines: int, backups: int = BACKUPS) -> list[str]:
+    """The last `lines` lines, reaching into rotated backups when the current file is short."""
+    if lines <= 0:
+        return []
+    out = _tail_one(path, lines)
+    for n in range(1, backups + 1):
+        if len(out) >= lines:
+            break
+        out = _tail_one(backup(path, n), lines - len(out)) + out
+    return out
 
 
 def follow(path: Path, poll: float = 0.2) -> Iterator[str]:
