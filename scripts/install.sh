@@ -157,9 +157,16 @@ choose_paths() {
     SYSTEMD_DIR=${WARREN_SYSTEMD_DIR:-/etc/systemd/system}
     SYSTEMD_DIR=${SYSTEMD_DIR%/}
     check_path WARREN_SYSTEMD_DIR "$SYSTEMD_DIR"
-    DATA_DIR=${WARREN_DATA_DIR:-/var/lib/warren}
-    RUN_DIR=${WARREN_RUN_DIR:-/run/warren-containerd}
-    CONFIG_DIR=${WARREN_CONFIG_DIR:-/etc/warren-containerd}
+    # warren's own defaults (warren_bundle/paths.py): per user on macOS, where Lima runs as the user.
+    if [ "$OS" = darwin ]; then
+        DATA_DIR=${WARREN_DATA_DIR:-$HOME/.warren}
+        RUN_DIR=${WARREN_RUN_DIR:-$DATA_DIR/run}
+        CONFIG_DIR=${WARREN_CONFIG_DIR:-$DATA_DIR/etc}
+    else
+        DATA_DIR=${WARREN_DATA_DIR:-/var/lib/warren}
+        RUN_DIR=${WARREN_RUN_DIR:-/run/warren-containerd}
+        CONFIG_DIR=${WARREN_CONFIG_DIR:-/etc/warren-containerd}
+    fi
     check_path WARREN_DATA_DIR "$DATA_DIR"
     check_path WARREN_RUN_DIR "$RUN_DIR"
     check_path WARREN_CONFIG_DIR "$CONFIG_DIR"
@@ -390,8 +397,10 @@ uninstaller_text() {
 # Written by warren's install.sh: removes what it installed, and nothing else.
 #   $UNINSTALL           stop the service; remove the unit, the binary, this script
 #   $UNINSTALL --purge   also delete warren's data, config and run dirs (images, containers)
+#                        and, on macOS, the Lima VM
 set -eu
 
+OS='$OS'
 UNIT='$unit_path'
 SERVICE_NAME='$SERVICE_NAME'
 BIN='$BIN'
@@ -423,10 +432,16 @@ if [ -n "\$UNIT" ] && systemd_running; then
     systemctl disable --now "\$SERVICE_NAME" </dev/null >/dev/null 2>&1 || true
     info "stopped and disabled \$SERVICE_NAME"
 fi
-# A supervisor started by hand ('warren containerd start') is stopped as well.
+# A supervisor started by hand ('warren containerd start'), or the Lima VM, is stopped as well.
 if [ -x "\$BIN" ]; then
-    WARREN_DATA_DIR="\$DATA_DIR" WARREN_RUN_DIR="\$RUN_DIR" WARREN_CONFIG_DIR="\$CONFIG_DIR" \\
+    export WARREN_DATA_DIR="\$DATA_DIR" WARREN_RUN_DIR="\$RUN_DIR" WARREN_CONFIG_DIR="\$CONFIG_DIR"
+    if [ "\$OS" = darwin ] && [ "\$purge" = true ]; then
+        "\$BIN" lima delete --yes </dev/null >/dev/null 2>&1 || true
+    elif [ "\$OS" = darwin ]; then
+        "\$BIN" lima down </dev/null >/dev/null 2>&1 || true
+    else
         "\$BIN" containerd stop </dev/null >/dev/null 2>&1 || true
+    fi
 fi
 if [ -n "\$UNIT" ] && [ -f "\$UNIT" ]; then
     rm -f "\$UNIT"
@@ -440,7 +455,7 @@ elif [ -f "\$BIN" ]; then
     info "left \$BIN in place: it was put there by hand (WARREN_INSTALL_SKIP_DOWNLOAD)"
 fi
 
-if [ "\$purge" = true ]; then
+if [ "\$purge" = true ] && [ -r /proc/self/mountinfo ]; then
     # Shims and containerd run from \$DATA_DIR/bin; their mounts live under the data and run dirs.
     for proc in /proc/[0-9]*; do
         exe=\$(readlink "\$proc/exe" 2>/dev/null || true)
@@ -451,6 +466,8 @@ if [ "\$purge" = true ]; then
     awk -v d="\$DATA_DIR/" -v r="\$RUN_DIR/" 'index(\$5, d) == 1 || index(\$5, r) == 1 {print \$5}' \\
         /proc/self/mountinfo | sort -r |
         while read -r mountpoint; do umount -l "\$mountpoint" 2>/dev/null || true; done
+fi
+if [ "\$purge" = true ]; then
     for dir in "\$DATA_DIR" "\$CONFIG_DIR" "\$RUN_DIR"; do
         if [ -e "\$dir" ]; then
             rm -rf "\$dir"

@@ -408,6 +408,11 @@ def test_macos_installs_the_binary_and_points_at_lima(
     assert sha256_file(target.binary) == sha256_file(frozen_exe)
     assert "warren lima up" in done.stdout
     assert not target.systemd_dir.exists(), "no systemd unit on macOS"
+    assert "OS='darwin'" in target.uninstaller.read_text()
+
+    gone = subprocess.run([target.uninstaller], capture_output=True, text=True, timeout=120)
+    assert gone.returncode == 0, gone.stderr
+    assert target.tree() == {}
 
 
 def test_read_only_usr_local_bin_falls_back_to_opt_bin(
