@@ -8,20 +8,26 @@ are files in a staged payload directory.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import sys
-import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import carchive
 from .errors import PayloadError
+
+if TYPE_CHECKING:
+    import tarfile
+
+    from .tarstream import MemberStream
+
+# tarfile, hashlib, zstandard and the threaded reader are imported by the functions that use them:
+# `warren version` reads only the descriptor, and must not pay for them on every launch.
 
 FORMAT_VERSION = 1
 PAYLOAD_ENTRY = "warren-payload.tar.zst"
@@ -105,36 +111,6 @@ class Payload:
             "size": self.size,
             "manifest": self.manifest.to_dict(),
         }
-
-
-class _HashingReader(io.RawIOBase):
-    """Reads exactly `length` bytes from `offset`, hashing them as they pass."""
-
-    def __init__(self, fp: BinaryIO, offset: int, length: int) -> None:
-        super().__init__()
-        self._fp = fp
-        self._remaining = length
-        self.sha256 = hashlib.sha256()
-        fp.seek(offset)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        want = min(len(view), self._remaining)
-        if want <= 0:
-            return 0
-        got = self._fp.readinto(view[:want])
-        if not got:
-            raise PayloadError(f"truncated: {self._remaining} bytes missing")
-        self.sha256.update(view[:got])
-        self._remaining -= got
-        return got
-
-    def drain(self) -> None:
-        while self.readinto(bytearray(_CHUNK)):
-            pass
 
 
 # --- locating ---------------------------------------------------------------------------------
@@ -227,56 +203,55 @@ class Member:
     name: str  # "manifest.json" or the binary's name (without "bin/")
     size: int
     mode: int
-    stream: BinaryIO
+    stream: MemberStream  # file-like (read, readinto) and chunks() without copies
 
 
-def _check_member(info: tarfile.TarInfo) -> str:
-    if not info.isfile():
-        raise PayloadError(f"unexpected non-file member {info.name!r}")
-    if info.name == MANIFEST_FILE:
-        return info.name
-    parts = info.name.split("/")
+def _member_name(name: str, is_file: bool) -> str:
+    if not is_file:
+        raise PayloadError(f"unexpected non-file member {name!r}")
+    if name == MANIFEST_FILE:
+        return name
+    parts = name.split("/")
     if len(parts) != 2 or parts[0] != "bin" or parts[1] in ("", ".", ".."):
-        raise PayloadError(f"unexpected member {info.name!r}")
+        raise PayloadError(f"unexpected member {name!r}")
     return parts[1]
 
 
 @contextmanager
 def open_members(payload: Payload) -> Iterator[Iterator[Member]]:
-    """Stream the payload's members; when the iteration ends the digest has been checked."""
-    import zstandard
+    """Stream the payload's members; when the iteration ends the digest has been checked.
+
+    Each member's stream must be read (or left) before the next member is asked for; its
+    `chunks()` hands the data over without copying it.
+    """
+    from .tarstream import DecompressedStream, headers
 
     try:
         fp = open(payload.path, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise PayloadError(f"cannot open {payload.path}: {exc.strerror}") from exc
     with fp:
-        raw = _HashingReader(fp, payload.offset, payload.size)
+        data = DecompressedStream(fp, payload.offset, payload.size, payload.origin)
 
         def members() -> Iterator[Member]:
-            try:
-                with (
-                    zstandard.ZstdDecompressor().stream_reader(raw, read_size=_CHUNK) as zr,
-                    tarfile.open(fileobj=zr, mode="r|") as tar,
-                ):
-                    for info in tar:
-                        name = _check_member(info)
-                        stream = tar.extractfile(info)
-                        assert stream is not None
-                        yield Member(name, info.size, info.mode, stream)
-                raw.drain()
-            except (zstandard.ZstdError, tarfile.TarError, EOFError) as exc:
-                raise PayloadError(f"{payload.origin} is damaged ({exc})") from exc
-            actual = raw.sha256.hexdigest()
+            for header, stream in headers(data):
+                name = _member_name(header.name, header.is_file)
+                yield Member(name, header.size, header.mode, stream)
+            actual = data.finish()
             if actual != payload.digest:
                 raise PayloadError(
                     f"{payload.origin} fails its digest (expected {payload.digest}, got {actual})"
                 )
 
-        yield members()
+        try:
+            yield members()
+        finally:
+            data.close()
 
 
 def _manifest_from_tar(payload_file: Path) -> Manifest:
+    import tarfile
+
     import zstandard
 
     try:
@@ -296,6 +271,8 @@ def _manifest_from_tar(payload_file: Path) -> Manifest:
 
 
 def _sha256_file(path: Path) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as fp:
         while chunk := fp.read(_CHUNK):
@@ -308,6 +285,8 @@ def _sha256_file(path: Path) -> str:
 
 def pack(staged_dir: Path, level: int = ZSTD_LEVEL) -> Payload:
     """Pack `staged_dir/{manifest.json,bin/*}` into payload.tar.zst + payload.json, reproducibly."""
+    import tarfile
+
     import zstandard
 
     manifest_raw = (staged_dir / MANIFEST_FILE).read_bytes()
@@ -337,6 +316,8 @@ def pack(staged_dir: Path, level: int = ZSTD_LEVEL) -> Payload:
 
 
 def _add(tar: tarfile.TarFile, name: str, mode: int, mtime: int, fp: BinaryIO, size: int) -> None:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = size, mode, mtime
     info.uid = info.gid = 0
