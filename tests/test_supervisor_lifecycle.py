@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +19,15 @@ from warren_bundle.paths import Paths
 from warren_bundle.supervisor import ContainerdManager, Settings, State, ensure_containerd
 
 from conftest import Supervised
-from support import WARREN, containerd_started, read_pid, run_warren, wait_for, warren_env
+from support import (
+    TEST_IMAGE,
+    WARREN,
+    containerd_started,
+    read_pid,
+    run_warren,
+    wait_for,
+    warren_env,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("root_required")]
 
@@ -225,3 +234,21 @@ def test_external_without_system_containerd_is_socket_not_found(
     mgr = ContainerdManager(tmp_path, use_external=True)
     with pytest.raises(Exception, match=f"socket not found: {missing}"):
         mgr.start()
+
+
+def test_detached_start_returns_after_airgap_images_are_imported(
+    wpaths: Paths, staged_payload: Path, busybox_tar: Path
+) -> None:
+    wpaths.images_dir.mkdir(parents=True)
+    shutil.copy(busybox_tar, wpaths.images_dir / "busybox.tar")
+    try:
+        started = run_warren(wpaths, "containerd", "start", "--json")
+        assert started.returncode == 0, started.stderr
+        assert json.loads(started.stdout)["images"]["state"] == "done"
+        # No waiting here: the image must already be there for the very next command.
+        listed = run_warren(
+            wpaths, "ctr", "images", "ls", "-q", WARREN_CONTAINERD_SOCKET=str(wpaths.socket)
+        )
+        assert TEST_IMAGE in listed.stdout.split()
+    finally:
+        run_warren(wpaths, "containerd", "stop")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +13,6 @@ import click
 
 if TYPE_CHECKING:
     from .cli import Context
-    from .paths import Paths
     from .supervisor import ContainerdManager
 
 _STOPPED_STATES = ("STOPPING", "STOPPED", "FATAL")
@@ -98,7 +96,9 @@ def status_command(wait_s: float | None, as_json: bool) -> None:
     Exit 1 when an archive failed, 6 when --wait ran out, 7 when containerd is not running.
     """
     paths = _ctx().paths
-    report = _wait_for_report(paths, wait_s) if wait_s is not None else _current_report(paths)
+    from .images import current_report, wait_for_report
+
+    report = wait_for_report(paths, wait_s) if wait_s is not None else current_report(paths)
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -113,41 +113,6 @@ def status_command(wait_s: float | None, as_json: bool) -> None:
             "fix or remove the archives named above, then restart containerd or run "
             "'warren images import FILE'",
         )
-
-
-def _current_report(paths: Paths) -> dict[str, Any]:
-    """The import report of the supervisor running now; NotRunningError when there is none."""
-    from .control import supervisor_process
-    from .errors import NotRunningError
-    from .images import read_report
-
-    sup = supervisor_process(paths)
-    if sup is None:
-        raise NotRunningError(
-            "containerd is not running (no supervisor), so no image import ran",
-            "start it with 'warren containerd start'",
-        )
-    report = read_report(paths)
-    # A report left by an earlier supervisor says nothing about this one.
-    if report is None or report.get("supervisor_pid") != sup.pid:
-        return {"state": "pending", "supervisor_pid": sup.pid, "results": []}
-    return report
-
-
-def _wait_for_report(paths: Paths, timeout: float) -> dict[str, Any]:
-    from .errors import ReadinessTimeout
-
-    deadline = time.monotonic() + timeout
-    while True:
-        report = _current_report(paths)
-        if report.get("state") not in ("pending", "importing"):
-            return report
-        if time.monotonic() >= deadline:
-            raise ReadinessTimeout(
-                f"the image import was still {report.get('state')} after {timeout:g}s",
-                f"wait longer, or see {paths.log_file}",
-            )
-        time.sleep(0.1)
 
 
 def _print_report(report: dict[str, Any]) -> None:

@@ -278,9 +278,16 @@ def add_ready_hook(hook: Any) -> None:
 
 @containerd.command()
 @_run_options
+@click.option(
+    "--images-timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait for the air-gap images in <data-dir>/images to be imported.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def start(as_json: bool, **opts: Any) -> None:
-    """Start a detached supervised containerd; return once it is ready."""
+def start(as_json: bool, images_timeout: float, **opts: Any) -> None:
+    """Start a detached supervised containerd; return once it is ready and images are imported."""
     from .control import require_root, start_detached
     from .hostinfo import host_os
 
@@ -293,6 +300,8 @@ def start(as_json: bool, **opts: Any) -> None:
     report = start_detached(
         _global_args(ctx), _run_args(**opts), ctx.paths, opts["ready_timeout"] + 15
     )
+    if not report.get("already_running"):
+        report["images"] = _wait_for_images(ctx, images_timeout)
     if as_json:
         _emit_json(report)
         return
@@ -301,6 +310,22 @@ def start(as_json: bool, **opts: Any) -> None:
         f"containerd {verb}: {report.get('socket')} (pid {report.get('containerd_pid')}, "
         f"supervisor pid {report.get('supervisor_pid')})"
     )
+
+
+def _wait_for_images(ctx: Context, timeout: float) -> dict[str, Any] | None:
+    """Return once the supervisor imported <data-dir>/images, so the next command finds them."""
+    from .images import find_archives, wait_for_report
+
+    if not find_archives(ctx.paths.images_dir):
+        return None
+    report = wait_for_report(ctx.paths, timeout)
+    failed = [r for r in report.get("results") or [] if r.get("status") == "failed"]
+    if failed:
+        click.echo(
+            f"warren: {len(failed)} image archive(s) failed to import; see 'warren images status'",
+            err=True,
+        )
+    return report
 
 
 @containerd.command()

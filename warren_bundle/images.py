@@ -394,3 +394,37 @@ def auto_import(
             f"present in {', '.join(DEFAULT_NAMESPACES)}" + (f"; {failed} failed" if failed else "")
         )
     return results
+
+
+def current_report(paths: Paths) -> dict[str, Any]:
+    """The import report of the supervisor running now; NotRunningError when there is none."""
+    from .control import supervisor_process
+    from .errors import NotRunningError
+
+    sup = supervisor_process(paths)
+    if sup is None:
+        raise NotRunningError(
+            "containerd is not running (no supervisor), so no image import ran",
+            "start it with 'warren containerd start'",
+        )
+    report = read_report(paths)
+    # A report left by an earlier supervisor says nothing about this one.
+    if report is None or report.get("supervisor_pid") != sup.pid:
+        return {"state": "pending", "supervisor_pid": sup.pid, "results": []}
+    return report
+
+
+def wait_for_report(paths: Paths, timeout: float) -> dict[str, Any]:
+    from .errors import ReadinessTimeout
+
+    deadline = time.monotonic() + timeout
+    while True:
+        report = current_report(paths)
+        if report.get("state") not in ("pending", "importing"):
+            return report
+        if time.monotonic() >= deadline:
+            raise ReadinessTimeout(
+                f"the image import was still {report.get('state')} after {timeout:g}s",
+                f"wait longer, or see {paths.log_file}",
+            )
+        time.sleep(0.1)
