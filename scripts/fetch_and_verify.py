@@ -44,6 +44,7 @@ from warren_bundle.errors import (  # noqa: E402
     PlatformError,
     WarrenError,
 )
+from warren_bundle.fsutil import sha256_file  # noqa: E402
 from warren_bundle.hostinfo import host_arch  # noqa: E402
 
 if TYPE_CHECKING:
@@ -181,14 +182,6 @@ def lookup_pin(checksums: Path, artifact: Artifact) -> str:
 
 
 # --- hashing and files ----------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        while chunk := fp.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_executable(src: IO[bytes], dest: Path) -> tuple[int, str]:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import copy
 import grp
 import os
-import tempfile
 import tomllib
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import WarrenError
+from .fsutil import atomic_write
 from .paths import Paths
 
 SANDBOX_IMAGE_V1 = "registry.k8s.io/pause:3.9"
@@ -168,32 +167,16 @@ def render(config: Mapping[str, Any]) -> str:
     return tomli_w.dumps(config)
 
 
-def _atomic_write_text(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fp:
-            fp.write(text)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_config(paths: Paths, containerd_version: str, opts: ConfigOptions) -> Path:
     """Write config.toml (0600) and the registry hosts files; return the config path."""
     config = build_config(paths, containerd_version, opts)
     mirrors = {**DEFAULT_MIRRORS, **{k: list(v) for k, v in opts.registry_mirrors.items()}}
     try:
         for registry, endpoints in mirrors.items():
-            _atomic_write_text(
+            atomic_write(
                 hosts_dir(paths) / registry / "hosts.toml", hosts_toml(registry, endpoints), 0o644
             )
-        _atomic_write_text(paths.config_file, render(config), 0o600)
+        atomic_write(paths.config_file, render(config), 0o600, durable=True)
     except PermissionError as exc:
         from .errors import PermissionDeniedError
 

@@ -32,6 +32,7 @@ from .errors import (
     PlatformError,
     UnsafePathError,
 )
+from .fsutil import atomic_write, fsync_dir, sha256_file
 from .hostinfo import host_arch
 from .paths import Paths
 from .payload import MANIFEST_FILE, Manifest, Payload
@@ -172,42 +173,10 @@ def _write_stamp(paths: Paths, payload: Payload) -> None:
         "files": files,
         "written_at": time.time(),
     }
-    _atomic_write(paths.stamp, json.dumps(data, indent=2, sort_keys=True).encode(), 0o644)
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            fp.write(data)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(paths.stamp, json.dumps(data, indent=2, sort_keys=True), 0o644, durable=True)
 
 
 # --- verification -----------------------------------------------------------------------------
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        while chunk := fp.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def damaged_files(paths: Paths, manifest: Manifest) -> list[str]:
@@ -215,7 +184,7 @@ def damaged_files(paths: Paths, manifest: Manifest) -> list[str]:
     bad = []
     for entry in manifest.files:
         try:
-            ok = _sha256_of(paths.binary(entry.name)) == entry.sha256
+            ok = sha256_file(paths.binary(entry.name)) == entry.sha256
         except OSError:
             ok = False
         if not ok:
@@ -376,7 +345,7 @@ def _install(paths: Paths, payload: Payload, tmp: Path) -> list[str]:
     names = [f.name for f in payload.manifest.files]
     for name in names:
         os.replace(tmp / name, paths.binary(name))
-    _fsync_dir(paths.bin_dir)
+    fsync_dir(paths.bin_dir)
     _write_stamp(paths, payload)
     return names
 

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from .childenv import child_env
 from .errors import WarrenError
+from .fsutil import write_json
 from .paths import Paths
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tar.zst")
@@ -242,21 +243,7 @@ class ImportCache:
         }
 
     def save(self) -> None:
-        _write_json(self.path, {"archives": self.entries})
-
-
-def _write_json(target: Path, data: dict[str, Any]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as fp:
-            json.dump(data, fp, indent=2, sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
+        write_json(self.path, {"archives": self.entries})
 
 
 # --- the automatic import of <data-dir>/images ------------------------------------------------
@@ -356,7 +343,7 @@ class ImportReport:
 
     def _save(self) -> None:
         with suppress(OSError):
-            _write_json(self.path, self.data)
+            write_json(self.path, self.data)
 
 
 def read_report(paths: Paths) -> dict[str, Any] | None:

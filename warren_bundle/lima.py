@@ -24,7 +24,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -41,6 +40,7 @@ from .errors import (
     ReadinessTimeout,
     WarrenError,
 )
+from .fsutil import atomic_write, write_json
 from .paths import DEFAULT_DATA_DIR, LIMA_INSTANCE, MAX_SOCKET_PATH, lima_home
 
 ENV_LIMACTL = "LIMACTL"
@@ -386,7 +386,7 @@ class LimaManager:
     def write_yaml(self) -> Path:
         self._ensure_lima_dir()
         text = render_yaml(self.settings)
-        _atomic_write(self.yaml_path, text)
+        atomic_write(self.yaml_path, text)
         return self.yaml_path
 
     def read_status_file(self) -> dict[str, Any] | None:
@@ -548,7 +548,7 @@ class LimaManager:
 
     def _write_status(self, report: dict[str, Any]) -> None:
         self._ensure_lima_dir()
-        _atomic_write(self.status_file, json.dumps(report, indent=2, sort_keys=True))
+        write_json(self.status_file, report)
 
     def _refuse_half_created(self) -> None:
         if self.instance_dir.exists() and not (self.instance_dir / "lima.yaml").exists():
@@ -664,19 +664,6 @@ class LimaManager:
             yield
         finally:
             os.close(fd)
-
-
-def _atomic_write(target: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as fp:
-            fp.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def ensure_lima(

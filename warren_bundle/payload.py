@@ -166,7 +166,9 @@ def read_file(path: Path) -> Payload:
             raise PayloadError(f"{payload_file} is {size} bytes but {desc} says {desc_size}")
         return Payload(digest, size, manifest, payload_file)
     # No descriptor: derive it (slower, but a bare payload file stays usable).
-    return Payload(_sha256_file(payload_file), size, _manifest_from_tar(payload_file), payload_file)
+    from .fsutil import sha256_file
+
+    return Payload(sha256_file(payload_file), size, _manifest_from_tar(payload_file), payload_file)
 
 
 def default_staged_dir() -> Path:
@@ -270,16 +272,6 @@ def _manifest_from_tar(payload_file: Path) -> Manifest:
         raise PayloadError(f"{payload_file} is damaged ({exc})") from exc
 
 
-def _sha256_file(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        while chunk := fp.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --- building (build time only) ---------------------------------------------------------------
 
 
@@ -309,7 +301,9 @@ def pack(staged_dir: Path, level: int = ZSTD_LEVEL) -> Payload:
                 with open(src, "rb") as fp:
                     _add(tar, f"bin/{entry.name}", entry.mode, mtime, fp, src.stat().st_size)
     os.replace(tmp, out)
-    payload = Payload(_sha256_file(out), out.stat().st_size, manifest, out)
+    from .fsutil import sha256_file
+
+    payload = Payload(sha256_file(out), out.stat().st_size, manifest, out)
     desc = staged_dir / DESCRIPTOR_FILE
     desc.write_text(json.dumps(payload.descriptor(), indent=2, sort_keys=True) + "\n")
     return payload

@@ -7,13 +7,13 @@ time as well, and psutil must confirm both.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from .fsutil import atomic_write
 
 _START_TOLERANCE = 0.05  # seconds; create_time is derived from clock ticks
 
@@ -36,13 +36,8 @@ def record_for(pid: int) -> PidRecord:
 
 
 def write(path: Path, record: PidRecord) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps({"pid": record.pid, "exe": record.exe, "create_time": record.create_time})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fp:
-        fp.write(data + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write(path, data + "\n")
 
 
 def read(path: Path) -> PidRecord | None:

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
+from .fsutil import write_json
 from .paths import Paths
 
 
 def write(paths: Paths, data: dict[str, Any]) -> None:
-    target: Path = paths.state_file
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".status.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as fp:
-            json.dump(data, fp, indent=2, sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_json(paths.state_file, data)
 
 
 def read(paths: Paths) -> dict[str, Any] | None:
