@@ -9,9 +9,7 @@ solution. The doctor only looks: it creates, removes and starts nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import stat
 import subprocess
 from collections.abc import Callable
@@ -572,10 +570,13 @@ def check_system_containerd(inputs: Inputs) -> Check:
 
 
 def _limactl() -> str | None:
-    explicit = os.environ.get("LIMACTL")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    return shutil.which("limactl")
+    from .errors import LimaError
+    from .lima import find_limactl
+
+    try:
+        return find_limactl()
+    except LimaError:
+        return None
 
 
 def check_lima_installed(_: Inputs) -> Check:
@@ -606,14 +607,9 @@ def _lima_instance(limactl: str) -> dict[str, Any] | None:
     )
     if out.returncode != 0:
         raise WarrenError(f"'limactl list' failed: {out.stderr.strip()[:200]}")
-    for line in out.stdout.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        entry = json.loads(line)
-        if isinstance(entry, dict) and entry.get("name") == LIMA_INSTANCE:
-            return entry
-    return None
+    from .lima import find_instance
+
+    return find_instance(out.stdout, LIMA_INSTANCE)
 
 
 def check_lima_vm(_: Inputs) -> Check:

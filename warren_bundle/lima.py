@@ -237,6 +237,19 @@ def find_limactl(explicit: str | os.PathLike[str] | None = None) -> str:
     return candidate
 
 
+def find_instance(list_json: str, instance: str) -> dict[str, Any] | None:
+    """`instance`'s entry in `limactl list --json` output (one JSON object per line), or None."""
+    for line in list_json.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("name") == instance:
+            entry.setdefault("status", "Unknown")
+            return entry
+    return None
+
+
 def _stderr_progress(line: str) -> None:
     print(f"warren: {line}", file=sys.stderr, flush=True)
 
@@ -501,15 +514,7 @@ class LimaManager:
     def _inspect(self) -> dict[str, Any] | None:
         """This instance's entry of `limactl list --json` (one JSON object per line), or None."""
         out = self._limactl_run(["list", "--json"], timeout=60, merge=False).stdout
-        for line in out.splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and entry.get("name") == self.instance:
-                entry.setdefault("status", "Unknown")
-                return entry
-        return None
+        return find_instance(out, self.instance)
 
     def _observe(self) -> dict[str, Any]:
         inst = self._inspect()
