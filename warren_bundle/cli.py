@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -29,7 +28,33 @@ def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Imports the subcommand modules on the first lookup of a command not defined here.
+
+    `warren version` (the launch that install checks and scripts time) must not pay for the
+    definitions of every other command; any other command loads them all, ready hooks included.
+    """
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if not _Group._loaded:
+            _Group._loaded = True
+            _register_subcommands()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._load()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data-dir", envvar="WARREN_DATA_DIR", help="Binaries, containerd root, logs, images."
 )
@@ -97,11 +122,10 @@ def _register_subcommands() -> None:
     register_lima(cli)
 
 
-_register_subcommands()
-
-
 def _fail(exc: WarrenError, debug: bool) -> NoReturn:
     if debug:
+        import traceback
+
         traceback.print_exc()
     click.echo(f"warren: {exc.one_line()}", err=True)
     sys.exit(int(exc.exit_code))
