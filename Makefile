@@ -88,6 +88,12 @@ release: build
 	@if [ -f $(STATIC_EXE) ] && [ $(STATIC_EXE) -ot $(EXE) ]; then \
 	  echo "removing $(STATIC_EXE): older than $(EXE) (make release-static rebuilds it)"; \
 	  rm -f $(STATIC_EXE); fi
+	@if [ "$(ARCH)" != arm64 ] && [ -f $(ARM64_EXE) ]; then \
+	  if [ $(ARM64_EXE) -ot $(EXE) ]; then \
+	    echo "removing $(ARM64_EXE): older than $(EXE) (make release-arm64 rebuilds it)"; \
+	    rm -f $(ARM64_EXE) $(RELEASE_DIR)/warren-linux-arm64; \
+	  elif [ "$(abspath $(RELEASE_DIR))" != "$(abspath dist)" ]; then \
+	    cp $(ARM64_EXE) $(RELEASE_DIR)/; fi; fi
 	@$(MAKE) --no-print-directory release-sums
 	@source=$$($(RELEASE_DIR)/warren-linux-$(ARCH) version --json | \
 	  $(PY) -c 'import json, sys; print(json.load(sys.stdin)["payload"]["source"])'); \
@@ -137,3 +143,14 @@ check-static: release-static
 	chroot $(BULLSEYE_ROOT) /usr/local/bin/warren version && \
 	chroot $(BULLSEYE_ROOT) env WARREN_DATA_DIR=/var/lib/warren-check /usr/local/bin/warren extract && \
 	echo "check-static: the static build runs on Debian bullseye"
+
+# --- release-arm64: dist/warren-linux-arm64 frozen on this amd64 host under qemu-user emulation --
+# In a Debian bookworm arm64 root (debootstrap, cached in build/cache/arm64-root) with the same
+# spec; needs root. The result runs here through binfmt with QEMU_LD_PREFIX=build/cache/arm64-root.
+ARM64_EXE := dist/warren-linux-arm64
+.PHONY: release-arm64
+release-arm64: $(VENV)/.installed
+	PYTHON=$(abspath $(PY)) SOURCE=$(SOURCE) FETCH_ARGS='$(FETCH_ARGS)' scripts/build_arm64.sh
+	@if [ "$(abspath $(RELEASE_DIR))" != "$(abspath dist)" ]; then \
+	  mkdir -p $(RELEASE_DIR) && cp $(ARM64_EXE) $(RELEASE_DIR)/; fi
+	@$(MAKE) --no-print-directory release-sums
