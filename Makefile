@@ -22,6 +22,7 @@ help:
 	@echo "make build    dist/warren-linux-$(ARCH): launcher + verified containerd/runc payload"
 	@echo "make payload  fetch, verify and stage the payload only (SOURCE=auto|upstream|mirror|dir|debian)"
 	@echo "make release  artifacts + SHA256SUMS + install.sh in dist/"
+	@echo "make release-arm64  dist/warren-linux-arm64, frozen under qemu-user emulation (root)"
 	@echo "make bench    benchmarks against their baselines (bench/results.json)"
 	@echo "make lint     ruff"
 
