@@ -38,6 +38,10 @@ MANIFEST_FILE = "manifest.json"
 BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr", "runc")
 ENV_PAYLOAD = "WARREN_PAYLOAD"
 ZSTD_LEVEL = 19
+# A 64 MiB window lets ctr and the shim be coded as references into containerd (they share most of
+# their Go code): 19.2 MB instead of 25.7 MB at level 19, for ~25 ms more decompression and at most
+# 64 MiB of window while extracting. Readers accept up to 2**27 by default.
+ZSTD_WINDOW_LOG = 26
 _CHUNK = 1 << 20
 
 
@@ -286,20 +290,22 @@ def pack(staged_dir: Path, level: int = ZSTD_LEVEL) -> Payload:
     mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
     out = staged_dir / PAYLOAD_FILE
     tmp = out.with_name(out.name + ".tmp")
+    # The whole tar first (~100 MB, at build time): compressed in one call, the frame records its
+    # size, so a reader allocates a window no larger than the content.
+    tar_bytes = io.BytesIO()
+    with tarfile.open(fileobj=tar_bytes, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        _add(tar, MANIFEST_FILE, 0o644, mtime, io.BytesIO(manifest_raw), len(manifest_raw))
+        for entry in sorted(manifest.files, key=lambda f: f.name):
+            src = staged_dir / "bin" / entry.name
+            with open(src, "rb") as fp:
+                _add(tar, f"bin/{entry.name}", entry.mode, mtime, fp, src.stat().st_size)
     params = zstandard.ZstdCompressionParameters.from_level(
-        level, write_checksum=True, write_content_size=True, threads=-1
+        level, window_log=ZSTD_WINDOW_LOG, write_checksum=True, write_content_size=True, threads=-1
     )
     with open(tmp, "wb") as raw:
-        cctx = zstandard.ZstdCompressor(compression_params=params)
-        with (
-            cctx.stream_writer(raw, closefd=False) as zw,
-            tarfile.open(fileobj=zw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            _add(tar, MANIFEST_FILE, 0o644, mtime, io.BytesIO(manifest_raw), len(manifest_raw))
-            for entry in sorted(manifest.files, key=lambda f: f.name):
-                src = staged_dir / "bin" / entry.name
-                with open(src, "rb") as fp:
-                    _add(tar, f"bin/{entry.name}", entry.mode, mtime, fp, src.stat().st_size)
+        raw.write(
+            zstandard.ZstdCompressor(compression_params=params).compress(tar_bytes.getbuffer())
+        )
     os.replace(tmp, out)
     from .fsutil import sha256_file
 
