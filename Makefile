@@ -60,6 +60,12 @@ lint: venv
 	$(VENV)/bin/ruff check warren_bundle scripts tests bench
 	$(VENV)/bin/ruff format --check warren_bundle scripts tests bench
 
+# Benchmarks against baselines measured in the same run (root for the containerd rows); prints the
+# table, writes bench/results.json and the README block. BENCH_ARGS: --json, --quick, --only GROUPS.
+BENCH_ARGS ?=
+bench: build
+	$(PY) -m bench.run --exe $(EXE) $(BENCH_ARGS)
+
 clean:
 	rm -rf dist .pyinstaller build/payload build/downloads
 
