@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
-import queue
-import shutil
 import stat
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -38,7 +33,12 @@ from .paths import Paths
 from .payload import MANIFEST_FILE, Manifest, Payload
 
 if TYPE_CHECKING:
+    import queue
+
     from .tarstream import MemberStream
+
+# hashlib, shutil, tempfile, queue and threading are imported by the slow path that needs them:
+# the cached check, run before every containerd start, is a few stat calls and must stay so.
 
 STAMP_FORMAT = 1
 LOCK_TIMEOUT = 120.0
@@ -220,6 +220,8 @@ def _extract_lock(paths: Paths, timeout: float) -> Iterator[None]:
 
 
 def _remove_stale_temp_dirs(paths: Paths) -> None:
+    import shutil
+
     for leftover in paths.data_dir.glob(f"{_TMP_PREFIX}*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
@@ -246,6 +248,9 @@ class _Syncer:
     """
 
     def __init__(self) -> None:
+        import queue
+        import threading
+
         self._queue: queue.SimpleQueue[tuple[int, Path] | None] = queue.SimpleQueue()
         self._errors: list[tuple[Path, OSError]] = []
         self._thread = threading.Thread(target=self._run, name="extract-fsync", daemon=True)
@@ -274,6 +279,8 @@ class _Syncer:
 
 def _write_member(stream: MemberStream, dest: Path, size: int, syncer: _Syncer) -> str:
     """Write one member to dest (new file), hashing as it goes; hand it to the syncer, 0755."""
+    import hashlib
+
     digest = hashlib.sha256()
     written = 0
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -390,6 +397,9 @@ def ensure_extracted(
         check_safe(paths)
         _check_exec_allowed(paths.data_dir)
         _check_free_space(paths.data_dir, sum(f.size for f in payload.manifest.files))
+        import shutil
+        import tempfile
+
         try:
             tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=paths.data_dir))
         except OSError as exc:
