@@ -37,8 +37,9 @@ def _os_name() -> str:
 
 def _fs_type(path: Path) -> str:
     best, kind = "", "unknown"
+    where = str(path.resolve())
     for part in psutil.disk_partitions(all=True):
-        if str(path).startswith(part.mountpoint) and len(part.mountpoint) > len(best):
+        if where.startswith(part.mountpoint) and len(part.mountpoint) > len(best):
             best, kind = part.mountpoint, part.fstype
     return kind
 
@@ -79,17 +80,18 @@ def describe(work: Path) -> dict[str, Any]:
 
 
 def _virtualization() -> str:
-    out = (
-        subprocess.run(
-            ["systemd-detect-virt"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        if _have("systemd-detect-virt")
-        else ""
-    )
-    if out:
-        return out
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "vm" if " hypervisor" in flags else "none detected"
+    """'kvm VM, docker container', 'bare metal', ...: shared hosts make figures noisier."""
+    found = []
+    if _have("systemd-detect-virt"):
+        for flag, what in (("--vm", "VM"), ("--container", "container")):
+            out = subprocess.run(
+                ["systemd-detect-virt", flag], capture_output=True, text=True, check=False
+            ).stdout.strip()
+            if out and out != "none":
+                found.append(f"{out} {what}")
+    elif " hypervisor" in Path("/proc/cpuinfo").read_text():
+        found.append("VM")
+    return ", ".join(found) or "bare metal"
 
 
 def _have(binary: str) -> bool:
@@ -106,4 +108,5 @@ def summary(machine: dict[str, Any]) -> str:
         f"PyInstaller {machine['pyinstaller']}; commit {machine['git_commit']}"
         f"{' (dirty)' if machine['git_dirty'] else ''}, {machine['date']}, "
         f"load average {machine['load_before'][0]} at start"
+        + (f", {machine['load_after'][0]} at the end" if machine.get("load_after") else "")
     )

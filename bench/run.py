@@ -57,6 +57,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="write bench/results.json and the README block (auto: only for a full run)",
     )
     parser.add_argument("--rebuild-floor", action="store_true", help="refreeze the hello-world")
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the README block (repeatable)"
+    )
     return parser.parse_args(argv)
 
 
@@ -146,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     full = groups == set(GROUPS) and not args.quick
     extra = {
         "exe": str(exe.relative_to(REPO)) if exe.is_relative_to(REPO) else str(exe),
+        "notes": args.note,
         "runs": vars(bench.runs),
         "quick": args.quick,
         "groups": sorted(groups),
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {note}")
     if args.write == "yes" or (args.write == "auto" and full):
         report.write_json(RESULTS, data)
-        report.update_readme(README, report.readme_block(rows, machine, []))
+        report.update_readme(README, report.readme_block(rows, machine, args.note))
         _progress(f"wrote {RESULTS.relative_to(REPO)} and the README block")
     _progress(f"done in {extra['duration_s']} s")
     return 0
