@@ -72,7 +72,18 @@ def describe(work: Path) -> dict[str, Any]:
         "root": os.geteuid() == 0,
         "virtualization": _virtualization(),
         "git_commit": _git("rev-parse", "--short", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # The bench's own outputs do not make the source it measured dirty.
+        "git_dirty": bool(
+            _git(
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!README.md",
+                ":!bench/results.json",
+            )
+        ),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "executable": sys.executable,
