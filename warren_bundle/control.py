@@ -83,7 +83,7 @@ def start_detached(
             and health.is_serving(paths.socket, 1.0)
         ):
             return current
-        time.sleep(0.05)
+        time.sleep(0.01)
     raise WarrenError(
         f"the detached supervisor (pid {child.pid}) was not ready within {timeout:.0f}s",
         f"see {paths.log_file} and 'warren containerd status'",
