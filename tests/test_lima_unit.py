@@ -436,4 +436,6 @@ def test_down_of_absent_vm_is_a_no_op(lpaths: Paths, fake: FakeLima) -> None:
     done = warren(lpaths, fake, "lima", "down")
     assert done.returncode == 0, done.stderr
     assert "does not exist" in done.stderr
-    assert fake.invocations() == [LIST, LIST]
+    # No instance dir under LIMA_HOME: nothing to ask limactl, and nothing written.
+    assert fake.invocations() == []
+    assert not (lpaths.data_dir / "lima").exists()

@@ -367,6 +367,8 @@ class LimaManager:
 
     def stop(self) -> None:
         """Stop the VM gracefully, forcibly if that fails; a stopped or absent VM is left as is."""
+        if self._surely_absent():
+            return
         with self._acting():
             inst = self._inspect()
             if inst is None:
@@ -379,6 +381,8 @@ class LimaManager:
 
     def delete(self) -> None:
         """Stop and delete the VM (its disk and containers go with it)."""
+        if self._surely_absent():
+            return
         with self._acting():
             inst = self._inspect()
             if inst is None:
@@ -391,6 +395,17 @@ class LimaManager:
             self._limactl_run(["delete", self.instance], self.settings.stop_timeout)
             self._progress(f"Lima VM '{self.instance}' deleted")
             self._observe()
+
+    def _surely_absent(self) -> bool:
+        """No instance dir under LIMA_HOME: nothing to stop, and nothing should be written.
+
+        (An uninstaller stopping a VM that never existed must not leave a lock or log behind.)
+        """
+        self.limactl  # noqa: B018 - Lima not installed is still exit 9, as for every command
+        if os.path.lexists(self.instance_dir):
+            return False
+        self._progress(f"Lima VM '{self.instance}' does not exist")
+        return True
 
     def status(self) -> dict[str, Any]:
         """What the VM is and whether its socket answers; also written to the status file."""
