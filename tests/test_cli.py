@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import shutil
+import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -14,7 +17,14 @@ from warren_bundle.errors import ExitCode
 from warren_bundle.paths import Paths
 
 from conftest import Supervised
-from support import make_paths, run_warren, short_dir
+from support import (
+    cleanup_runtime,
+    containerd_started,
+    make_paths,
+    run_warren,
+    short_dir,
+    wait_for,
+)
 
 IMPORTANT_COMMANDS = ["version", "extract", "containerd", "socket", "ctr"]
 
@@ -133,3 +143,71 @@ def test_non_root_run_is_exit_4_naming_sudo(frozen_exe: Path) -> None:
     assert out.returncode == ExitCode.PERMISSION, out.stderr
     line = one_error_line(out.stderr)
     assert "needs root" in line and "sudo" in line
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("root_required")
+def test_socket_group_member_uses_ctr_and_status_without_root(frozen_exe: Path) -> None:
+    """--socket-group: the seed's "root or containerd group" — clients need no root."""
+    if not shutil.which("setpriv"):
+        pytest.skip("needs setpriv to drop to another user")
+    group = grp.getgrgid(65534).gr_name  # nogroup: nobody's own group, present on Debian
+    base = short_dir("g")
+    base.chmod(0o755)
+    paths = make_paths(base)
+    exe = base / "warren"
+    shutil.copy2(frozen_exe, exe)
+    scratch = base / "tmp"
+    scratch.mkdir(mode=0o1777)
+    scratch.chmod(0o1777)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TMPDIR": str(scratch),
+        "WARREN_DATA_DIR": str(paths.data_dir),
+        "WARREN_RUN_DIR": str(paths.run_dir),
+        "WARREN_CONFIG_DIR": str(paths.config_dir),
+    }
+
+    def as_user(gid: int, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["setpriv", "--reuid=65534", f"--regid={gid}", "--clear-groups", str(exe), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=scratch,
+        )
+
+    supervisor = subprocess.Popen(
+        [str(exe), "containerd", "run", "--socket-group", group],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(
+            lambda: supervisor.poll() is not None or containerd_started(paths),
+            timeout=60,
+            what="containerd with a socket group",
+        )
+        assert supervisor.poll() is None, supervisor.communicate()[1]
+        sock = os.stat(paths.socket)
+        assert sock.st_gid == 65534 and stat.S_IMODE(sock.st_mode) == 0o660
+
+        version = as_user(65534, "ctr", "version")
+        assert version.returncode == 0, version.stderr
+        assert "Server:" in version.stdout
+
+        status = as_user(65534, "containerd", "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["state"] == "RUNNING"
+
+        outsider = as_user(1, "ctr", "version")
+        assert outsider.returncode == ExitCode.PERMISSION
+        line = one_error_line(outsider.stderr)
+        assert f"permission denied: {paths.socket}" in line and repr(group) in line
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.communicate(timeout=30)
+        cleanup_runtime(paths, base)

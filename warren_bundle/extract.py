@@ -79,7 +79,8 @@ def _check_dir_safe(path: Path, what: str) -> None:
             f"{what} {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})",
             f"run 'chmod go-w {path}'",
         )
-    if st.st_uid != os.geteuid():
+    # Owned by root is as safe as owned by us: root could replace anything anyway.
+    if st.st_uid not in (os.geteuid(), 0):
         raise UnsafePathError(
             f"{what} {path} is owned by uid {st.st_uid}, not by the caller (uid {os.geteuid()})",
             f"run 'chown {os.geteuid()} {path}' or pass --data-dir",

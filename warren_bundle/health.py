@@ -41,13 +41,18 @@ def socket_exists(path: str | os.PathLike[str]) -> bool:
 
 
 def connects(path: str | os.PathLike[str], timeout: float = 0.5) -> bool:
+    return connect_error(path, timeout) is None
+
+
+def connect_error(path: str | os.PathLike[str], timeout: float = 0.5) -> OSError | None:
+    """Why a connection to `path` fails (PermissionError: not in the socket's group), or None."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(os.fspath(path))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            return exc
+    return None
 
 
 def health_status(path: str | os.PathLike[str], timeout: float = 1.0, service: str = "") -> str:

@@ -30,6 +30,18 @@ def _clean_exe(path: str) -> str:
     return path.removesuffix(" (deleted)")
 
 
+_COMM_LEN = 15  # the kernel's limit on a process name (/proc/<pid>/comm)
+
+
+def _exe_or_name(proc: psutil.Process) -> str:
+    """The executable, or, where /proc/<pid>/exe is closed to us (root's process seen by a
+    socket-group member), the process name, which anyone may read."""
+    try:
+        return _clean_exe(proc.exe())
+    except psutil.AccessDenied:
+        return proc.name()
+
+
 def record_for(pid: int) -> PidRecord:
     proc = psutil.Process(pid)
     return PidRecord(pid, _clean_exe(proc.exe()), proc.create_time())
@@ -56,7 +68,7 @@ def alive(record: PidRecord) -> psutil.Process | None:
             return None
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        if _clean_exe(proc.exe()) != record.exe:
+        if _exe_or_name(proc) not in (record.exe, Path(record.exe).name[:_COMM_LEN]):
             return None
         return proc
     except (psutil.Error, OSError):

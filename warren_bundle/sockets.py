@@ -6,11 +6,12 @@ The others are taken only when they answer a gRPC health check.
 
 from __future__ import annotations
 
+import grp
 import os
 from dataclasses import dataclass
 
 from . import health
-from .errors import SocketNotFoundError
+from .errors import PermissionDeniedError, SocketNotFoundError
 from .hostinfo import host_os
 from .paths import Paths, lima_socket_path, system_socket_path
 
@@ -54,19 +55,38 @@ def detect(paths: Paths, option: str | None = None, timeout: float = 1.0) -> Can
     explicit = explicit_socket(option)
     if explicit is not None:
         return explicit
-    tried = []
+    tried, denied = [], []
     for cand in candidates(paths):
         if health.is_serving(cand.path, timeout):
             return cand
         tried.append(cand.path)
+        if isinstance(health.connect_error(cand.path), PermissionError):
+            denied.append(cand.path)
+    if denied:
+        raise permission_denied(denied[0])
     raise SocketNotFoundError(
         f"socket not found: no containerd answers on {', '.join(tried)}",
         "start one with 'warren containerd start' (or 'warren lima up' on macOS), or pass --socket",
     )
 
 
+def permission_denied(path: str) -> PermissionDeniedError:
+    """The seed's "Permission Denied" case: not root, and not in the socket's group."""
+    try:
+        group = grp.getgrgid(os.stat(path).st_gid).gr_name
+    except (OSError, KeyError):
+        group = "the socket's group"
+    return PermissionDeniedError(
+        f"permission denied: {path}",
+        f"run warren with sudo, or ask an admin to add you to group {group!r} "
+        f"(check: ls -l {path})",
+    )
+
+
 def validate(cand: Candidate, timeout: float = 2.0) -> health.Probe:
     result = health.probe(cand.path, timeout)
+    if not result.serving and isinstance(health.connect_error(cand.path), PermissionError):
+        raise permission_denied(cand.path)
     if not result.serving:
         raise SocketNotFoundError(
             result.error or f"socket not found: {cand.path}",
