@@ -41,8 +41,12 @@ $(PAYLOAD): $(VENV)/.installed scripts/fetch_and_verify.py warren_bundle/payload
 
 build: $(EXE)
 
+# Same inputs, same bytes: PyInstaller's module order follows hash order, and times follow
+# SOURCE_DATE_EPOCH (the commit's time).
+REPRODUCIBLE := PYTHONHASHSEED=0 SOURCE_DATE_EPOCH=$(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
 $(EXE): $(PAYLOAD) $(SOURCES) $(VENV)/.installed
-	WARREN_PAYLOAD_DIR=$(PAYLOAD_DIR) WARREN_EXE_NAME=warren-linux-$(ARCH) \
+	$(REPRODUCIBLE) WARREN_PAYLOAD_DIR=$(PAYLOAD_DIR) WARREN_EXE_NAME=warren-linux-$(ARCH) \
 	  $(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
 	  --workpath .pyinstaller --distpath dist build/spec/warren.spec
 	@$(EXE) version

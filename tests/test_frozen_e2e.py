@@ -123,41 +123,55 @@ def test_carried_binaries_match_the_manifest(
         assert installed == (staged_payload / "bin" / entry["name"]).read_bytes()
 
 
-def test_no_payload_entry_is_exit_3(tmp_path: Path, frozen_paths: Paths) -> None:
-    """A launcher frozen without a payload says so and names the remedy."""
-    stripped = tmp_path / "warren-empty"
-    spec_env = dict(os.environ, WARREN_EXE_NAME="warren-empty")
-    spec_env.pop("WARREN_PAYLOAD_DIR", None)
-    pyinstaller = Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "pyinstaller"
-    if not pyinstaller.exists():
-        pyinstaller = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "pyinstaller"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def freeze_launcher(dest: Path, name: str) -> Path:
+    """Freeze the launcher with no payload, the way `make build` freezes (same spec, same env)."""
+    env = dict(os.environ, WARREN_EXE_NAME=name, PYTHONHASHSEED="0", SOURCE_DATE_EPOCH="1700000000")
+    env.pop("WARREN_PAYLOAD_DIR", None)
     build = subprocess.run(
         [
-            str(pyinstaller),
+            str(REPO / ".venv" / "bin" / "pyinstaller"),
             "--noconfirm",
             "--log-level",
             "WARN",
             "--workpath",
-            str(tmp_path / "work"),
+            str(dest / "work"),
             "--distpath",
-            str(tmp_path),
-            str(Path(__file__).resolve().parent.parent / "build" / "spec" / "warren.spec"),
+            str(dest),
+            str(REPO / "build" / "spec" / "warren.spec"),
         ],
-        env=spec_env,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert build.returncode == 0, build.stderr[-2000:]
+    return dest / name
+
+
+@pytest.fixture(scope="module")
+def empty_launcher(tmp_path_factory: pytest.TempPathFactory, frozen_exe: Path) -> Path:
+    return freeze_launcher(tmp_path_factory.mktemp("launcher-a"), "warren-empty")
+
+
+def test_no_payload_entry_is_exit_3(empty_launcher: Path, frozen_paths: Paths) -> None:
+    """A launcher frozen without a payload says so and names the remedy."""
     out = subprocess.run(
-        [str(stripped), "extract"], env=path_env(frozen_paths), capture_output=True, text=True
+        [str(empty_launcher), "extract"], env=path_env(frozen_paths), capture_output=True, text=True
     )
     assert out.returncode == ExitCode.PAYLOAD
     assert out.stderr.strip() == (
-        f"warren: failed to read embedded binary: no payload entry in {stripped} "
+        f"warren: failed to read embedded binary: no payload entry in {empty_launcher} "
         "(this build has no binaries); run 'make build' to download and embed containerd"
     )
     assert not frozen_paths.bin_dir.exists()
+
+
+def test_same_inputs_freeze_to_the_same_bytes(empty_launcher: Path, tmp_path: Path) -> None:
+    again = freeze_launcher(tmp_path / "elsewhere", "warren-empty")
+    assert again.read_bytes() == empty_launcher.read_bytes()
 
 
 @pytest.mark.usefixtures("root_required")
