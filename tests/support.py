@@ -380,3 +380,8 @@ def run_installer(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def staged_containerd_version() -> str:
+    """The containerd version the staged payload carries (Debian's 1.6.20 here, 2.x upstream)."""
+    return str(json.loads((STAGED / "manifest.json").read_text())["containerd_version"])

@@ -23,6 +23,7 @@ from support import (
     make_paths,
     run_warren,
     short_dir,
+    staged_containerd_version,
     wait_for,
 )
 
@@ -110,7 +111,7 @@ def test_socket_prefers_embedded_then_system(supervised: Supervised, tmp_path: P
     assert system.returncode == 0, system.stderr
     report = json.loads(system.stdout)
     assert report["kind"] == "system"
-    assert report["probe"]["version"].startswith("1.6.20")
+    assert report["probe"]["version"].startswith(staged_containerd_version())
 
 
 @pytest.mark.e2e

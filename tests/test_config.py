@@ -32,6 +32,7 @@ from support import (
     make_paths,
     run_warren,
     short_dir,
+    staged_containerd_version,
     wait_for,
 )
 
@@ -214,8 +215,10 @@ def _run_container(paths: Paths, payload: Path, busybox_tar: Path, expect_major:
 def test_config_runs_containerd_1_6(
     short_paths: Paths, staged_payload: Path, busybox_tar: Path
 ) -> None:
-    _run_container(short_paths, staged_payload, busybox_tar, "1.6.")
-    assert tomllib.loads(short_paths.config_file.read_text())["version"] == 2
+    _run_container(short_paths, staged_payload, busybox_tar, staged_containerd_version())
+    assert tomllib.loads(short_paths.config_file.read_text())["version"] == config_version_for(
+        staged_containerd_version()
+    )
 
 
 @pytest.mark.integration

@@ -16,7 +16,7 @@ from warren_bundle.errors import ExitCode
 from warren_bundle.paths import Paths
 
 from conftest import Supervised
-from support import doctor_lines, run_warren
+from support import doctor_lines, run_warren, staged_containerd_version
 
 
 def fake_limactl(bin_dir: Path, status: str | None, list_fails: bool = False) -> Path:
@@ -121,4 +121,8 @@ def test_a_running_vm_whose_socket_answers_passes(supervised: Supervised, tmp_pa
     data = json.loads(text)
     assert code == 0, text
     vm = next(c for c in data["checks"] if c["name"] == "lima vm")
-    assert vm["status"] == "PASS" and "answers on" in vm["message"] and "1.6.20" in vm["message"]
+    assert (
+        vm["status"] == "PASS"
+        and "answers on" in vm["message"]
+        and staged_containerd_version() in vm["message"]
+    )

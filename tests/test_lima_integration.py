@@ -28,6 +28,7 @@ from support import (
     make_paths,
     run_warren,
     short_dir,
+    staged_containerd_version,
     wait_for,
     warren_env,
 )
@@ -73,7 +74,7 @@ def containerd_socket(staged_payload: Path) -> Iterator[Path]:
 def server_version(containerd_socket: Path) -> str:
     """What the real containerd reports directly; through the forward it must say the same."""
     version = health.containerd_version(containerd_socket)[0]
-    assert version.startswith("1.6.20"), version
+    assert version.startswith(staged_containerd_version()), version
     return version
 
 

@@ -20,6 +20,7 @@ from support import (
     metric_value,
     read_pid,
     run_warren,
+    staged_containerd_version,
     start_run,
     stop_run,
     wait_for,
@@ -65,7 +66,7 @@ def test_scrape_through_a_kill_and_a_stop(
         assert metric_value(first, "embedded_socket_ready_duration_seconds") > 0
         assert metric_value(first, "embedded_extraction_duration_seconds", cached="false") > 0
         info = [dict(labels) for name, labels in first if name == "embedded_build_info"]
-        assert info[0]["containerd_version"] == "1.6.20"
+        assert info[0]["containerd_version"] == staged_containerd_version()
         assert info[0]["runc_version"] == "1.1.5"
         assert info[0]["payload_digest"] == read_file(staged_payload).digest
 

@@ -13,7 +13,7 @@ import pytest
 from warren_bundle import health
 
 from conftest import Supervised
-from support import TEST_IMAGE, read_pid, run_warren, wait_for
+from support import TEST_IMAGE, read_pid, run_warren, staged_containerd_version, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def test_ctr_version_shows_client_and_server(supervised: Supervised) -> None:
     out = ctr(supervised, "version")
     assert out.returncode == 0, out.stderr
     assert "Client:" in out.stdout and "Server:" in out.stdout
-    assert "1.6.20" in out.stdout.split("Server:")[1]
+    assert staged_containerd_version() in out.stdout.split("Server:")[1]
 
 
 def test_kill9_containerd_is_restarted_and_container_survives(

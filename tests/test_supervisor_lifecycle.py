@@ -25,6 +25,7 @@ from support import (
     containerd_started,
     read_pid,
     run_warren,
+    staged_containerd_version,
     wait_for,
     warren_env,
 )
@@ -199,7 +200,7 @@ def test_library_api_in_process(wpaths: Paths, staged_payload: Path) -> None:
         mgr.start()  # idempotent
         assert mgr.state == State.RUNNING
         assert mgr.socket_path == str(wpaths.socket)
-        assert health.containerd_version(mgr.socket_path)[0].startswith("1.6.20")
+        assert health.containerd_version(mgr.socket_path)[0].startswith(staged_containerd_version())
         old = mgr.pid
         assert old is not None
         os.kill(old, signal.SIGKILL)
