@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,20 +16,18 @@ from warren_bundle.paths import Paths
 from support import (
     FROZEN,
     STAGED,
-    WARREN,
     busybox_image,
     cleanup_runtime,
-    containerd_started,
     make_paths,
     short_dir,
-    wait_for,
-    warren_env,
+    start_run,
+    stop_run,
 )
 
 IN_CI = os.environ.get("CI") == "true"
 
 
-def _require(condition: bool, reason: str) -> None:
+def require(condition: bool, reason: str) -> None:
     """Skip locally; in CI a missing prerequisite is a failure, never a silent skip."""
     if condition:
         return
@@ -41,24 +38,24 @@ def _require(condition: bool, reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def staged_payload() -> Path:
-    _require((STAGED / "payload.tar.zst").is_file(), f"no staged payload at {STAGED}: make payload")
+    require((STAGED / "payload.tar.zst").is_file(), f"no staged payload at {STAGED}: make payload")
     return STAGED
 
 
 @pytest.fixture(scope="session")
 def frozen_exe() -> Path:
-    _require(FROZEN.is_file(), f"no frozen executable at {FROZEN}: make build")
+    require(FROZEN.is_file(), f"no frozen executable at {FROZEN}: make build")
     return FROZEN
 
 
 @pytest.fixture
 def root_required() -> None:
-    _require(os.geteuid() == 0, "needs root (containerd mounts and cgroups)")
+    require(os.geteuid() == 0, "needs root (containerd mounts and cgroups)")
 
 
 @pytest.fixture(scope="session")
 def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    _require(Path("/bin/busybox").is_file(), "busybox-static is not installed")
+    require(Path("/bin/busybox").is_file(), "busybox-static is not installed")
     return busybox_image(tmp_path_factory.mktemp("image") / "busybox.tar")
 
 
@@ -77,41 +74,17 @@ class Supervised:
     paths: Paths
 
     def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        return stop_run(self.proc, timeout)
 
 
 @pytest.fixture
 def supervised(wpaths: Paths, staged_payload: Path, root_required: None) -> Iterator[Supervised]:
     """`warren containerd run` from source, in the foreground, ready on its socket."""
-    proc = subprocess.Popen(
-        [*WARREN, "containerd", "run", "--health-interval", "0.5"],
-        env=warren_env(wpaths, staged_payload),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(wpaths, staged_payload, "--health-interval", "0.5")
     try:
-        wait_for(
-            lambda: proc.poll() is not None or containerd_started(wpaths),
-            timeout=60,
-            what="containerd to answer",
-        )
-        if proc.poll() is not None:
-            _out, err = proc.communicate()
-            pytest.fail(f"warren containerd run exited {proc.returncode}: {err[-2000:]}")
         yield Supervised(proc, wpaths)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        stop_run(proc)
 
 
 def have(binary: str) -> bool:

@@ -171,9 +171,9 @@ def sid_payload(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=600,
     )
     if proc.returncode != 0:
-        from conftest import _require
+        from conftest import require
 
-        _require(False, f"cannot stage containerd from sid: {proc.stderr.strip()[-500:]}")
+        require(False, f"cannot stage containerd from sid: {proc.stderr.strip()[-500:]}")
     return out
 
 

@@ -20,18 +20,9 @@ import pytest
 from warren_bundle import elf, payload
 
 import release_artifacts as ra
+from conftest import require
 
 pytestmark = pytest.mark.integration
-IN_CI = os.environ.get("CI") == "true"
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip locally; in CI a missing prerequisite fails (the suite's rule: no silent skips)."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI prerequisite missing: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,16 +19,16 @@ from warren_bundle import health
 from warren_bundle.errors import ExitCode
 from warren_bundle.paths import Paths
 
-from conftest import _require
+from conftest import require
 from support import (
     WARREN,
     cleanup_runtime,
-    containerd_started,
     make_paths,
     run_warren,
     short_dir,
     staged_containerd_version,
-    wait_for,
+    start_run,
+    stop_run,
     warren_env,
 )
 
@@ -39,34 +38,16 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def containerd_socket(staged_payload: Path) -> Iterator[Path]:
     """A real containerd for the fake VM's socket forward to point at."""
-    _require(os.geteuid() == 0, "needs root (containerd mounts and cgroups)")
+    require(os.geteuid() == 0, "needs root (containerd mounts and cgroups)")
     base = short_dir("lc")
     paths = make_paths(base)
-    proc = subprocess.Popen(
-        [*WARREN, "containerd", "run"],
-        env=warren_env(paths, staged_payload),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     try:
-        wait_for(
-            lambda: proc.poll() is not None or containerd_started(paths),
-            timeout=60,
-            what="containerd to answer",
-        )
-        if proc.poll() is not None:
-            pytest.fail(f"warren containerd run exited {proc.returncode}: {proc.stderr.read()}")
-        yield paths.socket
+        proc = start_run(paths, staged_payload)
+        try:
+            yield paths.socket
+        finally:
+            stop_run(proc)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if proc.stderr:
-            proc.stderr.close()
         cleanup_runtime(paths, base)
 
 

@@ -30,7 +30,7 @@ from warren_bundle.lima import (
 )
 from warren_bundle.paths import Paths
 
-from conftest import _require
+from conftest import require
 from support import REPO, make_paths, run_warren, short_dir, wait_for
 
 FAKE_LIMACTL = REPO / "tests" / "fake_limactl"
@@ -245,8 +245,8 @@ def _probe_as(user: str, group: str, sock: Path) -> subprocess.CompletedProcess[
 
 
 def test_provision_gives_the_lima_user_the_socket(tmp_path: Path) -> None:
-    _require(os.geteuid() == 0, "needs root (runs the probe as another user)")
-    _require(shutil.which("setpriv") is not None, "setpriv (util-linux) is not installed")
+    require(os.geteuid() == 0, "needs root (runs the probe as another user)")
+    require(shutil.which("setpriv") is not None, "setpriv (util-linux) is not installed")
     user = "nobody"
     group = subprocess.run(["id", "-gn", user], capture_output=True, text=True).stdout.strip()
     tmp = short_dir("lp")

@@ -37,7 +37,8 @@ def status(paths: Paths) -> dict:
     return json.loads(run_warren(paths, "containerd", "status", "--json").stdout)
 
 
-def start_run(paths: Paths, payload: Path, *args: str) -> subprocess.Popen[str]:
+def spawn_run(paths: Paths, payload: Path, *args: str) -> subprocess.Popen[str]:
+    """`warren containerd run` without waiting: these tests watch it come up themselves."""
     return subprocess.Popen(
         [*WARREN, "containerd", "run", *args],
         env=warren_env(paths, payload),
@@ -69,7 +70,7 @@ def test_dead_supervisors_containerd_is_adopted(
     supervised.proc.wait()
     assert health.is_serving(paths.socket), "containerd must outlive its supervisor"
 
-    proc = start_run(paths, staged_payload)
+    proc = spawn_run(paths, staged_payload)
     try:
         wait_for(lambda: status(paths).get("adopted"), timeout=30, what="adoption")
         report = status(paths)
@@ -89,7 +90,7 @@ def test_stale_pidfile_and_socket_are_cleaned(wpaths: Paths, staged_payload: Pat
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(wpaths.socket))  # a socket file nobody listens on
 
-    proc = start_run(wpaths, staged_payload)
+    proc = spawn_run(wpaths, staged_payload)
     try:
         wait_for(lambda: containerd_started(wpaths), timeout=60, what="containerd")
         assert read_pid(wpaths.containerd_pidfile) != os.getpid()
@@ -100,7 +101,7 @@ def test_stale_pidfile_and_socket_are_cleaned(wpaths: Paths, staged_payload: Pat
 
 
 def test_hung_containerd_is_killed_and_restarted(wpaths: Paths, staged_payload: Path) -> None:
-    proc = start_run(wpaths, staged_payload, "--health-interval", "0.3")
+    proc = spawn_run(wpaths, staged_payload, "--health-interval", "0.3")
     try:
         wait_for(lambda: containerd_started(wpaths), timeout=60, what="containerd")
         hung = read_pid(wpaths.containerd_pidfile)
@@ -119,7 +120,7 @@ def test_hung_containerd_is_killed_and_restarted(wpaths: Paths, staged_payload: 
 
 
 def test_crash_loop_goes_fatal_and_exits_nonzero(wpaths: Paths, staged_payload: Path) -> None:
-    proc = start_run(wpaths, staged_payload)
+    proc = spawn_run(wpaths, staged_payload)
     try:
         wait_for(lambda: containerd_started(wpaths), timeout=60, what="containerd")
         for _ in range(12):
