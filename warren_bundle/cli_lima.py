@@ -139,12 +139,7 @@ def down() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """The VM's state, resources and socket; exit 7 when containerd does not answer."""
-    report = _manager().status()
-    if as_json:
-        _emit_json(report)
-    else:
-        _print_status(report)
-    _require_answering(report)
+    containerd_status(as_json)
 
 
 def _print_status(r: dict[str, Any]) -> None:
