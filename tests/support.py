@@ -385,3 +385,27 @@ def run_installer(
 def staged_containerd_version() -> str:
     """The containerd version the staged payload carries (Debian's 1.6.20 here, 2.x upstream)."""
     return str(json.loads((STAGED / "manifest.json").read_text())["containerd_version"])
+
+
+def stage_payload(
+    dest: Path, contents: dict[str, bytes], provenance: dict[str, str] | None = None
+) -> Path:
+    """A staged payload dir (bin/* + manifest.json) as fetch_and_verify leaves it, for pack()."""
+    (dest / "bin").mkdir(parents=True)
+    files = []
+    for name, data in contents.items():
+        (dest / "bin" / name).write_bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        files.append({"name": name, "size": len(data), "mode": 0o755, "sha256": sha})
+    manifest = {
+        "format": 1,
+        "os": "linux",
+        "arch": host_arch(),
+        "containerd_version": "1.6.20",
+        "runc_version": "1.1.5",
+        "source": "test",
+        "provenance": provenance or {},
+        "files": files,
+    }
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest

@@ -22,37 +22,15 @@ from warren_bundle.hostinfo import host_arch
 from warren_bundle.paths import Paths
 from warren_bundle.payload import BINARIES, Payload, pack, read_file
 
-from support import REPO, make_paths, run_warren, short_dir, wait_for
+from support import REPO, make_paths, run_warren, short_dir, stage_payload, wait_for
 
 
 def make_payload(dest: Path, seed: str, size: int = 64 * 1024) -> Payload:
     """A small real payload (packed by the product's own packer) with distinct file contents."""
-    bin_dir = dest / "bin"
-    bin_dir.mkdir(parents=True)
-    files = []
-    for name in BINARIES:
-        data = hashlib.sha256(f"{seed}:{name}".encode()).digest() * (size // 32)
-        (bin_dir / name).write_bytes(data)
-        files.append(
-            {
-                "name": name,
-                "size": len(data),
-                "mode": 0o755,
-                "sha256": hashlib.sha256(data).hexdigest(),
-            }
-        )
-    manifest = {
-        "format": 1,
-        "os": "linux",
-        "arch": host_arch(),
-        "containerd_version": "1.6.20",
-        "runc_version": "1.1.5",
-        "source": "test",
-        "provenance": {"seed": seed},
-        "files": files,
+    contents = {
+        name: hashlib.sha256(f"{seed}:{name}".encode()).digest() * (size // 32) for name in BINARIES
     }
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return pack(dest, level=1)
+    return pack(stage_payload(dest, contents, {"seed": seed}), level=1)
 
 
 def snapshot(paths: Paths) -> dict[str, tuple[int, int]]:

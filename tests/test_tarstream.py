@@ -13,32 +13,21 @@ import pytest
 import zstandard
 
 from warren_bundle.errors import PayloadError
-from warren_bundle.hostinfo import host_arch
 from warren_bundle.payload import BINARIES, MANIFEST_FILE, Payload, open_members, pack, read_file
 from warren_bundle.tarstream import BLOCK, parse_header, parse_pax
+
+from support import stage_payload
 
 
 def stage(dest: Path, sizes: dict[str, int]) -> Path:
     """A staged dir (manifest.json + bin/*) with distinct contents of the given sizes."""
-    (dest / "bin").mkdir(parents=True)
-    files = []
-    for name, size in sizes.items():
-        data = (hashlib.sha256(name.encode()).digest() * (size // 32 + 1))[:size]
-        (dest / "bin" / name).write_bytes(data)
-        files.append(
-            {"name": name, "size": size, "mode": 0o755, "sha256": hashlib.sha256(data).hexdigest()}
-        )
-    manifest = {
-        "format": 1,
-        "os": "linux",
-        "arch": host_arch(),
-        "containerd_version": "1.6.20",
-        "runc_version": "1.1.5",
-        "source": "test",
-        "files": files,
-    }
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return dest
+    return stage_payload(
+        dest,
+        {
+            name: (hashlib.sha256(name.encode()).digest() * (size // 32 + 1))[:size]
+            for name, size in sizes.items()
+        },
+    )
 
 
 def contents(payload: Payload) -> dict[str, str]:
