@@ -8,7 +8,7 @@ from pathlib import Path
 
 from warren_bundle.extract import ensure_extracted
 from warren_bundle.paths import Paths
-from warren_bundle.payload import Payload
+from warren_bundle.payload.format import Payload
 
 from .context import Bench
 from .rows import Row, Target

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from warren_bundle.payload import Payload
+from warren_bundle.payload.format import Payload
 
 from .context import REPO, Bench
 from .rows import Row, Target

@@ -21,7 +21,8 @@ METHOD = (
     "machine slows both sides alike: read the ratios first. Cold extraction verifies every "
     "SHA-256 and fsyncs; tar and cp do neither. Start-to-ready uses a warm cache (binaries "
     "already extracted) and the same containerd binary, config and flags for the baseline, polled "
-    "every 5 ms with `warren_bundle.health.is_serving`. Restart is measured from `kill -9` of "
+    "every 5 ms with `warren_bundle.runtime.health.is_serving`. Restart is measured from "
+    "`kill -9` of "
     "containerd under a supervisor started by `warren containerd start` until a new containerd "
     "answers. Memory is RSS at rest, a few seconds after ready."
 )

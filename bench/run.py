@@ -17,7 +17,7 @@ from pathlib import Path
 from warren_bundle.extract import ensure_extracted
 from warren_bundle.hostinfo import host_arch
 from warren_bundle.paths import Paths
-from warren_bundle.payload import Payload, read_embedded
+from warren_bundle.payload.format import Payload, read_embedded
 
 from . import extraction, footprint, launch, report, runtime
 from .context import REPO, Bench, Runs

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import psutil
 
-from warren_bundle import health, pidfile, state
-from warren_bundle.childenv import child_env
-from warren_bundle.config import ConfigOptions, write_config
 from warren_bundle.extract import ensure_extracted
 from warren_bundle.paths import Paths
-from warren_bundle.payload import Payload
+from warren_bundle.payload.format import Payload
+from warren_bundle.runtime import health, pidfile
+from warren_bundle.runtime import statefile as state
+from warren_bundle.runtime.childenv import child_env
+from warren_bundle.runtime.config import ConfigOptions, write_config
 
 from .context import Bench
 from .rows import Row, Target
@@ -118,7 +119,7 @@ class Runtime:
 
     def library(self) -> float:
         """ContainerdManager.start() in this process: the supervisor without any launch."""
-        from warren_bundle.supervisor import ContainerdManager
+        from warren_bundle.runtime.supervisor import ContainerdManager
 
         mgr = ContainerdManager(paths=self.paths, payload=self.payload)
         try:

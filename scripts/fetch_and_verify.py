@@ -37,7 +37,6 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from warren_bundle import elf, payload  # noqa: E402
 from warren_bundle.errors import (  # noqa: E402
     ChecksumMismatch,
     ExitCode,
@@ -46,6 +45,8 @@ from warren_bundle.errors import (  # noqa: E402
 )
 from warren_bundle.fsutil import sha256_file  # noqa: E402
 from warren_bundle.hostinfo import host_arch  # noqa: E402
+from warren_bundle.payload import elf  # noqa: E402
+from warren_bundle.payload import format as payload  # noqa: E402
 
 if TYPE_CHECKING:
     import requests

@@ -45,7 +45,7 @@ def load_script() -> ModuleType:
 
 
 def fake_elf(arch: str, size: int = 4096) -> bytes:
-    """A 64-bit little-endian ELF header for `arch`, padded: enough for warren_bundle.elf."""
+    """A 64-bit little-endian ELF header for `arch`, padded: enough for payload.elf."""
     ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
     header = ident + struct.pack("<HHI", 2, ELF_MACHINES[arch], 1)
     return header + bytes(size - len(header))

@@ -26,9 +26,9 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from warren_bundle import health  # noqa: E402
 from warren_bundle.hostinfo import host_arch  # noqa: E402
 from warren_bundle.paths import Paths  # noqa: E402
+from warren_bundle.runtime import health  # noqa: E402
 
 T = TypeVar("T")
 WARREN = [sys.executable, "-m", "warren_bundle"]
@@ -238,7 +238,7 @@ def cleanup_runtime(paths: Paths, base: Path | None = None) -> None:
 
 def containerd_started(paths: Paths) -> bool:
     """The supervisor has declared containerd ready (not merely: the socket answers)."""
-    from warren_bundle import state
+    from warren_bundle.runtime import statefile as state
 
     report = state.read(paths) or {}
     return report.get("state") == "RUNNING" and health.is_serving(paths.socket, 1.0)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from warren_bundle import elf
+from warren_bundle.payload import elf
 
 from support import REPO, make_paths, short_dir
 

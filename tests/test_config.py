@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from warren_bundle import health
-from warren_bundle.config import (
+from warren_bundle.paths import Paths
+from warren_bundle.runtime import health
+from warren_bundle.runtime.config import (
     ConfigError,
     ConfigOptions,
     build_config,
@@ -22,8 +23,7 @@ from warren_bundle.config import (
     parse_mirror,
     write_config,
 )
-from warren_bundle.paths import Paths
-from warren_bundle.supervisor import ContainerdManager, Settings
+from warren_bundle.runtime.supervisor import ContainerdManager, Settings
 
 from support import (
     REPO,

@@ -12,7 +12,7 @@ import pytest
 
 from warren_bundle.errors import ExitCode
 from warren_bundle.paths import Paths
-from warren_bundle.payload import read_embedded
+from warren_bundle.payload.format import read_embedded
 
 from conftest import Supervised
 from support import (

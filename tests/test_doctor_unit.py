@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from warren_bundle import doctor, pidfile
-from warren_bundle.doctor import Check, Inputs, Level
+from warren_bundle.doctor import checks as doctor
+from warren_bundle.doctor.checks import Check, Inputs, Level
 from warren_bundle.errors import ExitCode
 from warren_bundle.paths import Paths
+from warren_bundle.runtime import pidfile
 
 from support import doctor_lines, run_warren
 

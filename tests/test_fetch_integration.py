@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from warren_bundle import elf, payload
+from warren_bundle.payload import elf
+from warren_bundle.payload import format as payload
 
 import release_artifacts as ra
 from conftest import require

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from warren_bundle import carchive, health
 from warren_bundle.errors import ExitCode
 from warren_bundle.paths import Paths
-from warren_bundle.payload import DESCRIPTOR_ENTRY, PAYLOAD_ENTRY
+from warren_bundle.payload import carchive
+from warren_bundle.payload.format import DESCRIPTOR_ENTRY, PAYLOAD_ENTRY
+from warren_bundle.runtime import health
 
 from support import cleanup_runtime, make_paths, short_dir, wait_for
 

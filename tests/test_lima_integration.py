@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from test_lima_unit import GIB, LIST, FakeLima, start_call
 
-from warren_bundle import health
 from warren_bundle.errors import ExitCode
 from warren_bundle.paths import Paths
+from warren_bundle.runtime import health
 
 from conftest import require
 from support import (

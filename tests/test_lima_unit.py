@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from warren_bundle.errors import ExitCode, ReadinessTimeout
-from warren_bundle.lima import (
+from warren_bundle.lima.manager import (
     PROBE_SCRIPT,
     PROVISION_SCRIPT,
     LimaManager,

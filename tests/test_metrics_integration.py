@@ -10,9 +10,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from warren_bundle import metrics, state
+from warren_bundle import metrics
 from warren_bundle.paths import Paths
-from warren_bundle.payload import read_file
+from warren_bundle.payload.format import read_file
+from warren_bundle.runtime import statefile as state
 
 from support import (
     Samples,

@@ -16,7 +16,7 @@ import pytest
 from warren_bundle import metrics
 from warren_bundle.errors import WarrenError
 from warren_bundle.paths import Paths
-from warren_bundle.payload import read_file
+from warren_bundle.payload.format import read_file
 
 from support import WARREN, metric_samples, metric_value, run_warren, warren_env
 

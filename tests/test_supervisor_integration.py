@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from warren_bundle import health
+from warren_bundle.runtime import health
 
 from conftest import Supervised
 from support import TEST_IMAGE, read_pid, run_warren, staged_containerd_version, wait_for

@@ -13,10 +13,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from warren_bundle import health, pidfile
 from warren_bundle.errors import ExitCode
 from warren_bundle.paths import Paths
-from warren_bundle.supervisor import ContainerdManager, Settings, State, ensure_containerd
+from warren_bundle.runtime import health, pidfile
+from warren_bundle.runtime.supervisor import ContainerdManager, Settings, State, ensure_containerd
 
 from conftest import Supervised
 from support import (

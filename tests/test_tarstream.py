@@ -1,4 +1,4 @@
-"""warren_bundle.tarstream, the payload's own tar reader, on what payload.pack and tarfile write."""
+"""payload.tarstream, the payload's own tar reader, on what payload.pack and tarfile write."""
 
 from __future__ import annotations
 
@@ -13,8 +13,15 @@ import pytest
 import zstandard
 
 from warren_bundle.errors import PayloadError
-from warren_bundle.payload import BINARIES, MANIFEST_FILE, Payload, open_members, pack, read_file
-from warren_bundle.tarstream import BLOCK, parse_header, parse_pax
+from warren_bundle.payload.format import (
+    BINARIES,
+    MANIFEST_FILE,
+    Payload,
+    open_members,
+    pack,
+    read_file,
+)
+from warren_bundle.payload.tarstream import BLOCK, parse_header, parse_pax
 
 from support import stage_payload
 

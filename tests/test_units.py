@@ -15,10 +15,10 @@ import psutil
 import pytest
 import zstandard
 
-from warren_bundle import carchive, elf, grpc_unix, logs, pidfile
 from warren_bundle.ctrargs import with_runc_defaults
 from warren_bundle.errors import PayloadError, WarrenError
-from warren_bundle.payload import (
+from warren_bundle.payload import carchive, elf
+from warren_bundle.payload.format import (
     DESCRIPTOR_ENTRY,
     PAYLOAD_ENTRY,
     Manifest,
@@ -27,7 +27,8 @@ from warren_bundle.payload import (
     read_embedded,
     read_file,
 )
-from warren_bundle.supervisor import Backoff
+from warren_bundle.runtime import grpc_unix, logs, pidfile
+from warren_bundle.runtime.supervisor import Backoff
 
 # --- payload ----------------------------------------------------------------------------------
 

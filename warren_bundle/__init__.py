@@ -21,16 +21,16 @@ CONTAINERD_SOCKET_PATH = "/run/warren-containerd/containerd.sock"
 CONTAINERD_CONFIG_PATH = "/etc/warren-containerd/config.toml"
 
 _LAZY = {
-    "ContainerdManager": "supervisor",
-    "ensure_containerd": "supervisor",
-    "State": "supervisor",
-    "Settings": "supervisor",
-    "LimaManager": "lima",
-    "ensure_lima": "lima",
+    "ContainerdManager": "runtime.supervisor",
+    "ensure_containerd": "runtime.supervisor",
+    "State": "runtime.supervisor",
+    "Settings": "runtime.supervisor",
+    "LimaManager": "lima.manager",
+    "ensure_lima": "lima.manager",
     "WarrenError": "errors",
     "ExitCode": "errors",
     "Paths": "paths",
-    "ConfigOptions": "config",
+    "ConfigOptions": "runtime.config",
 }
 
 __all__ = [

@@ -20,22 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from warren_bundle.errors import (
     ExtractionError,
     PayloadError,
     PermissionDeniedError,
     PlatformError,
     UnsafePathError,
 )
-from .fsutil import atomic_write, fsync_dir, sha256_file
-from .hostinfo import host_arch
-from .paths import Paths
-from .payload import MANIFEST_FILE, Manifest, Payload
+from warren_bundle.fsutil import atomic_write, fsync_dir, sha256_file
+from warren_bundle.hostinfo import host_arch
+from warren_bundle.paths import Paths
+from warren_bundle.payload.format import MANIFEST_FILE, Manifest, Payload
 
 if TYPE_CHECKING:
     import queue
 
-    from .tarstream import MemberStream
+    from warren_bundle.payload.tarstream import MemberStream
 
 # hashlib, shutil, tempfile, queue and threading are imported by the slow path that needs them:
 # the cached check, run before every containerd start, is a few stat calls and must stay so.
@@ -303,7 +303,7 @@ def _write_member(stream: MemberStream, dest: Path, size: int, syncer: _Syncer) 
 
 def _unpack_to(payload: Payload, tmp: Path) -> None:
     """Stream every member into tmp/, checking each file's hash and the payload digest, fsynced."""
-    from .payload import open_members
+    from warren_bundle.payload.format import open_members
 
     expected = {f.name: f for f in payload.manifest.files}
     seen: set[str] = set()

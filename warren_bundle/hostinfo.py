@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 
-from .errors import PlatformError
+from warren_bundle.errors import PlatformError
 
 SUPPORTED_OS = ("linux", "darwin")
 SUPPORTED_ARCH = ("amd64", "arm64")

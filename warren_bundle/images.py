@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .childenv import child_env
-from .errors import WarrenError
-from .fsutil import write_json
-from .paths import Paths
+from warren_bundle.errors import WarrenError
+from warren_bundle.fsutil import write_json
+from warren_bundle.paths import Paths
+from warren_bundle.runtime.childenv import child_env
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tar.zst")
 DEFAULT_NAMESPACES = ("default", "k8s.io")
@@ -385,8 +385,8 @@ def auto_import(
 
 def current_report(paths: Paths) -> dict[str, Any]:
     """The import report of the supervisor running now; NotRunningError when there is none."""
-    from .control import supervisor_process
-    from .errors import NotRunningError
+    from warren_bundle.errors import NotRunningError
+    from warren_bundle.runtime.control import supervisor_process
 
     sup = supervisor_process(paths)
     if sup is None:
@@ -402,7 +402,7 @@ def current_report(paths: Paths) -> dict[str, Any]:
 
 
 def wait_for_report(paths: Paths, timeout: float) -> dict[str, Any]:
-    from .errors import ReadinessTimeout
+    from warren_bundle.errors import ReadinessTimeout
 
     deadline = time.monotonic() + timeout
     while True:

@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import WarrenError
+from warren_bundle.errors import WarrenError
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import Collector
 
-    from .paths import Paths
+    from warren_bundle.paths import Paths
 
 DEFAULT_METRICS_PORT = 9323
 DEFAULT_METRICS_HOST = "127.0.0.1"
@@ -145,7 +145,7 @@ def containerd_families(report: dict[str, Any]) -> Iterator[Metric]:
         yield family
 
     if report.get("containerd_version") or report.get("payload_digest"):
-        from . import __version__
+        from warren_bundle import __version__
 
         info = InfoMetricFamily(
             "embedded_build", "The warren launcher and the containerd and runc it carries."

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hostinfo import host_os
+from warren_bundle.hostinfo import host_os
 
 DEFAULT_DATA_DIR = "/var/lib/warren"
 DEFAULT_RUN_DIR = "/run/warren-containerd"

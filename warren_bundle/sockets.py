@@ -10,10 +10,10 @@ import grp
 import os
 from dataclasses import dataclass
 
-from . import health
-from .errors import PermissionDeniedError, SocketNotFoundError
-from .hostinfo import host_os
-from .paths import Paths, lima_socket_path, system_socket_path
+from warren_bundle.errors import PermissionDeniedError, SocketNotFoundError
+from warren_bundle.hostinfo import host_os
+from warren_bundle.paths import Paths, lima_socket_path, system_socket_path
+from warren_bundle.runtime import health
 
 ENV_SOCKETS = ("WARREN_CONTAINERD_SOCKET", "CONTAINERD_ADDRESS")
 

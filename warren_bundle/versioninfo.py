@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import __version__
-from .errors import PayloadError
-from .payload import Manifest, locate
+from warren_bundle import __version__
+from warren_bundle.errors import PayloadError
+from warren_bundle.payload.format import Manifest, locate
 
 
 def provenance_summary(manifest: Manifest) -> str:

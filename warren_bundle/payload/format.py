@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from . import carchive
-from .errors import PayloadError
+from warren_bundle.errors import PayloadError
+from warren_bundle.payload import carchive
 
 if TYPE_CHECKING:
     import tarfile
 
-    from .tarstream import MemberStream
+    from warren_bundle.payload.tarstream import MemberStream
 
 # tarfile, hashlib, zstandard and the threaded reader are imported by the functions that use them:
 # `warren version` reads only the descriptor, and must not pay for them on every launch.
@@ -170,13 +170,13 @@ def read_file(path: Path) -> Payload:
             raise PayloadError(f"{payload_file} is {size} bytes but {desc} says {desc_size}")
         return Payload(digest, size, manifest, payload_file)
     # No descriptor: derive it (slower, but a bare payload file stays usable).
-    from .fsutil import sha256_file
+    from warren_bundle.fsutil import sha256_file
 
     return Payload(sha256_file(payload_file), size, _manifest_from_tar(payload_file), payload_file)
 
 
 def default_staged_dir() -> Path:
-    from .hostinfo import host_arch
+    from warren_bundle.hostinfo import host_arch
 
     return Path(__file__).resolve().parent.parent / "build" / "payload" / f"linux-{host_arch()}"
 
@@ -230,7 +230,7 @@ def open_members(payload: Payload) -> Iterator[Iterator[Member]]:
     Each member's stream must be read (or left) before the next member is asked for; its
     `chunks()` hands the data over without copying it.
     """
-    from .tarstream import DecompressedStream, headers
+    from warren_bundle.payload.tarstream import DecompressedStream, headers
 
     try:
         fp = open(payload.path, "rb")  # noqa: SIM115 - closed by the with below
@@ -307,7 +307,7 @@ def pack(staged_dir: Path, level: int = ZSTD_LEVEL) -> Payload:
             zstandard.ZstdCompressor(compression_params=params).compress(tar_bytes.getbuffer())
         )
     os.replace(tmp, out)
-    from .fsutil import sha256_file
+    from warren_bundle.fsutil import sha256_file
 
     payload = Payload(sha256_file(out), out.stat().st_size, manifest, out)
     desc = staged_dir / DESCRIPTOR_FILE

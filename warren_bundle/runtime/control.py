@@ -13,10 +13,11 @@ from typing import Any
 
 import psutil
 
-from . import health, logs, pidfile, state
-from .childenv import child_env
-from .errors import ExitCode, NotRunningError, PermissionDeniedError, WarrenError
-from .paths import Paths
+from warren_bundle.errors import ExitCode, NotRunningError, PermissionDeniedError, WarrenError
+from warren_bundle.paths import Paths
+from warren_bundle.runtime import health, logs, pidfile
+from warren_bundle.runtime import statefile as state
+from warren_bundle.runtime.childenv import child_env
 
 STOP_GRACE = 10.0
 

@@ -31,17 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import health
-from .childenv import child_env
-from .errors import (
+from warren_bundle.errors import (
     ExitCode,
     LimaError,
     PermissionDeniedError,
     ReadinessTimeout,
     WarrenError,
 )
-from .fsutil import atomic_write, write_json
-from .paths import DEFAULT_DATA_DIR, LIMA_INSTANCE, MAX_SOCKET_PATH, lima_home
+from warren_bundle.fsutil import atomic_write, write_json
+from warren_bundle.paths import DEFAULT_DATA_DIR, LIMA_INSTANCE, MAX_SOCKET_PATH, lima_home
+from warren_bundle.runtime import health
+from warren_bundle.runtime.childenv import child_env
 
 ENV_LIMACTL = "LIMACTL"
 GUEST_SOCKET = "/run/containerd/containerd.sock"

@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from . import elf
+from warren_bundle.payload import elf
 
 COOKIE_MAGIC = b"MEI\014\013\012\013\016"
 _COOKIE = struct.Struct("!8sIIII64s")

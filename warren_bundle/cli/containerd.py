@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from .cli import Context
-    from .supervisor import ContainerdManager
+    from warren_bundle.cli.main import Context
+    from warren_bundle.runtime.supervisor import ContainerdManager
 
 
 def _ctx() -> Context:
@@ -32,7 +32,7 @@ def _emit_json(data: Any) -> None:
 def _check_metrics_addr(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
     if not value:
         return None
-    from .metrics import format_addr, parse_addr
+    from warren_bundle.metrics import format_addr, parse_addr
 
     try:
         return format_addr(*parse_addr(value))
@@ -130,8 +130,8 @@ def _manager(
     containerd_debug: bool,
     metrics_addr: str | None = None,  # served by `run` itself (see _serve_metrics)
 ) -> ContainerdManager:
-    from .config import ConfigOptions, parse_mirror
-    from .supervisor import ContainerdManager, Settings
+    from warren_bundle.runtime.config import ConfigOptions, parse_mirror
+    from warren_bundle.runtime.supervisor import ContainerdManager, Settings
 
     mirrors: dict[str, list[str]] = {}
     for spec in registry_mirrors:
@@ -156,8 +156,8 @@ def _manager(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def extract(verify: bool, force: bool, as_json: bool) -> None:
     """Extract containerd, ctr, the shim and runc into <data-dir>/bin (cached)."""
-    from .extract import ensure_extracted
-    from .payload import locate
+    from warren_bundle.extract import ensure_extracted
+    from warren_bundle.payload.format import locate
 
     ctx = _ctx()
     payload = locate(ctx.payload)
@@ -201,9 +201,9 @@ def run(**opts: Any) -> None:
     import signal
     import threading
 
-    from .control import require_root
-    from .errors import WarrenError
-    from .supervisor import ContainerdExited, State, add_event_listener
+    from warren_bundle.errors import WarrenError
+    from warren_bundle.runtime.control import require_root
+    from warren_bundle.runtime.supervisor import ContainerdExited, State, add_event_listener
 
     require_root("containerd run")
     ctx = _ctx()
@@ -255,7 +255,7 @@ def run(**opts: Any) -> None:
 
 
 def _serve_metrics(ctx: Context, mgr: ContainerdManager, address: str) -> None:
-    from .metrics import MetricsServer, parse_addr
+    from warren_bundle.metrics import MetricsServer, parse_addr
 
     host, port = parse_addr(address)
     server = MetricsServer(host, port, mgr.status, ctx.paths)
@@ -288,11 +288,11 @@ def add_ready_hook(hook: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def start(as_json: bool, images_timeout: float, **opts: Any) -> None:
     """Start a detached supervised containerd; return once it is ready and images are imported."""
-    from .control import require_root, start_detached
-    from .hostinfo import host_os
+    from warren_bundle.hostinfo import host_os
+    from warren_bundle.runtime.control import require_root, start_detached
 
     if host_os() == "darwin":
-        from .cli_lima import containerd_start
+        from warren_bundle.cli.lima import containerd_start
 
         return containerd_start(as_json, opts["ready_timeout"])
     require_root("containerd start")
@@ -314,7 +314,7 @@ def start(as_json: bool, images_timeout: float, **opts: Any) -> None:
 
 def _wait_for_images(ctx: Context, timeout: float) -> dict[str, Any] | None:
     """Return once the supervisor imported <data-dir>/images, so the next command finds them."""
-    from .images import find_archives, wait_for_report
+    from warren_bundle.images import find_archives, wait_for_report
 
     if not find_archives(ctx.paths.images_dir):
         return None
@@ -331,11 +331,11 @@ def _wait_for_images(ctx: Context, timeout: float) -> dict[str, Any] | None:
 @containerd.command()
 def stop() -> None:
     """Stop the supervised containerd gracefully (running containers keep running)."""
-    from .control import stop as stop_supervisor
-    from .hostinfo import host_os
+    from warren_bundle.hostinfo import host_os
+    from warren_bundle.runtime.control import stop as stop_supervisor
 
     if host_os() == "darwin":
-        from .cli_lima import containerd_stop
+        from warren_bundle.cli.lima import containerd_stop
 
         return containerd_stop()
     click.echo(stop_supervisor(_ctx().paths))
@@ -345,12 +345,12 @@ def stop() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """State, pids, uptime, restarts, socket, versions; exit 7 when not running."""
-    from .control import require_running
-    from .control import status as read_status
-    from .hostinfo import host_os
+    from warren_bundle.hostinfo import host_os
+    from warren_bundle.runtime.control import require_running
+    from warren_bundle.runtime.control import status as read_status
 
     if host_os() == "darwin":
-        from .cli_lima import containerd_status
+        from warren_bundle.cli.lima import containerd_status
 
         return containerd_status(as_json)
     report = read_status(_ctx().paths)
@@ -401,11 +401,11 @@ def _print_status(r: dict[str, Any]) -> None:
 @click.option("-n", "--lines", type=int, default=50, show_default=True, help="Lines to show.")
 def logs(follow: bool, lines: int) -> None:
     """Show containerd's log (and the supervisor's events)."""
-    from . import logs as logfile
+    from warren_bundle.runtime import logs as logfile
 
     path = _ctx().paths.log_file
     if not path.exists() and not follow:
-        from .errors import NotRunningError
+        from warren_bundle.errors import NotRunningError
 
         raise NotRunningError(f"no log at {path}", "start containerd first")
     for line in logfile.tail(path, lines):
@@ -422,8 +422,8 @@ def logs(follow: bool, lines: int) -> None:
 @_run_options
 def show_config(**opts: Any) -> None:
     """Print the containerd config warren would write."""
-    from .config import ConfigOptions, build_config, parse_mirror, render
-    from .payload import locate
+    from warren_bundle.payload.format import locate
+    from warren_bundle.runtime.config import ConfigOptions, build_config, parse_mirror, render
 
     ctx = _ctx()
     mirrors: dict[str, list[str]] = {}
@@ -446,12 +446,12 @@ def show_config(**opts: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def socket(socket_option: str | None, validate: bool, as_json: bool) -> None:
     """Print the containerd socket clients should use (explicit > embedded > system > Lima)."""
-    from .hostinfo import host_os
-    from .sockets import detect, explicit_socket
-    from .sockets import validate as validate_socket
+    from warren_bundle.hostinfo import host_os
+    from warren_bundle.sockets import detect, explicit_socket
+    from warren_bundle.sockets import validate as validate_socket
 
     if host_os() == "darwin" and explicit_socket(socket_option) is None:
-        from .cli_lima import socket as lima_socket
+        from warren_bundle.cli.lima import socket as lima_socket
 
         return lima_socket(validate, as_json)
     cand = detect(_ctx().paths, socket_option)
@@ -469,19 +469,19 @@ def socket(socket_option: str | None, validate: bool, as_json: bool) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def ctr(socket_option: str | None, args: tuple[str, ...]) -> None:
     """Run the bundled ctr against the detected socket: warren ctr images ls."""
-    from .childenv import child_env
-    from .extract import ensure_extracted
-    from .payload import locate
-    from .sockets import detect
+    from warren_bundle.extract import ensure_extracted
+    from warren_bundle.payload.format import locate
+    from warren_bundle.runtime.childenv import child_env
+    from warren_bundle.sockets import detect
 
     ctx = _ctx()
     binary = ctx.paths.binary("ctr")
     payload = locate(ctx.payload)
-    from .extract import is_current
+    from warren_bundle.extract import is_current
 
     if not is_current(ctx.paths, payload):
         ensure_extracted(ctx.paths, payload)
-    from .ctrargs import with_runc_defaults
+    from warren_bundle.ctrargs import with_runc_defaults
 
     argv = [str(binary)]
     if not any(a in ("-a", "--address") or a.startswith("--address=") for a in args):

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from .cli import Context
-    from .supervisor import ContainerdManager
+    from warren_bundle.cli.main import Context
+    from warren_bundle.runtime.supervisor import ContainerdManager
 
 _STOPPED_STATES = ("STOPPING", "STOPPED", "FATAL")
 
@@ -48,10 +48,10 @@ def import_command(
     files: tuple[Path, ...], namespaces: tuple[str, ...], socket_option: str | None, as_json: bool
 ) -> None:
     """Import image archives (docker save / OCI layout; .tar, .tar.gz, .tar.zst)."""
-    from .extract import ensure_extracted, is_current
-    from .images import DEFAULT_NAMESPACES, ImageImportError, import_archive
-    from .payload import locate
-    from .sockets import detect
+    from warren_bundle.extract import ensure_extracted, is_current
+    from warren_bundle.images import DEFAULT_NAMESPACES, ImageImportError, import_archive
+    from warren_bundle.payload.format import locate
+    from warren_bundle.sockets import detect
 
     ctx = _ctx()
     socket = detect(ctx.paths, socket_option).path
@@ -96,7 +96,7 @@ def status_command(wait_s: float | None, as_json: bool) -> None:
     Exit 1 when an archive failed, 6 when --wait ran out, 7 when containerd is not running.
     """
     paths = _ctx().paths
-    from .images import current_report, wait_for_report
+    from warren_bundle.images import current_report, wait_for_report
 
     report = wait_for_report(paths, wait_s) if wait_s is not None else current_report(paths)
     if as_json:
@@ -106,7 +106,7 @@ def status_command(wait_s: float | None, as_json: bool) -> None:
     if report.get("state") == "error" or any(
         r.get("status") == "failed" for r in report.get("results") or []
     ):
-        from .images import ImageImportError
+        from warren_bundle.images import ImageImportError
 
         raise ImageImportError(
             "the automatic image import reported failures",
@@ -116,7 +116,7 @@ def status_command(wait_s: float | None, as_json: bool) -> None:
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    from .images import ArchiveResult
+    from warren_bundle.images import ArchiveResult
 
     state = report.get("state")
     where = report.get("images_dir") or "<data-dir>/images"
@@ -132,7 +132,7 @@ def _print_report(report: dict[str, Any]) -> None:
 
 def _on_ready(ctx: Context, mgr: ContainerdManager) -> None:
     """Import <data-dir>/images in the background: the supervisor answers signals meanwhile."""
-    from .images import auto_import
+    from warren_bundle.images import auto_import
 
     def should_continue() -> bool:
         return mgr.state.value not in _STOPPED_STATES
@@ -147,7 +147,7 @@ def _on_ready(ctx: Context, mgr: ContainerdManager) -> None:
 
 
 def register(cli: click.Group) -> None:
-    from .cli_runtime import add_ready_hook
+    from warren_bundle.cli.containerd import add_ready_hook
 
     cli.add_command(images)
     add_ready_hook(_on_ready)

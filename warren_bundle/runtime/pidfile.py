@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from .fsutil import atomic_write
+from warren_bundle.fsutil import atomic_write
 
 _START_TOLERANCE = 0.05  # seconds; create_time is derived from clock ticks
 

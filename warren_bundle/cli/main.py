@@ -9,9 +9,9 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__
-from .errors import ExitCode, PayloadError, WarrenError
-from .paths import Paths
+from warren_bundle import __version__
+from warren_bundle.errors import ExitCode, PayloadError, WarrenError
+from warren_bundle.paths import Paths
 
 
 @dataclass
@@ -85,7 +85,7 @@ def cli(
 @pass_ctx
 def version(ctx: Context, as_json: bool) -> None:
     """Launcher, containerd and runc versions, payload digest and provenance."""
-    from .versioninfo import version_info
+    from warren_bundle.versioninfo import version_info
 
     info = version_info(ctx.payload)
     if as_json:
@@ -108,16 +108,16 @@ def version(ctx: Context, as_json: bool) -> None:
 
 def _register_subcommands() -> None:
     # Each group lives in its own module, imported here, so each stays small.
-    from .cli_runtime import register
+    from warren_bundle.cli.containerd import register
 
     register(cli)
-    from .cli_images import register as register_images
+    from warren_bundle.cli.images import register as register_images
 
     register_images(cli)
-    from .cli_observe import register as register_observe
+    from warren_bundle.cli.observe import register as register_observe
 
     register_observe(cli)
-    from .cli_lima import register as register_lima
+    from warren_bundle.cli.lima import register as register_lima
 
     register_lima(cli)
 

@@ -12,7 +12,12 @@ import stat
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .grpc_unix import GrpcError, decode_fields, encode_string_field, unary_call
+from warren_bundle.runtime.grpc_unix import (
+    GrpcError,
+    decode_fields,
+    encode_string_field,
+    unary_call,
+)
 
 HEALTH_METHOD = "/grpc.health.v1.Health/Check"
 VERSION_METHOD = "/containerd.services.version.v1.Version/Version"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from .lima import LimaManager, LimaSettings
+    from warren_bundle.lima.manager import LimaManager, LimaSettings
 
 
 def _emit_json(data: Any) -> None:
@@ -28,7 +28,7 @@ def _data_dir() -> Any:
 
 
 def _manager(settings: LimaSettings | None = None) -> LimaManager:
-    from .lima import LimaManager
+    from warren_bundle.lima.manager import LimaManager
 
     return LimaManager(_data_dir(), settings=settings, progress=_progress)
 
@@ -74,7 +74,7 @@ def _resource_options(func: Any) -> Any:
 def _settings(
     cpus: int, memory: str, disk: str, mounts: tuple[str, ...], timeout: float | None = None
 ) -> LimaSettings:
-    from .lima import LimaSettings
+    from warren_bundle.lima.manager import LimaSettings
 
     extra = {} if timeout is None else {"start_timeout": timeout}
     return LimaSettings(cpus=cpus, memory=memory, disk=disk, mounts=tuple(mounts), **extra)
@@ -166,7 +166,7 @@ def _print_status(r: dict[str, Any]) -> None:
 def _require_answering(report: dict[str, Any]) -> None:
     if report.get("socket_answers"):
         return
-    from .errors import NotRunningError
+    from warren_bundle.errors import NotRunningError
 
     if report["status"] == "Running":
         raise NotRunningError(
@@ -195,7 +195,7 @@ def delete(yes: bool) -> None:
 @_resource_options
 def show_yaml(cpus: int, memory: str, disk: str, mounts: tuple[str, ...]) -> None:
     """Print the Lima YAML warren creates the VM from."""
-    from .lima import render_yaml
+    from warren_bundle.lima.manager import render_yaml
 
     settings = _settings(cpus, memory, disk, mounts)
     settings.validate()
@@ -209,7 +209,7 @@ def containerd_start(as_json: bool, ready_timeout: float) -> None:
     """`warren containerd start` on macOS: bring up the VM (Lima's deadline unless one is given)."""
     from click.core import ParameterSource
 
-    from .lima import LimaSettings
+    from warren_bundle.lima.manager import LimaSettings
 
     source = click.get_current_context().get_parameter_source("ready_timeout")
     given = source not in (ParameterSource.DEFAULT, None)
@@ -242,13 +242,13 @@ def containerd_status(as_json: bool) -> None:
 
 def socket(validate: bool, as_json: bool) -> None:
     """The Lima socket, once it answers (macOS has no embedded or system containerd)."""
-    from . import health
-    from .lima import LimaManager
+    from warren_bundle.lima.manager import LimaManager
+    from warren_bundle.runtime import health
 
     mgr = LimaManager(_data_dir(), progress=_progress)
     probe = health.probe(mgr.socket_path, 2.0, want_version=validate)
     if not probe.serving:
-        from .errors import SocketNotFoundError
+        from warren_bundle.errors import SocketNotFoundError
 
         raise SocketNotFoundError(
             f"socket not found: Lima VM 'warren' does not answer on {mgr.socket_path} "

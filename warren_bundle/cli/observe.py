@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from warren_bundle.cli.main import Context
 
 
 def _ctx() -> Context:
@@ -27,8 +27,8 @@ def _ctx() -> Context:
 )
 def metrics(from_state: bool) -> None:
     """Print Prometheus metrics: from the running endpoint, else from the state file."""
-    from . import metrics as prom
-    from .control import status
+    from warren_bundle import metrics as prom
+    from warren_bundle.runtime.control import status
 
     ctx = _ctx()
     paths = ctx.paths
@@ -51,8 +51,8 @@ def metrics(from_state: bool) -> None:
 
 def _add_bundled_versions(report: dict[str, Any], payload_option: str | None) -> None:
     """Before any start the state file is absent, but the payload still says what it carries."""
-    from .errors import PayloadError
-    from .payload import locate
+    from warren_bundle.errors import PayloadError
+    from warren_bundle.payload.format import locate
 
     try:
         payload = locate(payload_option)
@@ -71,7 +71,7 @@ def doctor(as_json: bool) -> None:
     Exits 0 when nothing fails, else with the exit code of the first failed check
     (3 payload, 4 permission, 7 socket, 8 checksum, 9 Lima, 1 other).
     """
-    from .doctor import exit_status, run_checks, summary
+    from warren_bundle.doctor.checks import exit_status, run_checks, summary
 
     ctx = _ctx()
     checks = run_checks(ctx.paths, ctx.payload)

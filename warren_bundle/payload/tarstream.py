@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .errors import PayloadError
+from warren_bundle.errors import PayloadError
 
 BLOCK = 512
 _READ_SIZE = 1 << 20  # compressed bytes per read

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .fsutil import write_json
-from .paths import Paths
+from warren_bundle.fsutil import write_json
+from warren_bundle.paths import Paths
 
 
 def write(paths: Paths, data: dict[str, Any]) -> None:

@@ -25,10 +25,7 @@ from typing import Any
 
 import psutil
 
-from . import health, logs, pidfile, state
-from .childenv import child_env
-from .config import ConfigOptions, write_config
-from .errors import (
+from warren_bundle.errors import (
     ExtractionError,
     PermissionDeniedError,
     PlatformError,
@@ -36,10 +33,14 @@ from .errors import (
     SocketNotFoundError,
     WarrenError,
 )
-from .extract import ensure_extracted
-from .hostinfo import check_supported
-from .paths import DEFAULT_DATA_DIR, Paths, system_socket_path
-from .payload import Payload, locate
+from warren_bundle.extract import ensure_extracted
+from warren_bundle.hostinfo import check_supported
+from warren_bundle.paths import DEFAULT_DATA_DIR, Paths, system_socket_path
+from warren_bundle.payload.format import Payload, locate
+from warren_bundle.runtime import health, logs, pidfile
+from warren_bundle.runtime import statefile as state
+from warren_bundle.runtime.childenv import child_env
+from warren_bundle.runtime.config import ConfigOptions, write_config
 
 
 class State(StrEnum):
@@ -656,10 +657,10 @@ def ensure_containerd(
 
     If the embedded one cannot start and a system containerd answers, use that, with a warning.
     """
-    from .hostinfo import host_os
+    from warren_bundle.hostinfo import host_os
 
     if host_os() == "darwin" and not use_external:
-        from .lima import ensure_lima
+        from warren_bundle.lima.manager import ensure_lima
 
         return ensure_lima(data_dir)  # type: ignore[return-value]
     if use_external or (prefer_system and health.is_serving(system_socket_path())):

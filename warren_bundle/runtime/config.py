@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import WarrenError
-from .fsutil import atomic_write
-from .paths import Paths
+from warren_bundle.errors import WarrenError
+from warren_bundle.fsutil import atomic_write
+from warren_bundle.paths import Paths
 
 SANDBOX_IMAGE_V1 = "registry.k8s.io/pause:3.9"
 SANDBOX_IMAGE_V2 = "registry.k8s.io/pause:3.10"
@@ -178,7 +178,7 @@ def write_config(paths: Paths, containerd_version: str, opts: ConfigOptions) -> 
             )
         atomic_write(paths.config_file, render(config), 0o600, durable=True)
     except PermissionError as exc:
-        from .errors import PermissionDeniedError
+        from warren_bundle.errors import PermissionDeniedError
 
         raise PermissionDeniedError(
             f"cannot write {exc.filename}: permission denied",

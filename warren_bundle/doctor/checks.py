@@ -18,10 +18,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from . import health, pidfile
-from .errors import ExitCode, PayloadError, WarrenError
-from .hostinfo import check_supported, host_arch, host_os
-from .paths import LIMA_INSTANCE, Paths, lima_home, lima_socket_path, system_socket_path
+from warren_bundle.errors import ExitCode, PayloadError, WarrenError
+from warren_bundle.hostinfo import check_supported, host_arch, host_os
+from warren_bundle.paths import (
+    LIMA_INSTANCE,
+    Paths,
+    lima_home,
+    lima_socket_path,
+    system_socket_path,
+)
+from warren_bundle.runtime import health, pidfile
 
 MIN_KERNEL = (3, 10)
 RECOMMENDED_KERNEL = (4, 0)
@@ -161,7 +167,7 @@ def _digest_of(path: Path, offset: int, size: int) -> str:
 
 def check_payload(inputs: Inputs) -> Check:
     """Seed case "Binary Not Found": the containerd binaries were not embedded at build time."""
-    from .payload import locate
+    from warren_bundle.payload.format import locate
 
     name = "payload"
     try:
@@ -201,8 +207,8 @@ def check_payload(inputs: Inputs) -> Check:
 
 def check_binaries(inputs: Inputs) -> Check:
     """What `<data>/bin` holds, checked against the stamp it was written with."""
-    from .extract import damaged_files, read_stamp
-    from .payload import Manifest, locate
+    from warren_bundle.extract import damaged_files, read_stamp
+    from warren_bundle.payload.format import Manifest, locate
 
     name = "binaries"
     bin_dir = inputs.paths.bin_dir
@@ -273,7 +279,7 @@ def check_privileges(inputs: Inputs) -> Check:
 
 
 def check_data_dir(inputs: Inputs) -> Check:
-    from .extract import check_safe
+    from warren_bundle.extract import check_safe
 
     name = "data dir"
     data_dir = inputs.paths.data_dir
@@ -326,7 +332,7 @@ def check_data_dir_exec(inputs: Inputs) -> Check:
 
 
 def _binaries_size(inputs: Inputs) -> int:
-    from .payload import locate
+    from warren_bundle.payload.format import locate
 
     try:
         return sum(f.size for f in locate(inputs.payload_option).manifest.files)
@@ -545,7 +551,7 @@ def check_socket(inputs: Inputs) -> Check:
 
 
 def check_system_containerd(inputs: Inputs) -> Check:
-    from .sockets import detect
+    from warren_bundle.sockets import detect
 
     name = "system containerd"
     system = system_socket_path()
@@ -570,8 +576,8 @@ def check_system_containerd(inputs: Inputs) -> Check:
 
 
 def _limactl() -> str | None:
-    from .errors import LimaError
-    from .lima import find_limactl
+    from warren_bundle.errors import LimaError
+    from warren_bundle.lima.manager import find_limactl
 
     try:
         return find_limactl()
@@ -595,7 +601,7 @@ def check_lima_installed(_: Inputs) -> Check:
 
 def _lima_instance(limactl: str) -> dict[str, Any] | None:
     """The `warren` entry of `limactl list --json` (one JSON object per line), or None."""
-    from .childenv import child_env
+    from warren_bundle.runtime.childenv import child_env
 
     out = subprocess.run(
         [limactl, "list", "--json"],
@@ -607,7 +613,7 @@ def _lima_instance(limactl: str) -> dict[str, Any] | None:
     )
     if out.returncode != 0:
         raise WarrenError(f"'limactl list' failed: {out.stderr.strip()[:200]}")
-    from .lima import find_instance
+    from warren_bundle.lima.manager import find_instance
 
     return find_instance(out.stdout, LIMA_INSTANCE)
 
