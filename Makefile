@@ -24,7 +24,7 @@ help:
 	@echo "make release  artifacts + SHA256SUMS + install.sh in dist/"
 	@echo "make release-arm64  dist/warren-linux-arm64, frozen under qemu-user emulation (root)"
 	@echo "make bench    benchmarks against their baselines (bench/results.json)"
-	@echo "make lint     ruff"
+	@echo "make lint     ruff (style) and mypy --strict (types)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,7 @@ test-unit: venv
 lint: venv
 	$(VENV)/bin/ruff check warren_bundle scripts tests bench
 	$(VENV)/bin/ruff format --check warren_bundle scripts tests bench
+	$(VENV)/bin/mypy
 
 # Benchmarks against baselines measured in the same run (root for the containerd rows); prints the
 # table, writes bench/results.json and the README block. BENCH_ARGS: --json, --quick, --only GROUPS.

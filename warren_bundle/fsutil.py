@@ -1,15 +1,18 @@
-"""File writes that a crash cannot leave half done, and file hashing."""
+"""Small file helpers every part shares: atomic writes, the one lock, JSON reads, file hashes."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from contextlib import suppress
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
+_LOCK_POLL = 0.05
 
 
 def atomic_write(
@@ -43,6 +46,19 @@ def write_json(path: Path, data: Any, mode: int = 0o644) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
 
 
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when it is missing, unreadable or not an object.
+
+    Every state, stamp, cache and report file is read through this: a torn or foreign file is
+    treated as absent, never as a crash.
+    """
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -59,3 +75,54 @@ def sha256_file(path: Path) -> str:
         while chunk := fp.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class LockTimeout(Exception):
+    """`locked()` gave up waiting; the caller turns this into its own user-facing error."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__(f"timed out after {timeout:.0f}s waiting for the lock {path}")
+        self.path = path
+        self.timeout = timeout
+
+
+@contextmanager
+def locked(
+    path: Path,
+    timeout: float | None,
+    *,
+    mode: int = 0o600,
+    on_wait: Callable[[], None] | None = None,
+    record_pid: bool = True,
+) -> Iterator[int]:
+    """Hold an exclusive flock on `path` (created if missing) for the body; yields its fd.
+
+    `timeout` None waits for ever, 0 tries once. `on_wait` is called once, when the lock is
+    found taken (to tell the user why we pause). The holder's pid is written into the file so
+    that a stuck lock can be traced to its process. The lock dies with the fd: a killed holder
+    never leaves it taken.
+    """
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise LockTimeout(path, timeout or 0.0) from None
+                if not waited and on_wait is not None:
+                    on_wait()
+                waited = True
+                time.sleep(_LOCK_POLL)
+        if record_pid:
+            with suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+        yield fd
+    finally:
+        os.close(fd)
