@@ -36,7 +36,7 @@ venv: $(VENV)/.installed
 
 payload: $(PAYLOAD)
 
-$(PAYLOAD): $(VENV)/.installed scripts/fetch_and_verify.py $(wildcard warren_bundle/payload/*.py) $(wildcard checksums/*)
+$(PAYLOAD): $(VENV)/.installed scripts/fetch_and_verify.py $(wildcard warren_bundle/fetch/*.py) $(wildcard warren_bundle/payload/*.py) $(wildcard checksums/*)
 	$(PY) scripts/fetch_and_verify.py --arch $(ARCH) --source $(SOURCE) --out $(PAYLOAD_DIR) $(FETCH_ARGS)
 
 build: $(EXE)

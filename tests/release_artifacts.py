@@ -1,22 +1,19 @@
-"""Test helpers for scripts/fetch_and_verify.py: load it, craft ELF headers and release-shaped
-artifacts, and serve files over a real HTTP server that can misbehave on request.
+"""Test helpers for scripts/fetch_and_verify.py (warren_bundle.fetch): craft ELF headers and
+release-shaped artifacts, and serve files over a real HTTP server that can misbehave on request.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import io
 import socket
 import struct
-import sys
 import tarfile
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "fetch_and_verify.py"
@@ -29,19 +26,6 @@ REAL_BINARIES = {
     "runc": Path("/usr/sbin/runc"),
 }
 ELF_MACHINES = {"amd64": 62, "arm64": 183}
-
-
-def load_script() -> ModuleType:
-    """Import scripts/fetch_and_verify.py as a module (it is not part of the package)."""
-    name = "fetch_and_verify"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
 
 
 def fake_elf(arch: str, size: int = 4096) -> bytes:

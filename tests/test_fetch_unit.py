@@ -1,15 +1,36 @@
-"""Unit tests for scripts/fetch_and_verify.py: pins, hostile tarballs, ELF checks (no network)."""
+"""Unit tests for warren_bundle.fetch (scripts/fetch_and_verify.py): pins, hostile tarballs, ELF
+checks (no network)."""
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-import release_artifacts as ra
+from warren_bundle.errors import FetchError, PinError, Unreachable, UnsafeArchive
+from warren_bundle.fetch.archive import extract_release_binaries
+from warren_bundle.fetch.cli import main, one_line
+from warren_bundle.fetch.debian import require_apt, upstream_version
+from warren_bundle.fetch.download import NetOptions, download
+from warren_bundle.fetch.pins import (
+    DEFAULT_CHECKSUMS,
+    ENV_UPSTREAM_BASE,
+    Artifact,
+    containerd_artifact,
+    lookup_pin,
+    parse_pins,
+    runc_artifact,
+)
+from warren_bundle.fetch.pipeline import output_dirs
+from warren_bundle.fetch.staging import check_elf, check_replaceable
+from warren_bundle.payload import elf
+from warren_bundle.payload import format as payload
 
-fv = ra.load_script()
+import release_artifacts as ra
 
 GOOD_A = "a" * 64
 GOOD_B = "b" * 64
@@ -21,7 +42,7 @@ GOOD_B = "b" * 64
 def test_parse_pins_reads_sha256sum_format(tmp_path: Path) -> None:
     pin = tmp_path / "runc-1.3.6.sha256"
     pin.write_text(f"# comment\n\n{GOOD_A}  runc.amd64\n{GOOD_B.upper()} *runc.arm64\n")
-    assert fv.parse_pins(pin) == {"runc.amd64": GOOD_A, "runc.arm64": GOOD_B}
+    assert parse_pins(pin) == {"runc.amd64": GOOD_A, "runc.arm64": GOOD_B}
 
 
 @pytest.mark.parametrize(
@@ -31,30 +52,30 @@ def test_parse_pins_reads_sha256sum_format(tmp_path: Path) -> None:
 def test_parse_pins_rejects_malformed_line_naming_file_and_line(tmp_path: Path, line: str) -> None:
     pin = tmp_path / "runc-1.3.6.sha256"
     pin.write_text(f"{GOOD_B}  runc.arm64\n{line}\n")
-    with pytest.raises(fv.PinError) as err:
-        fv.parse_pins(pin)
+    with pytest.raises(PinError) as err:
+        parse_pins(pin)
     assert f"{pin}:2" in str(err.value)
 
 
 def test_parse_pins_rejects_conflicting_duplicate(tmp_path: Path) -> None:
     pin = tmp_path / "runc-1.3.6.sha256"
     pin.write_text(f"{GOOD_A}  runc.amd64\n{GOOD_B}  runc.amd64\n")
-    with pytest.raises(fv.PinError, match="pinned twice"):
-        fv.parse_pins(pin)
+    with pytest.raises(PinError, match="pinned twice"):
+        parse_pins(pin)
 
 
 def test_lookup_is_scoped_by_version(tmp_path: Path) -> None:
     (tmp_path / "runc-1.3.6.sha256").write_text(f"{GOOD_A}  runc.amd64\n")
     (tmp_path / "runc-1.4.3.sha256").write_text(f"{GOOD_B}  runc.amd64\n")
-    assert fv.lookup_pin(tmp_path, fv.runc_artifact("1.3.6", "amd64")) == GOOD_A
-    assert fv.lookup_pin(tmp_path, fv.runc_artifact("1.4.3", "amd64")) == GOOD_B
+    assert lookup_pin(tmp_path, runc_artifact("1.3.6", "amd64")) == GOOD_A
+    assert lookup_pin(tmp_path, runc_artifact("1.4.3", "amd64")) == GOOD_B
 
 
 def test_missing_pin_names_file_and_how_to_add_it(tmp_path: Path) -> None:
     (tmp_path / "runc-1.3.6.sha256").write_text(f"{GOOD_A}  runc.amd64\n")
-    with pytest.raises(fv.PinError) as err:
-        fv.lookup_pin(tmp_path, fv.runc_artifact("1.4.9", "amd64"))
-    msg = fv.one_line(err.value)
+    with pytest.raises(PinError) as err:
+        lookup_pin(tmp_path, runc_artifact("1.4.9", "amd64"))
+    msg = one_line(err.value)
     assert "runc.amd64" in msg
     assert f"append '<sha256>  runc.amd64' to {tmp_path / 'runc-1.4.9.sha256'}" in msg
     assert "https://github.com/opencontainers/runc/releases/tag/v1.4.9" in msg
@@ -64,8 +85,8 @@ def test_missing_pin_names_file_and_how_to_add_it(tmp_path: Path) -> None:
 
 def test_missing_line_in_existing_pin_file(tmp_path: Path) -> None:
     (tmp_path / "runc-1.3.6.sha256").write_text(f"{GOOD_A}  runc.amd64\n")
-    with pytest.raises(fv.PinError, match=r"no pin for runc\.arm64 \(runc 1\.3\.6\)"):
-        fv.lookup_pin(tmp_path, fv.runc_artifact("1.3.6", "arm64"))
+    with pytest.raises(PinError, match=r"no pin for runc\.arm64 \(runc 1\.3\.6\)"):
+        lookup_pin(tmp_path, runc_artifact("1.3.6", "arm64"))
 
 
 # The pins the issue asked for, exactly; a typo here would fail only against the real release.
@@ -106,14 +127,14 @@ REPO_PINS = {
 @pytest.mark.parametrize(("key", "digest"), REPO_PINS.items(), ids=lambda v: str(v)[:40])
 def test_repo_pins(key: tuple[str, str, str], digest: str) -> None:
     component, version, name = key
-    assert fv.lookup_pin(fv.DEFAULT_CHECKSUMS, fv.Artifact(component, version, name)) == digest
+    assert lookup_pin(DEFAULT_CHECKSUMS, Artifact(component, version, name)) == digest
 
 
 def test_repo_pin_files_hold_nothing_else() -> None:
     found = {
         (path.name, name)
-        for path in fv.DEFAULT_CHECKSUMS.glob("*.sha256")
-        for name in fv.parse_pins(path)
+        for path in DEFAULT_CHECKSUMS.glob("*.sha256")
+        for name in parse_pins(path)
     }
     assert found == {(f"{c}-{v}.sha256", n) for c, v, n in REPO_PINS}
 
@@ -122,10 +143,10 @@ def test_repo_pin_files_hold_nothing_else() -> None:
 
 
 def test_artifact_names_and_urls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(fv.ENV_UPSTREAM_BASE, raising=False)
-    static = fv.containerd_artifact("2.2.7", "amd64", "static")
-    dynamic = fv.containerd_artifact("2.2.7", "arm64", "dynamic")
-    runc = fv.runc_artifact("1.3.6", "arm64")
+    monkeypatch.delenv(ENV_UPSTREAM_BASE, raising=False)
+    static = containerd_artifact("2.2.7", "amd64", "static")
+    dynamic = containerd_artifact("2.2.7", "arm64", "dynamic")
+    runc = runc_artifact("1.3.6", "arm64")
     assert static.upstream_url() == (
         "https://github.com/containerd/containerd/releases/download/v2.2.7/"
         "containerd-static-2.2.7-linux-amd64.tar.gz"
@@ -147,7 +168,7 @@ def test_artifact_names_and_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_upstream_version(debian: str, upstream: str) -> None:
-    assert fv.upstream_version(debian) == upstream
+    assert upstream_version(debian) == upstream
 
 
 # --- hostile tarballs -----------------------------------------------------------------------
@@ -173,7 +194,7 @@ def workdir(tmp_path: Path) -> Path:
 def _extract(workdir: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> dict:
     tarball = workdir / "containerd-static-2.2.7-linux-amd64.tar.gz"
     tarball.write_bytes(ra.tar_bytes(members))
-    return fv.extract_release_binaries(tarball, workdir / "stage")
+    return extract_release_binaries(tarball, workdir / "stage")
 
 
 def test_good_tarball_keeps_only_the_three_binaries(workdir: Path) -> None:
@@ -216,7 +237,7 @@ HOSTILE = {
 def test_hostile_member_is_rejected_and_named(workdir: Path, kind: str, position: str) -> None:
     bad = HOSTILE[kind]
     members = [bad, *_good_members()] if position == "first" else [*_good_members(), bad]
-    with pytest.raises(fv.UnsafeArchive) as err:
+    with pytest.raises(UnsafeArchive) as err:
         _extract(workdir, members)
     assert repr(bad[0].name) in str(err.value)
     assert err.value.exit_code == 1
@@ -239,21 +260,21 @@ def test_symlink_planted_in_stage_is_not_followed(workdir: Path) -> None:
 
 def test_duplicate_binary_is_rejected(workdir: Path) -> None:
     members = [*_good_members(), (ra.file_member("bin/ctr"), b"second")]
-    with pytest.raises(fv.UnsafeArchive, match="appears twice"):
+    with pytest.raises(UnsafeArchive, match="appears twice"):
         _extract(workdir, members)
 
 
 def test_missing_binary_is_an_error(workdir: Path) -> None:
     members = [m for m in _good_members() if m[0].name != "bin/ctr"]
-    with pytest.raises(fv.FetchError, match="has no bin/ctr"):
+    with pytest.raises(FetchError, match="has no bin/ctr"):
         _extract(workdir, members)
 
 
 def test_not_a_tarball(workdir: Path) -> None:
     tarball = workdir / "containerd-static-2.2.7-linux-amd64.tar.gz"
     tarball.write_bytes(b"<html>rate limited</html>")
-    with pytest.raises(fv.FetchError, match="not a readable tar archive"):
-        fv.extract_release_binaries(tarball, workdir / "stage")
+    with pytest.raises(FetchError, match="not a readable tar archive"):
+        extract_release_binaries(tarball, workdir / "stage")
 
 
 # --- ELF arch -------------------------------------------------------------------------------
@@ -263,32 +284,32 @@ def test_elf_of_requested_arch_passes(tmp_path: Path) -> None:
     for arch in ("amd64", "arm64"):
         path = tmp_path / f"ctr-{arch}"
         path.write_bytes(ra.fake_elf(arch))
-        fv.check_elf(path, arch, "test")
+        check_elf(path, arch, "test")
 
 
 def test_amd64_elf_requested_as_arm64_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "containerd"
     path.write_bytes(ra.fake_elf("amd64"))
-    with pytest.raises(fv.FetchError, match="built for amd64, not arm64"):
-        fv.check_elf(path, "arm64", "test")
+    with pytest.raises(FetchError, match="built for amd64, not arm64"):
+        check_elf(path, "arm64", "test")
 
 
 def test_non_elf_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "runc"
     path.write_bytes(b"#!/bin/sh\nexit 0\n" + bytes(100))
-    with pytest.raises(fv.FetchError, match="runc from test is not an ELF executable"):
-        fv.check_elf(path, "amd64", "test")
+    with pytest.raises(FetchError, match="runc from test is not an ELF executable"):
+        check_elf(path, "amd64", "test")
 
 
 def test_real_binary_arch(tmp_path: Path) -> None:
     real = ra.REAL_BINARIES["runc"]
     if not real.is_file():
         pytest.skip(f"{real} is missing (apt-get install runc)")
-    host = fv.elf.arch_of(str(real))
+    host = elf.arch_of(str(real))
     other = "arm64" if host == "amd64" else "amd64"
-    fv.check_elf(real, host, "debian")
-    with pytest.raises(fv.FetchError, match=f"built for {host}, not {other}"):
-        fv.check_elf(real, other, "debian")
+    check_elf(real, host, "debian")
+    with pytest.raises(FetchError, match=f"built for {host}, not {other}"):
+        check_elf(real, other, "debian")
 
 
 # --- connection classification --------------------------------------------------------------
@@ -296,9 +317,9 @@ def test_real_binary_arch(tmp_path: Path) -> None:
 
 def test_refused_connection_is_unreachable_and_names_url(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{ra.closed_port()}/runc.amd64"
-    net = fv.NetOptions(connect_timeout=2, read_timeout=2, retries=1, backoff=0.01)
-    with pytest.raises(fv.Unreachable) as err:
-        fv.download(url, tmp_path / "runc.amd64", GOOD_A, net, "runc.amd64")
+    net = NetOptions(connect_timeout=2, read_timeout=2, retries=1, backoff=0.01)
+    with pytest.raises(Unreachable) as err:
+        download(url, tmp_path / "runc.amd64", GOOD_A, net, "runc.amd64")
     assert "connection refused" in str(err.value)
     assert url in str(err.value)
     assert not list(tmp_path.iterdir())
@@ -307,9 +328,9 @@ def test_refused_connection_is_unreachable_and_names_url(tmp_path: Path) -> None
 def test_dns_failure_is_unreachable_without_retries(tmp_path: Path) -> None:
     # .invalid never resolves (RFC 6761), so this needs no network.
     url = "http://warren-test.invalid/runc.amd64"
-    net = fv.NetOptions(connect_timeout=2, read_timeout=2, retries=5, backoff=5)
-    with pytest.raises(fv.Unreachable, match=r"cannot resolve host warren-test\.invalid"):
-        fv.download(url, tmp_path / "runc.amd64", GOOD_A, net, "runc.amd64")
+    net = NetOptions(connect_timeout=2, read_timeout=2, retries=5, backoff=5)
+    with pytest.raises(Unreachable, match=r"cannot resolve host warren-test\.invalid"):
+        download(url, tmp_path / "runc.amd64", GOOD_A, net, "runc.amd64")
 
 
 # --- command-line checks --------------------------------------------------------------------
@@ -328,17 +349,17 @@ def test_dns_failure_is_unreachable_without_retries(tmp_path: Path) -> None:
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        fv.main(argv)
+        main(argv)
     assert exc.value.code == 2
 
 
 def test_output_dirs() -> None:
-    assert fv.output_dirs(["amd64"], Path("/o/x"), False) == {"amd64": Path("/o/x")}
-    assert fv.output_dirs(["amd64", "arm64"], Path("/o"), True) == {
+    assert output_dirs(["amd64"], Path("/o/x"), False) == {"amd64": Path("/o/x")}
+    assert output_dirs(["amd64", "arm64"], Path("/o"), True) == {
         "amd64": Path("/o/linux-amd64"),
         "arm64": Path("/o/linux-arm64"),
     }
-    assert fv.output_dirs(["arm64"], None, False)["arm64"].parts[-3:] == (
+    assert output_dirs(["arm64"], None, False)["arm64"].parts[-3:] == (
         "build",
         "payload",
         "linux-arm64",
@@ -347,15 +368,15 @@ def test_output_dirs() -> None:
 
 def test_debian_source_without_apt_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(fv.FetchError, match="needs apt-get and dpkg-deb"):
-        fv.require_apt()
+    with pytest.raises(FetchError, match="needs apt-get and dpkg-deb"):
+        require_apt()
 
 
 # --- whole runs on fake ELF artifacts (dir source: no network, no real binaries) ------------
 
 
 def _fake_release(arch: str, runc_arch: str | None = None) -> ra.Release:
-    binaries = {name: ra.fake_elf(arch) + name.encode() for name in fv.payload.BINARIES}
+    binaries = {name: ra.fake_elf(arch) + name.encode() for name in payload.BINARIES}
     binaries["runc"] = ra.fake_elf(runc_arch or arch) + b"runc"
     return ra.make_release(binaries, arch)
 
@@ -367,7 +388,7 @@ def _run_dir(tmp_path: Path, releases: list[ra.Release], *args: str) -> int:
         rel.write_pins(checksums)
     argv = ["--from-dir", str(folder), "--checksums", str(checksums)]
     argv += ["--cache", str(tmp_path / "cache"), "--level", "1", *args]
-    return fv.main(argv)
+    return main(argv)
 
 
 def test_arch_all_stages_both_under_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -375,7 +396,7 @@ def test_arch_all_stages_both_under_out(tmp_path: Path, capsys: pytest.CaptureFi
     out = tmp_path / "payload"
     assert _run_dir(tmp_path, releases, "--arch", "all", "--out", str(out)) == 0
     for rel in releases:
-        manifest = fv.payload.read_file(out / f"linux-{rel.arch}").manifest
+        manifest = payload.read_file(out / f"linux-{rel.arch}").manifest
         assert manifest.arch == rel.arch and manifest.source == "dir"
         assert manifest.file("runc").sha256 == ra.sha256(rel.binaries["runc"])
     assert sorted(p.name for p in out.iterdir()) == ["linux-amd64", "linux-arm64"]
@@ -398,5 +419,65 @@ def test_out_that_is_not_a_staged_payload_is_refused(tmp_path: Path) -> None:
     rel = _fake_release("amd64")
     assert _run_dir(tmp_path, [rel], "--arch", "amd64", "--out", str(out)) == 1
     assert (out / "notes.txt").read_text() == "mine"
-    with pytest.raises(fv.FetchError, match="refusing to replace"):
-        fv.check_replaceable(out)
+    with pytest.raises(FetchError, match="refusing to replace"):
+        check_replaceable(out)
+
+
+# --- the package is build time only; the script is its entry point --------------------------
+
+PACKAGE = Path(__file__).resolve().parent.parent / "warren_bundle"
+
+
+def _imports_fetch(path: Path) -> bool:
+    """Whether a module names warren_bundle.fetch in any import, at top level or in a function."""
+    in_package = path.parent.relative_to(PACKAGE).parts
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the module's own package
+                base = ["warren_bundle", *in_package][: len(in_package) + 2 - node.level]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        if any(n == "warren_bundle.fetch" or n.startswith("warren_bundle.fetch.") for n in names):
+            return True
+    return False
+
+
+def test_nothing_outside_fetch_imports_it() -> None:
+    offenders = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.relative_to(PACKAGE).parts[0] != "fetch" and _imports_fetch(path)
+    ]
+    assert offenders == []
+
+
+def test_cli_never_loads_fetch_and_fetch_loads_requests_lazily() -> None:
+    code = (
+        "import sys\n"
+        "import warren_bundle.cli.main\n"
+        "assert not [m for m in sys.modules if m.startswith('warren_bundle.fetch')], 'cli'\n"
+        "import warren_bundle.fetch.cli\n"
+        "assert 'requests' not in sys.modules, 'requests'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_script_is_the_entry_point() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ra.SCRIPT), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: fetch_and_verify.py ")
+    assert "--source {auto,upstream,mirror,dir,debian}" in proc.stdout
+    usage = subprocess.run(
+        [sys.executable, str(ra.SCRIPT), "--source", "mirror"], capture_output=True, text=True
+    )
+    assert usage.returncode == 2
+    assert "--source mirror needs --mirror URL" in usage.stderr

@@ -88,3 +88,26 @@ class ExtractionError(WarrenError):
     """Writing the binaries failed for a reason on the host (disk full, noexec, lock)."""
 
     exit_code = ExitCode.ERROR
+
+
+# --- build time: warren_bundle.fetch (scripts/fetch_and_verify.py) --------------------------
+
+
+class FetchError(WarrenError):
+    """A build-time failure with one line of cause and remedy (exit 1)."""
+
+
+class PinError(FetchError):
+    """An artifact has no usable pin in checksums/."""
+
+
+class UnsafeArchive(FetchError):
+    """A tarball member that could write outside the staging dir, or is not a plain file."""
+
+
+class Unreachable(FetchError):
+    """The host could not be reached at all (DNS, refused, connect timeout): auto falls back."""
+
+
+class NotFound(FetchError):
+    """HTTP 404: a real error (wrong version or mirror layout), never a reason to fall back."""
