@@ -19,15 +19,9 @@ import psutil
 import pytest
 import yaml
 
-from warren_bundle.errors import ExitCode, ReadinessTimeout
-from warren_bundle.lima.manager import (
-    PROBE_SCRIPT,
-    PROVISION_SCRIPT,
-    LimaManager,
-    LimaOptionError,
-    LimaSettings,
-    parse_size,
-)
+from warren_bundle.errors import ExitCode, LimaOptionError, ReadinessTimeout
+from warren_bundle.lima.manager import LimaManager
+from warren_bundle.lima.template import PROBE_SCRIPT, PROVISION_SCRIPT, LimaSettings, parse_size
 from warren_bundle.paths import Paths
 
 from conftest import require

@@ -111,3 +111,12 @@ class Unreachable(FetchError):
 
 class NotFound(FetchError):
     """HTTP 404: a real error (wrong version or mirror layout), never a reason to fall back."""
+
+
+# --- lima -------------------------------------------------------------------------------------
+
+
+class LimaOptionError(WarrenError):
+    """A VM resource or mount option that Lima would reject: nothing is written or started."""
+
+    exit_code = ExitCode.USAGE

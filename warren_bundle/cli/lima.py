@@ -1,6 +1,6 @@
 """CLI for the Lima VM: lima up|down|status|delete|yaml, and the macOS side of containerd/socket.
 
-Commands only parse, call lima.py and print; lima.py is imported inside each command.
+Commands only parse, call warren_bundle.lima and print; it is imported inside each command.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from warren_bundle.lima.manager import LimaManager, LimaSettings
+    from warren_bundle.lima.manager import LimaManager
+    from warren_bundle.lima.template import LimaSettings
 
 
 def _emit_json(data: Any) -> None:
@@ -74,7 +75,7 @@ def _resource_options(func: Any) -> Any:
 def _settings(
     cpus: int, memory: str, disk: str, mounts: tuple[str, ...], timeout: float | None = None
 ) -> LimaSettings:
-    from warren_bundle.lima.manager import LimaSettings
+    from warren_bundle.lima.template import LimaSettings
 
     extra = {} if timeout is None else {"start_timeout": timeout}
     return LimaSettings(cpus=cpus, memory=memory, disk=disk, mounts=tuple(mounts), **extra)
@@ -195,7 +196,7 @@ def delete(yes: bool) -> None:
 @_resource_options
 def show_yaml(cpus: int, memory: str, disk: str, mounts: tuple[str, ...]) -> None:
     """Print the Lima YAML warren creates the VM from."""
-    from warren_bundle.lima.manager import render_yaml
+    from warren_bundle.lima.template import render_yaml
 
     settings = _settings(cpus, memory, disk, mounts)
     settings.validate()
@@ -209,7 +210,7 @@ def containerd_start(as_json: bool, ready_timeout: float) -> None:
     """`warren containerd start` on macOS: bring up the VM (Lima's deadline unless one is given)."""
     from click.core import ParameterSource
 
-    from warren_bundle.lima.manager import LimaSettings
+    from warren_bundle.lima.template import LimaSettings
 
     source = click.get_current_context().get_parameter_source("ready_timeout")
     given = source not in (ParameterSource.DEFAULT, None)

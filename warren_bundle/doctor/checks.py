@@ -577,7 +577,7 @@ def check_system_containerd(inputs: Inputs) -> Check:
 
 def _limactl() -> str | None:
     from warren_bundle.errors import LimaError
-    from warren_bundle.lima.manager import find_limactl
+    from warren_bundle.lima.limactl import find_limactl
 
     try:
         return find_limactl()
@@ -613,7 +613,7 @@ def _lima_instance(limactl: str) -> dict[str, Any] | None:
     )
     if out.returncode != 0:
         raise WarrenError(f"'limactl list' failed: {out.stderr.strip()[:200]}")
-    from warren_bundle.lima.manager import find_instance
+    from warren_bundle.lima.limactl import find_instance
 
     return find_instance(out.stdout, LIMA_INSTANCE)
 

@@ -16,254 +16,29 @@ updated_at, and details (socket_answers, server_version, cpus, disk_bytes, error
 
 from __future__ import annotations
 
-import fcntl
-import json
 import math
 import os
-import re
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from subprocess import Popen
+from typing import Any
 
-from warren_bundle.errors import (
-    ExitCode,
-    LimaError,
-    PermissionDeniedError,
-    ReadinessTimeout,
-    WarrenError,
+from warren_bundle.errors import LimaError, PermissionDeniedError, ReadinessTimeout, WarrenError
+from warren_bundle.fsutil import atomic_write, locked, read_json, write_json
+from warren_bundle.lima.limactl import (
+    ABSENT,
+    RUNNING,
+    STOPPED,
+    Limactl,
+    find_limactl,
+    last_line,
+    stderr_progress,
 )
-from warren_bundle.fsutil import atomic_write, write_json
+from warren_bundle.lima.template import LimaSettings, parse_size, render_yaml
 from warren_bundle.paths import DEFAULT_DATA_DIR, LIMA_INSTANCE, MAX_SOCKET_PATH, lima_home
 from warren_bundle.runtime import health
-from warren_bundle.runtime.childenv import child_env
-
-ENV_LIMACTL = "LIMACTL"
-GUEST_SOCKET = "/run/containerd/containerd.sock"
-HOST_SOCKET_TEMPLATE = "{{.Dir}}/sock/containerd.sock"
-UBUNTU_IMAGES = (
-    (
-        "https://cloud-images.ubuntu.com/releases/22.04/release/"
-        "ubuntu-22.04-server-cloudimg-amd64.img",
-        "x86_64",
-    ),
-    (
-        "https://cloud-images.ubuntu.com/releases/22.04/release/"
-        "ubuntu-22.04-server-cloudimg-arm64.img",
-        "aarch64",
-    ),
-)
-
-RUNNING, STOPPED, BROKEN, ABSENT = "Running", "Stopped", "Broken", "absent"
-INSTALL_HINT = "Lima is not installed. Install with: brew install lima"
-
-# Provisioning runs as root on every boot, after Lima has installed and started containerd.
-# The host end of the socket forward is an SSH session of the Lima user, so the socket must carry
-# that user's group, or the host gets "permission denied". containerd.service is Type=notify, so
-# ExecStartPost runs once the socket exists.
-PROVISION_SCRIPT = """\
-#!/bin/bash
-set -eu -o pipefail
-group="$(id -gn "${LIMA_CIDATA_USER}")"
-sock=/run/containerd/containerd.sock
-dropin=/etc/systemd/system/containerd.service.d/10-warren-socket-group.conf
-mkdir -p "$(dirname "$dropin")"
-want="$(mktemp)"
-printf '[Service]\\nExecStartPost=/usr/bin/chgrp %s %s\\nExecStartPost=/usr/bin/chmod 0660 %s\\n' \\
-  "$group" "$sock" "$sock" >"$want"
-if cmp -s "$want" "$dropin"; then
-  rm -f "$want"
-  exit 0
-fi
-install -m 0644 "$want" "$dropin"
-rm -f "$want"
-systemctl daemon-reload
-# Once, when the drop-in is new or changed; later starts apply it themselves.
-systemctl restart containerd
-"""
-
-# Probes run as the Lima user over SSH: ready means that user can connect, as the forward will.
-PROBE_SCRIPT = """\
-#!/bin/bash
-set -eu -o pipefail
-sock=/run/containerd/containerd.sock
-reachable() {
-  python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$sock"
-}
-for _ in $(seq 150); do
-  if reachable 2>/dev/null; then
-    exit 0
-  fi
-  sleep 2
-done
-echo "containerd's socket $sock is not reachable by user $(id -un)" >&2
-exit 1
-"""
-
-PROBE_HINT = (
-    "containerd's socket is not reachable by the Lima user: check "
-    "'limactl shell warren sudo systemctl status containerd' and "
-    "'limactl shell warren ls -l /run/containerd/containerd.sock'"
-)
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-class LimaOptionError(WarrenError):
-    """A VM resource or mount option that Lima would reject: nothing is written or started."""
-
-    exit_code = ExitCode.USAGE
-
-
-def parse_size(text: str) -> int:
-    """Bytes in a Lima size ("2GiB", "512MiB", "20G"); Lima reads every unit as binary."""
-    match = _SIZE.match(text)
-    if not match or (match.group(3) and match.group(3).lower() not in ("b", "ib")):
-        raise LimaOptionError(
-            f"invalid size {text!r}", "use a number with a unit, e.g. 2GiB, 512MiB, 20GiB"
-        )
-    number, unit = float(match.group(1)), match.group(2).upper()
-    return int(number * _UNITS[unit])
-
-
-@dataclass(frozen=True)
-class LimaSettings:
-    cpus: int = 2
-    memory: str = "2GiB"
-    disk: str = "20GiB"
-    # Host directories shared with the VM; none unless asked. "DIR" is read-only, "DIR:w" writable.
-    mounts: tuple[str, ...] = ()
-    # A first create downloads an Ubuntu image: minutes, not seconds.
-    start_timeout: float = 900.0
-    # How long a Running VM's socket may take to answer before its forward counts as dead.
-    forward_grace: float = 5.0
-    stop_timeout: float = 300.0
-    poll_interval: float = 0.25
-    progress_interval: float = 10.0
-    health_timeout: float = 1.0
-
-    def validate(self) -> None:
-        if self.cpus < 1:
-            raise LimaOptionError(f"invalid CPU count {self.cpus}", "use 1 or more")
-        if parse_size(self.memory) < 512 << 20:
-            raise LimaOptionError(f"memory {self.memory!r} is too small", "use at least 512MiB")
-        if parse_size(self.disk) < 2 << 30:
-            raise LimaOptionError(f"disk {self.disk!r} is too small", "use at least 2GiB")
-        for spec in self.mounts:
-            _mount_entry(spec)
-        if self.start_timeout <= 0:
-            raise LimaOptionError("the start timeout must be positive", "e.g. --timeout 900")
-        if self.forward_grace < 0:
-            raise LimaOptionError("the forward grace must not be negative", "e.g. 5")
-
-
-def _mount_entry(spec: str) -> dict[str, Any]:
-    location, writable = spec, False
-    if spec.endswith(":w"):
-        location, writable = spec[:-2], True
-    path = Path(location).expanduser()
-    if not path.is_absolute():
-        path = Path.cwd() / path
-    if not path.is_dir():
-        raise LimaOptionError(
-            f"cannot mount {location!r}: not a directory", "pass an existing host directory"
-        )
-    return {"location": str(path.resolve()), "writable": writable}
-
-
-def lima_config(settings: LimaSettings) -> dict[str, Any]:
-    """The Lima instance definition, as the dict PyYAML writes."""
-    return {
-        "images": [{"location": url, "arch": arch} for url, arch in UBUNTU_IMAGES],
-        "cpus": settings.cpus,
-        "memory": settings.memory,
-        "disk": settings.disk,
-        "mounts": [_mount_entry(spec) for spec in settings.mounts],
-        "containerd": {"system": True, "user": False},
-        "ssh": {"loadDotSSHPubKeys": False},
-        "provision": [{"mode": "system", "script": PROVISION_SCRIPT}],
-        "probes": [
-            {
-                "mode": "readiness",
-                "description": "containerd reachable by the Lima user",
-                "script": PROBE_SCRIPT,
-                "hint": PROBE_HINT,
-            }
-        ],
-        "portForwards": [{"guestSocket": GUEST_SOCKET, "hostSocket": HOST_SOCKET_TEMPLATE}],
-    }
-
-
-def render_yaml(settings: LimaSettings) -> str:
-    import yaml
-
-    class Dumper(yaml.SafeDumper):
-        pass
-
-    def represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
-        # Scripts as literal blocks, so the file reads like the shell it runs.
-        style = "|" if "\n" in data else None
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-    Dumper.add_representer(str, represent_str)
-    body = yaml.dump(lima_config(settings), Dumper=Dumper, sort_keys=False, width=100)
-    header = (
-        "# Lima instance for warren: Ubuntu 22.04 running containerd, its socket forwarded to\n"
-        "# {{.Dir}}/sock/containerd.sock on the host. Written by warren; options of\n"
-        "# 'warren lima up' change it, and apply when the VM is created.\n"
-    )
-    return header + body
-
-
-def find_limactl(explicit: str | os.PathLike[str] | None = None) -> str:
-    """limactl from the argument, LIMACTL or PATH; LimaError (exit 9) when there is none."""
-    if explicit:
-        where, candidate = "the limactl argument", os.fspath(explicit)
-    elif os.environ.get(ENV_LIMACTL):
-        where, candidate = f"{ENV_LIMACTL}", os.environ[ENV_LIMACTL]
-    else:
-        found = shutil.which("limactl")
-        if found is None:
-            raise LimaError(INSTALL_HINT, "no limactl on PATH (check: which limactl)")
-        return found
-    if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
-        raise LimaError(INSTALL_HINT, f"{where} names {candidate}, which is not an executable file")
-    return candidate
-
-
-def find_instance(list_json: str, instance: str) -> dict[str, Any] | None:
-    """`instance`'s entry in `limactl list --json` output (one JSON object per line), or None."""
-    for line in list_json.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("name") == instance:
-            entry.setdefault("status", "Unknown")
-            return entry
-    return None
-
-
-def _stderr_progress(line: str) -> None:
-    print(f"warren: {line}", file=sys.stderr, flush=True)
-
-
-_LOGRUS_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
-
-
-def _last_line(text: str) -> str:
-    """limactl's last line of output; just the message of a logrus `level=… msg="…"` line."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return "no output"
-    match = _LOGRUS_MSG.search(lines[-1])
-    return match.group(1).replace('\\"', '"') if match else lines[-1]
 
 
 class LimaManager:
@@ -284,7 +59,7 @@ class LimaManager:
         self.settings.validate()
         self._limactl_arg = limactl
         self._limactl: str | None = None
-        self._progress = progress or _stderr_progress
+        self._progress = progress or stderr_progress
         previous = self.read_status_file()
         self.restarts = int(previous.get("restarts", 0)) if previous else 0
 
@@ -323,6 +98,13 @@ class LimaManager:
             self._limactl = find_limactl(self._limactl_arg)
         return self._limactl
 
+    @property
+    def _ctl(self) -> Limactl:
+        """limactl, logged to `log_file`; its failures say how to recover the VM."""
+        return Limactl(
+            self.limactl, self.log_file, prepare=self._ensure_lima_dir, remedy=self._vm_remedy()
+        )
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -360,7 +142,7 @@ class LimaManager:
                 f"Lima VM '{self.instance}' is {status} ({detail}): forcing it off, then "
                 "starting it again"
             )
-            self._limactl_run(["stop", "-f", self.instance], self.settings.stop_timeout)
+            self._ctl.run(["stop", "-f", self.instance], self.settings.stop_timeout)
             self.restarts += 1
             self._boot(began, "recovered")
         self._observe()
@@ -392,7 +174,7 @@ class LimaManager:
                 return
             if inst["status"] != STOPPED:
                 self._stop_vm(inst["status"])
-            self._limactl_run(["delete", self.instance], self.settings.stop_timeout)
+            self._ctl.run(["delete", self.instance], self.settings.stop_timeout)
             self._progress(f"Lima VM '{self.instance}' deleted")
             self._observe()
 
@@ -418,20 +200,14 @@ class LimaManager:
         return self.yaml_path
 
     def read_status_file(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.status_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return read_json(self.status_file)
 
     # --- steps --------------------------------------------------------------------------------
 
     def _create(self) -> None:
         path = self.write_yaml()
         self._progress(f"creating Lima VM '{self.instance}' from {path}")
-        self._limactl_run(
-            ["create", f"--name={self.instance}", "--tty=false", str(path)], timeout=None
-        )
+        self._ctl.run(["create", f"--name={self.instance}", "--tty=false", str(path)], timeout=None)
 
     def _boot(self, began: float, verb: str) -> None:
         """`limactl start`, then wait until containerd answers on the host socket."""
@@ -440,29 +216,12 @@ class LimaManager:
         limit = max(1, math.ceil(self.settings.start_timeout))
         argv = ["start", "--tty=false", f"--timeout={limit}s", self.instance]
         self._progress(f"starting Lima VM '{self.instance}' (waiting up to {limit}s)")
-        with self._log() as log:
-            log.write(f"$ limactl {' '.join(argv)}\n")
-            log.flush()
-            offset = log.tell()
-            proc = subprocess.Popen(
-                [self.limactl, *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=child_env(),
-            )
+        ctl = self._ctl
+        proc, offset = ctl.spawn(argv)
         try:
-            self._wait_booted(proc, began, deadline, offset)
+            self._wait_booted(proc, began, deadline, lambda: ctl.output_since(offset))
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            with self._log() as log:
-                log.write(f"# limactl start exited {proc.returncode}\n")
+            ctl.reap(proc, "start")
         took = time.monotonic() - began
         self._progress(
             f"Lima VM '{self.instance}' {verb}: containerd answers on {self.socket_path} "
@@ -470,13 +229,14 @@ class LimaManager:
         )
 
     def _wait_booted(
-        self, proc: subprocess.Popen[bytes], began: float, deadline: float, offset: int
+        self, proc: Popen[bytes], began: float, deadline: float, output: Callable[[], str]
     ) -> None:
+        """Until containerd answers; `output` is what `limactl start` has written so far."""
         next_report = time.monotonic() + self.settings.progress_interval
         while True:
             rc = proc.poll()
             if rc is not None and rc != 0:
-                detail = _last_line(self._log_since(offset))
+                detail = last_line(output())
                 raise LimaError(
                     f"limactl start {self.instance} failed (exit {rc}): {detail}",
                     self._vm_remedy(),
@@ -502,7 +262,7 @@ class LimaManager:
 
     def _stop_vm(self, status: str) -> None:
         if status == RUNNING:
-            graceful = self._limactl_run(
+            graceful = self._ctl.run(
                 ["stop", self.instance], self.settings.stop_timeout, check=False
             )
             if graceful.returncode == 0:
@@ -510,9 +270,9 @@ class LimaManager:
                 return
             self._progress(
                 f"graceful stop of Lima VM '{self.instance}' failed "
-                f"({_last_line(graceful.stdout)}): forcing it off"
+                f"({last_line(graceful.stdout)}): forcing it off"
             )
-        self._limactl_run(["stop", "-f", self.instance], self.settings.stop_timeout)
+        self._ctl.run(["stop", "-f", self.instance], self.settings.stop_timeout)
         self._progress(f"Lima VM '{self.instance}' forced off")
 
     def _wait_serving(self, grace: float) -> bool:
@@ -527,9 +287,8 @@ class LimaManager:
     # --- observing ----------------------------------------------------------------------------
 
     def _inspect(self) -> dict[str, Any] | None:
-        """This instance's entry of `limactl list --json` (one JSON object per line), or None."""
-        out = self._limactl_run(["list", "--json"], timeout=60, merge=False).stdout
-        return find_instance(out, self.instance)
+        """This instance's entry of `limactl list --json`, or None."""
+        return self._ctl.list_instance(self.instance, 60)
 
     def _observe(self) -> dict[str, Any]:
         inst = self._inspect()
@@ -596,45 +355,6 @@ class LimaManager:
 
     # --- plumbing -----------------------------------------------------------------------------
 
-    def _limactl_run(
-        self,
-        args: list[str],
-        timeout: float | None,
-        check: bool = True,
-        merge: bool = True,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run limactl; its output goes to the log, and a failure names limactl's last line."""
-        argv = [self.limactl, *args]
-        try:
-            done = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT if merge else subprocess.PIPE,
-                text=True,
-                timeout=timeout,
-                env=child_env(),
-            )
-        except OSError as exc:
-            raise LimaError(INSTALL_HINT, f"cannot run {self.limactl}: {exc.strerror}") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise LimaError(
-                f"limactl {' '.join(args)} did not finish in {timeout:.0f}s", self._vm_remedy()
-            ) from exc
-        with self._log() as log:
-            log.write(f"$ limactl {' '.join(args)}  # exit {done.returncode}\n")
-            if merge or done.returncode != 0:
-                log.write(done.stdout)
-            if done.stderr:
-                log.write(done.stderr)
-        if check and done.returncode != 0:
-            detail = _last_line((done.stderr or "") + "\n" + done.stdout)
-            raise LimaError(
-                f"limactl {' '.join(args)} failed (exit {done.returncode}): {detail}",
-                self._vm_remedy(),
-            )
-        return done
-
     def _ensure_lima_dir(self) -> None:
         try:
             self.lima_dir.mkdir(parents=True, exist_ok=True)
@@ -643,18 +363,6 @@ class LimaManager:
                 f"permission denied: cannot create {self.lima_dir}",
                 "pass a data dir you own: --data-dir ~/.warren (or set WARREN_DATA_DIR)",
             ) from exc
-
-    @contextmanager
-    def _log(self) -> Iterator[IO[str]]:
-        self._ensure_lima_dir()
-        with open(self.log_file, "a") as log:
-            yield log
-
-    def _log_since(self, offset: int) -> str:
-        with suppress(OSError), open(self.log_file) as log:
-            log.seek(offset)
-            return log.read()
-        return ""
 
     @contextmanager
     def _acting(self) -> Iterator[None]:
@@ -671,19 +379,13 @@ class LimaManager:
     def _lock(self) -> Iterator[None]:
         """One warren at a time acts on the VM; a second waits and says why."""
         self._ensure_lima_dir()
-        fd = os.open(self.lima_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._progress(f"another warren is acting on Lima VM '{self.instance}': waiting")
-                fcntl.flock(fd, fcntl.LOCK_EX)
+        lock = self.lima_dir / ".lock"
+        waiting = f"another warren is acting on Lima VM '{self.instance}': waiting"
+        with locked(lock, None, mode=0o644, on_wait=lambda: self._progress(waiting)):
             # The one before us may have counted restarts; count on from there.
             previous = self.read_status_file() or {}
             self.restarts = max(self.restarts, int(previous.get("restarts", 0)))
             yield
-        finally:
-            os.close(fd)
 
 
 def ensure_lima(
