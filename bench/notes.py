@@ -53,7 +53,7 @@ def annotate(rows: Sequence[Row]) -> None:
             start.note = "; ".join(parts)
     restart = _find(rows, "restart", "kill -9")
     if restart is not None:
-        from warren_bundle.runtime.supervisor import Settings
+        from warren_bundle.runtime.settings import Settings
 
         restart.note = (
             f"includes the supervisor's first backoff delay "

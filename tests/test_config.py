@@ -23,7 +23,8 @@ from warren_bundle.runtime.config import (
     parse_mirror,
     write_config,
 )
-from warren_bundle.runtime.supervisor import ContainerdManager, Settings
+from warren_bundle.runtime.settings import Settings
+from warren_bundle.runtime.supervisor import ContainerdManager
 
 from support import (
     REPO,

@@ -16,7 +16,10 @@ import pytest
 from warren_bundle.errors import ExitCode
 from warren_bundle.paths import Paths
 from warren_bundle.runtime import health, pidfile
-from warren_bundle.runtime.supervisor import ContainerdManager, Settings, State, ensure_containerd
+from warren_bundle.runtime.ensure import ensure_containerd
+from warren_bundle.runtime.settings import Settings
+from warren_bundle.runtime.states import State
+from warren_bundle.runtime.supervisor import ContainerdManager
 
 from conftest import Supervised
 from support import (

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import zstandard
 
-from warren_bundle.ctrargs import with_runc_defaults
+from warren_bundle.ctr import with_runc_defaults
 from warren_bundle.errors import PayloadError, WarrenError
 from warren_bundle.payload import carchive, elf
 from warren_bundle.payload.format import (
@@ -28,7 +28,6 @@ from warren_bundle.payload.format import (
     read_file,
 )
 from warren_bundle.runtime import grpc_unix, logs, pidfile
-from warren_bundle.runtime.supervisor import Backoff
 
 # --- payload ----------------------------------------------------------------------------------
 
@@ -269,13 +268,6 @@ def test_tail_returns_last_lines(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(10000)))
     assert logs.tail(log, 3) == ["line 9997", "line 9998", "line 9999"]
     assert logs.tail(tmp_path / "missing", 3) == []
-
-
-def test_backoff_grows_to_cap_and_resets_after_stable_run() -> None:
-    backoff = Backoff(0.1, 1.0, stable_after=30)
-    delays = [backoff.delay(ran_for=0) for _ in range(6)]
-    assert delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
-    assert backoff.delay(ran_for=60) == 0.1
 
 
 def test_warren_error_is_one_line() -> None:

@@ -22,9 +22,9 @@ CONTAINERD_CONFIG_PATH = "/etc/warren-containerd/config.toml"
 
 _LAZY = {
     "ContainerdManager": "runtime.supervisor",
-    "ensure_containerd": "runtime.supervisor",
-    "State": "runtime.supervisor",
-    "Settings": "runtime.supervisor",
+    "ensure_containerd": "runtime.ensure",
+    "State": "runtime.states",
+    "Settings": "runtime.settings",
     "LimaManager": "lima.manager",
     "ensure_lima": "lima.manager",
     "WarrenError": "errors",

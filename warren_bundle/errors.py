@@ -113,6 +113,31 @@ class NotFound(FetchError):
     """HTTP 404: a real error (wrong version or mirror layout), never a reason to fall back."""
 
 
+# --- runtime ----------------------------------------------------------------------------------
+
+
+class AlreadyRunning(WarrenError):
+    """Another supervisor holds this run dir's lock."""
+
+
+class ContainerdExited(WarrenError):
+    """containerd died (or a stop was asked) while we waited for it to become ready."""
+
+
+class ConfigError(WarrenError):
+    """A value for containerd's config (a mirror, a group) that cannot be used."""
+
+
+class UsageError(WarrenError):
+    """A bad option value found before anything starts (click's usage errors exit 2 too)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ImageImportError(WarrenError):
+    """One or more air-gap image archives could not be imported."""
+
+
 # --- lima -------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,6 @@ files one by one (a running containerd keeps its old inode), writing the stamp l
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import stat
@@ -26,8 +25,16 @@ from warren_bundle.errors import (
     PermissionDeniedError,
     PlatformError,
     UnsafePathError,
+    WarrenError,
 )
-from warren_bundle.fsutil import atomic_write, fsync_dir, sha256_file
+from warren_bundle.fsutil import (
+    LockTimeout,
+    atomic_write,
+    fsync_dir,
+    locked,
+    read_json,
+    sha256_file,
+)
 from warren_bundle.hostinfo import host_arch
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import MANIFEST_FILE, Manifest, Payload
@@ -124,11 +131,8 @@ def _check_free_space(path: Path, needed: int) -> None:
 
 
 def read_stamp(paths: Paths) -> dict[str, Any] | None:
-    try:
-        data = json.loads(paths.stamp.read_bytes())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == STAMP_FORMAT else None
+    data = read_json(paths.stamp)
+    return data if data is not None and data.get("format") == STAMP_FORMAT else None
 
 
 def _stamp_matches(paths: Paths, payload: Payload) -> bool:
@@ -198,26 +202,15 @@ def damaged_files(paths: Paths, manifest: Manifest) -> list[str]:
 
 @contextmanager
 def _extract_lock(paths: Paths, timeout: float) -> Iterator[None]:
-    fd = os.open(paths.extract_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ExtractionError(
-                        f"timed out after {timeout:.0f}s waiting for {paths.extract_lock}: "
-                        "another warren is extracting into the same data dir",
-                        "wait for it to finish, or stop the other warren process",
-                    ) from None
-                time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)
+        with locked(paths.extract_lock, timeout):
+            yield
+    except LockTimeout:
+        raise ExtractionError(
+            f"timed out after {timeout:.0f}s waiting for {paths.extract_lock}: "
+            "another warren is extracting into the same data dir",
+            "wait for it to finish, or stop the other warren process",
+        ) from None
 
 
 def _remove_stale_temp_dirs(paths: Paths) -> None:
@@ -227,7 +220,7 @@ def _remove_stale_temp_dirs(paths: Paths) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _os_error(exc: OSError, where: Path) -> ExtractionError:
+def _os_error(exc: OSError, where: Path) -> WarrenError:
     if exc.errno == errno.ENOSPC:
         return ExtractionError(
             f"no space left on device writing {where}",
@@ -339,8 +332,8 @@ def _unpack_to(payload: Payload, tmp: Path) -> None:
     finally:
         failures = syncer.finish()
     if failures:
-        path, exc = failures[0]
-        raise _os_error(exc, path) from exc
+        path, error = failures[0]
+        raise _os_error(error, path) from error
     missing = sorted(set(expected) - seen)
     if missing:
         raise PayloadError(f"{payload.origin} lacks {', '.join(missing)}")

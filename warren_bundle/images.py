@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from warren_bundle.errors import WarrenError
+from warren_bundle.errors import ImageImportError
 from warren_bundle.fsutil import write_json
 from warren_bundle.paths import Paths
 from warren_bundle.runtime.childenv import child_env
@@ -40,10 +40,6 @@ _CHUNK = 1 << 20
 # ctr 1.x: "unpacking docker.io/library/busybox:1 (sha256:…)...done"; 2.x also lists "NAME saved".
 _UNPACKING = re.compile(r"unpacking (\S+) \(sha256:[0-9a-f]+\)", re.IGNORECASE)
 _SAVED = re.compile(r"^(\S+)\s+saved\s*$", re.MULTILINE)
-
-
-class ImageImportError(WarrenError):
-    """One or more archives could not be imported."""
 
 
 @dataclass
@@ -107,7 +103,7 @@ def open_archive(path: Path) -> Iterator[BinaryIO]:
             import gzip
 
             with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-                yield gz  # type: ignore[misc]
+                yield gz
         elif magic == ZSTD_MAGIC:
             import zstandard
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from warren_bundle.errors import WarrenError
+from warren_bundle.runtime.states import ALL as ALL_STATES
+from warren_bundle.runtime.states import SERVING
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -25,9 +27,8 @@ if TYPE_CHECKING:
 DEFAULT_METRICS_PORT = 9323
 DEFAULT_METRICS_HOST = "127.0.0.1"
 LIMA_STATUS_FILE = "status.json"
-# A containerd process counts as running in these supervisor states (ORPHANED: alive, unsupervised).
-_RUNNING_STATES = ("RUNNING", "ORPHANED")
-STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "FATAL", "ORPHANED")
+# A containerd process counts as running in the SERVING states (ORPHANED: alive, unsupervised).
+STATES = tuple(state.value for state in ALL_STATES)
 
 StatusSource = Callable[[], dict[str, Any]]
 
@@ -69,7 +70,7 @@ def format_addr(host: str, port: int) -> str:
 
 
 def is_running(report: dict[str, Any]) -> bool:
-    return report.get("state") in _RUNNING_STATES and bool(report.get("containerd_pid"))
+    return report.get("state") in SERVING and bool(report.get("containerd_pid"))
 
 
 def read_lima_status(paths: Paths) -> dict[str, Any] | None:

@@ -1,29 +1,21 @@
-"""CLI for air-gapped images: `warren images import FILE...`, `warren images status`, and the ready
-hook that imports <data-dir>/images when `containerd run`/`start` has containerd ready.
+"""CLI for air-gapped images: `warren images import FILE...`, `warren images status`.
+
+The automatic import of <data-dir>/images at every start is the runtime's (runtime/hooks.py).
 """
 
 from __future__ import annotations
 
-import json
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-if TYPE_CHECKING:
-    from warren_bundle.cli.main import Context
-    from warren_bundle.runtime.supervisor import ContainerdManager
-
-_STOPPED_STATES = ("STOPPING", "STOPPED", "FATAL")
-
-
-def _ctx() -> Context:
-    return click.get_current_context().find_root().obj  # type: ignore[no-any-return]
+from warren_bundle.cli.context import current
+from warren_bundle.cli.output import emit_json, say
 
 
 def _echo_event(line: str) -> None:
-    click.echo(f"warren: {line}", err=True)
+    say(f"warren: {line}")
 
 
 @click.group()
@@ -48,12 +40,13 @@ def import_command(
     files: tuple[Path, ...], namespaces: tuple[str, ...], socket_option: str | None, as_json: bool
 ) -> None:
     """Import image archives (docker save / OCI layout; .tar, .tar.gz, .tar.zst)."""
+    from warren_bundle.errors import ImageImportError
     from warren_bundle.extract import ensure_extracted, is_current
-    from warren_bundle.images import DEFAULT_NAMESPACES, ImageImportError, import_archive
+    from warren_bundle.images import DEFAULT_NAMESPACES, import_archive
     from warren_bundle.payload.format import locate
     from warren_bundle.sockets import detect
 
-    ctx = _ctx()
+    ctx = current()
     socket = detect(ctx.paths, socket_option).path
     payload = locate(ctx.payload)
     if not is_current(ctx.paths, payload):
@@ -69,7 +62,7 @@ def import_command(
             else:
                 click.echo(result.describe())
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2, sort_keys=True))
+        emit_json([r.to_dict() for r in results])
     failed = [r for r in results if r.status == "failed"]
     if failed:
         raise ImageImportError(
@@ -95,18 +88,18 @@ def status_command(wait_s: float | None, as_json: bool) -> None:
 
     Exit 1 when an archive failed, 6 when --wait ran out, 7 when containerd is not running.
     """
-    paths = _ctx().paths
+    paths = current().paths
     from warren_bundle.images import current_report, wait_for_report
 
     report = wait_for_report(paths, wait_s) if wait_s is not None else current_report(paths)
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        emit_json(report)
     else:
         _print_report(report)
     if report.get("state") == "error" or any(
         r.get("status") == "failed" for r in report.get("results") or []
     ):
-        from warren_bundle.images import ImageImportError
+        from warren_bundle.errors import ImageImportError
 
         raise ImageImportError(
             "the automatic image import reported failures",
@@ -128,26 +121,3 @@ def _print_report(report: dict[str, Any]) -> None:
         click.echo(f"  {ArchiveResult(**data).describe()}")
     if report.get("error"):
         click.echo(f"error     {report['error']}")
-
-
-def _on_ready(ctx: Context, mgr: ContainerdManager) -> None:
-    """Import <data-dir>/images in the background: the supervisor answers signals meanwhile."""
-    from warren_bundle.images import auto_import
-
-    def should_continue() -> bool:
-        return mgr.state.value not in _STOPPED_STATES
-
-    thread = threading.Thread(
-        target=auto_import,
-        args=(ctx.paths, mgr.socket_path, should_continue, _echo_event),
-        name="warren-image-import",
-        daemon=True,
-    )
-    thread.start()
-
-
-def register(cli: click.Group) -> None:
-    from warren_bundle.cli.containerd import add_ready_hook
-
-    cli.add_command(images)
-    add_ready_hook(_on_ready)

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
 from warren_bundle import __version__
+from warren_bundle.cli.context import Context, current
+from warren_bundle.cli.output import emit_json
 from warren_bundle.errors import ExitCode, PayloadError, WarrenError
 from warren_bundle.paths import Paths
-
-
-@dataclass
-class Context:
-    paths: Paths
-    payload: str | None
-    debug: bool
-
-
-pass_ctx = click.make_pass_decorator(Context)
-
-
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 class _Group(click.Group):
@@ -82,14 +68,13 @@ def cli(
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@pass_ctx
-def version(ctx: Context, as_json: bool) -> None:
+def version(as_json: bool) -> None:
     """Launcher, containerd and runc versions, payload digest and provenance."""
     from warren_bundle.versioninfo import version_info
 
-    info = version_info(ctx.payload)
+    info = version_info(current().payload)
     if as_json:
-        _emit_json(info)
+        emit_json(info)
         if not info.get("payload"):
             sys.exit(int(ExitCode.PAYLOAD))
         return
@@ -108,18 +93,14 @@ def version(ctx: Context, as_json: bool) -> None:
 
 def _register_subcommands() -> None:
     # Each group lives in its own module, imported here, so each stays small.
-    from warren_bundle.cli.containerd import register
+    from warren_bundle.cli.clients import ctr, extract, socket
+    from warren_bundle.cli.containerd import containerd
+    from warren_bundle.cli.images import images
+    from warren_bundle.cli.lima import lima
+    from warren_bundle.cli.observe import doctor, metrics
 
-    register(cli)
-    from warren_bundle.cli.images import register as register_images
-
-    register_images(cli)
-    from warren_bundle.cli.observe import register as register_observe
-
-    register_observe(cli)
-    from warren_bundle.cli.lima import register as register_lima
-
-    register_lima(cli)
+    for command in (extract, containerd, socket, ctr, images, metrics, doctor, lima):
+        cli.add_command(command)
 
 
 def _fail(exc: WarrenError, debug: bool) -> NoReturn:

@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from warren_bundle.errors import PayloadError
 
@@ -60,7 +60,8 @@ class _HashingReader(io.RawIOBase):
         want = min(len(view), self._remaining)
         if want <= 0:
             return 0
-        got = self._fp.readinto(view[:want])
+        # Every caller passes a file opened 'rb' (a BufferedReader), which has readinto.
+        got: int = self._fp.readinto(view[:want])  # type: ignore[attr-defined]
         if not got:
             raise PayloadError(f"truncated: {self._remaining} bytes missing")
         self.sha256.update(view[:got])
@@ -100,7 +101,7 @@ class DecompressedStream:
 
             raw = _HashingReader(fp, offset, length)
             for block in zstandard.ZstdDecompressor().read_to_iter(
-                raw, read_size=_READ_SIZE, write_size=_WRITE_SIZE
+                cast(IO[bytes], raw), read_size=_READ_SIZE, write_size=_WRITE_SIZE
             ):
                 if not self._put(block):
                     return

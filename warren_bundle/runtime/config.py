@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from warren_bundle.errors import WarrenError
+from warren_bundle.errors import ConfigError
 from warren_bundle.fsutil import atomic_write
 from warren_bundle.paths import Paths
 
@@ -24,10 +24,6 @@ SANDBOX_IMAGE_V1 = "registry.k8s.io/pause:3.9"
 SANDBOX_IMAGE_V2 = "registry.k8s.io/pause:3.10"
 DEFAULT_MIRRORS = {"docker.io": ["https://registry-1.docker.io"]}
 UPSTREAM_SERVERS = {"docker.io": "https://registry-1.docker.io"}
-
-
-class ConfigError(WarrenError):
-    pass
 
 
 @dataclass(frozen=True)

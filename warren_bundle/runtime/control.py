@@ -7,8 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -18,6 +18,9 @@ from warren_bundle.paths import Paths
 from warren_bundle.runtime import health, logs, pidfile
 from warren_bundle.runtime import statefile as state
 from warren_bundle.runtime.childenv import child_env
+from warren_bundle.runtime.states import UP, State
+from warren_bundle.runtime.states import parse as parse_state
+from warren_bundle.runtime.status import StatusReport
 
 STOP_GRACE = 10.0
 
@@ -50,11 +53,11 @@ def containerd_process(paths: Paths) -> psutil.Process | None:
 
 def start_detached(
     global_args: list[str], run_args: list[str], paths: Paths, timeout: float
-) -> dict[str, Any]:
+) -> StatusReport:
     """Launch `warren containerd run` in its own session; return its status once ready."""
     existing = supervisor_process(paths)
     if existing is not None and health.is_serving(paths.socket):
-        current = state.read(paths) or {}
+        current: StatusReport = state.read(paths) or {}
         current["already_running"] = True
         return current
     log_fd = logs.open_for_child(paths.log_file)
@@ -76,14 +79,14 @@ def start_detached(
         rc = child.poll()
         if rc is not None:
             raise _child_failed(paths, rc)
-        current = state.read(paths)
+        report = state.read(paths)
         if (
-            current
-            and _is_or_child_of(current.get("supervisor_pid"), child.pid)
-            and current.get("state") == "RUNNING"
+            report
+            and _is_or_child_of(report.get("supervisor_pid"), child.pid)
+            and report.get("state") == State.RUNNING
             and health.is_serving(paths.socket, 1.0)
         ):
-            return current
+            return report
         time.sleep(0.01)
     raise WarrenError(
         f"the detached supervisor (pid {child.pid}) was not ready within {timeout:.0f}s",
@@ -156,9 +159,9 @@ def _signal(proc: psutil.Process, sig: int) -> None:
         ) from exc
 
 
-def status(paths: Paths, timeout: float = 2.0) -> dict[str, Any]:
+def status(paths: Paths, timeout: float = 2.0) -> StatusReport:
     """The supervisor's own report, checked against the live processes and socket."""
-    report: dict[str, Any] = dict(state.read(paths) or {})
+    report: StatusReport = state.read(paths) or {}
     sup = supervisor_process(paths)
     ctrd = containerd_process(paths)
     probe = health.probe(paths.socket, timeout)
@@ -177,20 +180,26 @@ def status(paths: Paths, timeout: float = 2.0) -> dict[str, Any]:
         }
     )
     if sup is None:
-        last = report.get("state")
-        report["state"] = "FATAL" if last == "FATAL" else ("ORPHANED" if ctrd else "STOPPED")
+        last = parse_state(report.get("state"))
+        gone = State.FATAL if last == State.FATAL else State.STOPPED
+        report["state"] = State.ORPHANED if ctrd else gone
     started = report.get("started_at")
     report["uptime_s"] = (time.time() - started) if started and ctrd else None
     return report
 
 
-def require_running(report: dict[str, Any]) -> None:
-    if report.get("state") not in ("RUNNING", "STARTING", "BACKOFF"):
+def require_running(report: Mapping[str, Any]) -> None:
+    if parse_state(report.get("state")) not in UP:
         raise NotRunningError(
             f"containerd is not running (state {report.get('state')})",
             "start it with 'warren containerd start'",
         )
 
 
-def log_path(paths: Paths) -> Path:
-    return paths.log_file
+def wait_for_images(paths: Paths, timeout: float) -> dict[str, Any] | None:
+    """Return once the supervisor imported <data-dir>/images, so the next command finds them."""
+    from warren_bundle.images import find_archives, wait_for_report
+
+    if not find_archives(paths.images_dir):
+        return None
+    return wait_for_report(paths, timeout)

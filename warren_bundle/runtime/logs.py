@@ -107,3 +107,12 @@ def follow(path: Path, poll: float = 0.2) -> Iterator[str]:
     finally:
         if fp is not None:
             fp.close()
+
+
+def fatal_hint(path: Path) -> str:
+    """ " (log: <containerd's fatal line>)" from the log's tail, or "" when there is none."""
+    for line in reversed(tail(path, 20)):
+        # containerd reports fatal config errors as a bare "containerd: ..." line.
+        if "level=fatal" in line or line.startswith("containerd: "):
+            return f" (log: {line.strip()[:200]})"
+    return ""

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import cast
 
-from warren_bundle.fsutil import write_json
+from warren_bundle.fsutil import read_json, write_json
 from warren_bundle.paths import Paths
+from warren_bundle.runtime.status import StatusReport
 
 
-def write(paths: Paths, data: dict[str, Any]) -> None:
+def write(paths: Paths, data: StatusReport) -> None:
     write_json(paths.state_file, data)
 
 
-def read(paths: Paths) -> dict[str, Any] | None:
-    try:
-        data = json.loads(paths.state_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+def read(paths: Paths) -> StatusReport | None:
+    return cast("StatusReport | None", read_json(paths.state_file))

@@ -1,4 +1,5 @@
-"""Arguments `warren ctr` adds so containers it starts use the bundled runc and warren's own state.
+"""`warren ctr`: the bundled ctr against the detected socket, with the arguments it adds so
+containers it starts use the bundled runc and warren's own state.
 
 runc keeps container state under its --root (default /run/containerd/runc, shared with any system
 containerd on the host); two containerds that both run a container "web" in namespace "default"
@@ -6,6 +7,13 @@ would collide there. `ctr run` and `ctr containers create` accept --runc-binary/
 """
 
 from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from warren_bundle.paths import Paths
 
 # ctr's global flags that take a value, so the subcommand can be found after them.
 _GLOBAL_WITH_VALUE = {"-a", "--address", "-n", "--namespace", "--timeout", "--connect-timeout"}
@@ -40,3 +48,23 @@ def with_runc_defaults(args: list[str], runc_binary: str, runc_root: str) -> lis
     if not any(a == "--runc-root" or a.startswith("--runc-root=") for a in args):
         extra += ["--runc-root", runc_root]
     return [*args[:end], *extra, *args[end:]]
+
+
+def exec_ctr(
+    paths: Paths, payload_option: str | None, socket: Callable[[], str], args: list[str]
+) -> NoReturn:
+    """Replace this process with the bundled ctr, pointed at `socket` (unless -a is given)."""
+    from warren_bundle.extract import ensure_extracted, is_current
+    from warren_bundle.payload.format import locate
+    from warren_bundle.runtime.childenv import child_env
+
+    payload = locate(payload_option)
+    if not is_current(paths, payload):
+        ensure_extracted(paths, payload)
+    binary = paths.binary("ctr")
+    argv = [str(binary)]
+    if not any(a in ("-a", "--address") or a.startswith("--address=") for a in args):
+        argv += ["--address", socket()]
+    argv += with_runc_defaults(args, str(paths.binary("runc")), str(paths.runc_root))
+    sys.stdout.flush()
+    os.execve(binary, argv, child_env(prepend_path=paths.bin_dir))

@@ -1,0 +1,74 @@
+"""Client commands: `warren extract`, `warren socket`, `warren ctr`."""
+
+from __future__ import annotations
+
+import click
+
+from warren_bundle.cli.context import current
+from warren_bundle.cli.output import emit_json, say
+
+
+@click.command()
+@click.option("--verify", is_flag=True, help="Re-hash installed binaries and repair any damage.")
+@click.option("--force", is_flag=True, help="Rewrite the binaries even if the cache is current.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def extract(verify: bool, force: bool, as_json: bool) -> None:
+    """Extract containerd, ctr, the shim and runc into <data-dir>/bin (cached)."""
+    from warren_bundle.extract import ensure_extracted
+    from warren_bundle.payload.format import locate
+
+    ctx = current()
+    payload = locate(ctx.payload)
+    result = ensure_extracted(ctx.paths, payload, verify=verify, force=force)
+    if as_json:
+        emit_json(
+            {
+                "bin_dir": str(result.bin_dir),
+                "digest": result.digest,
+                "cached": result.cached,
+                "written": result.written,
+                "repaired": result.repaired,
+                "duration_s": result.duration_s,
+            }
+        )
+        return
+    if result.repaired:
+        click.echo(f"repaired {', '.join(result.repaired)} (content did not match the manifest)")
+    if result.cached:
+        checked = "verified" if verify else "up to date"
+        click.echo(f"{result.bin_dir}: {checked} (payload sha256:{result.digest[:12]})")
+    else:
+        click.echo(
+            f"{result.bin_dir}: extracted {', '.join(result.written)} "
+            f"in {result.duration_s * 1000:.0f} ms (payload sha256:{result.digest[:12]})"
+        )
+
+
+@click.command()
+@click.option("--socket", "socket_option", help="Use this socket (overrides detection).")
+@click.option("--validate", is_flag=True, help="Check it answers gRPC; print the server version.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def socket(socket_option: str | None, validate: bool, as_json: bool) -> None:
+    """Print the containerd socket clients should use (explicit > embedded > system > Lima)."""
+    from warren_bundle.cli.containerd import backend
+
+    answer = backend().socket(socket_option, validate)
+    probe = answer.probe
+    if as_json:
+        emit_json({"kind": answer.kind, "path": answer.path, "probe": probe and probe.to_dict()})
+        return
+    click.echo(answer.path)
+    if probe is not None:
+        say(f"{answer.kind} containerd {probe.version} answers")
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--socket", "socket_option", help="Use this socket (overrides detection).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ctr(socket_option: str | None, args: tuple[str, ...]) -> None:
+    """Run the bundled ctr against the detected socket: warren ctr images ls."""
+    from warren_bundle.ctr import exec_ctr
+    from warren_bundle.sockets import detect
+
+    ctx = current()
+    exec_ctr(ctx.paths, ctx.payload, lambda: detect(ctx.paths, socket_option).path, list(args))

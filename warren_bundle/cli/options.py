@@ -1,0 +1,125 @@
+"""The options `containerd run|start|config` share, checked here before anything starts.
+
+A bad value is a usage error (exit 2) raised while parsing, so no supervisor, containerd or file
+ever sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from warren_bundle.cli.context import Context
+    from warren_bundle.runtime.config import ConfigOptions
+    from warren_bundle.runtime.supervisor import ContainerdManager
+
+
+def _metrics_addr(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if not value:
+        return None
+    from warren_bundle.metrics import format_addr, parse_addr
+
+    try:
+        return format_addr(*parse_addr(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--socket-group",
+            envvar="WARREN_SOCKET_GROUP",
+            help="Group that may use the socket (mode 0660); e.g. containerd.",
+        ),
+        click.option(
+            "--registry-mirror",
+            "registry_mirrors",
+            multiple=True,
+            metavar="REGISTRY=URL",
+            help="Pull REGISTRY through URL (repeatable), e.g. docker.io=https://mirror.local.",
+        ),
+        click.option(
+            "--ready-timeout",
+            type=float,
+            default=30.0,
+            show_default=True,
+            envvar="WARREN_READY_TIMEOUT",
+            help="Seconds to wait for containerd to answer health checks.",
+        ),
+        click.option(
+            "--health-interval",
+            type=float,
+            default=5.0,
+            show_default=True,
+            envvar="WARREN_HEALTH_INTERVAL",
+            help="Seconds between liveness checks of a running containerd.",
+        ),
+        click.option("--containerd-debug", is_flag=True, help="Run containerd with debug logging."),
+        click.option(
+            "--metrics-addr",
+            envvar="WARREN_METRICS_ADDR",
+            callback=_metrics_addr,
+            metavar="[HOST:]PORT",
+            help="Serve Prometheus /metrics there (a bare port binds 127.0.0.1; "
+            "0.0.0.0:PORT exposes it). Off by default.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    socket_group: str | None
+    registry_mirrors: tuple[str, ...]
+    ready_timeout: float
+    health_interval: float
+    containerd_debug: bool
+    metrics_addr: str | None = None
+
+    def args(self) -> list[str]:
+        """The same options for the detached `containerd run` that `start` launches."""
+        args = ["--ready-timeout", str(self.ready_timeout)]
+        args += ["--health-interval", str(self.health_interval)]
+        if self.socket_group:
+            args += ["--socket-group", self.socket_group]
+        for mirror in self.registry_mirrors:
+            args += ["--registry-mirror", mirror]
+        if self.containerd_debug:
+            args.append("--containerd-debug")
+        if self.metrics_addr:
+            args += ["--metrics-addr", self.metrics_addr]
+        return args
+
+    def config_options(self) -> ConfigOptions:
+        from warren_bundle.runtime.config import ConfigOptions, parse_mirror
+
+        mirrors: dict[str, list[str]] = {}
+        for spec in self.registry_mirrors:
+            host, endpoint = parse_mirror(spec)
+            mirrors.setdefault(host, []).append(endpoint)
+        return ConfigOptions(
+            socket_group=self.socket_group,
+            registry_mirrors=mirrors,
+            debug=self.containerd_debug,
+        )
+
+    def manager(self, ctx: Context) -> ContainerdManager:
+        from warren_bundle.runtime.settings import Settings
+        from warren_bundle.runtime.supervisor import ContainerdManager
+
+        return ContainerdManager(
+            paths=ctx.paths,
+            payload=ctx.payload,
+            config_options=self.config_options(),
+            settings=Settings(
+                ready_timeout=self.ready_timeout, health_interval=self.health_interval
+            ),
+            metrics_addr=self.metrics_addr,
+        )

@@ -1,0 +1,153 @@
+"""One interface for "the containerd of this platform": embedded on Linux, a Lima VM on macOS.
+
+The CLI asks `backend_for()` once and calls start/stop/status/socket on what it gets; no command
+branches on the platform itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from warren_bundle.paths import Paths
+from warren_bundle.runtime.health import Probe
+
+
+@dataclass(frozen=True)
+class SocketAnswer:
+    kind: str  # explicit, embedded, system, lima
+    path: str
+    probe: Probe | None
+
+
+class Backend(Protocol):
+    kind: str  # "embedded" or "lima"
+
+    def start(
+        self, run_args: list[str], ready_timeout: float | None, images_timeout: float
+    ) -> dict[str, Any]: ...
+    def stop(self) -> str: ...
+    def status(self) -> dict[str, Any]: ...
+    def require_running(self, report: dict[str, Any]) -> None: ...
+    def socket(self, option: str | None, validate: bool) -> SocketAnswer: ...
+
+
+class EmbeddedBackend:
+    """The supervised containerd on this host, acted on from another process (control.py)."""
+
+    kind = "embedded"
+
+    def __init__(self, paths: Paths, global_args: list[str]) -> None:
+        self.paths = paths
+        self.global_args = global_args
+
+    def start(
+        self, run_args: list[str], ready_timeout: float | None, images_timeout: float
+    ) -> dict[str, Any]:
+        from warren_bundle.runtime import control
+
+        control.require_root("containerd start")
+        timeout = (30.0 if ready_timeout is None else ready_timeout) + 15
+        report = dict(control.start_detached(self.global_args, run_args, self.paths, timeout))
+        if not report.get("already_running"):
+            report["images"] = control.wait_for_images(self.paths, images_timeout)
+        return report
+
+    def stop(self) -> str:
+        from warren_bundle.runtime import control
+
+        return control.stop(self.paths)
+
+    def status(self) -> dict[str, Any]:
+        from warren_bundle.runtime import control
+
+        return dict(control.status(self.paths))
+
+    def require_running(self, report: dict[str, Any]) -> None:
+        from warren_bundle.runtime import control
+
+        control.require_running(report)
+
+    def socket(self, option: str | None, validate: bool) -> SocketAnswer:
+        from warren_bundle.sockets import detect
+        from warren_bundle.sockets import validate as validate_socket
+
+        cand = detect(self.paths, option)
+        return SocketAnswer(cand.kind, cand.path, validate_socket(cand) if validate else None)
+
+
+class LimaBackend:
+    """containerd in the Lima VM 'warren' (macOS)."""
+
+    kind = "lima"
+
+    def __init__(self, paths: Paths, progress: Callable[[str], None]) -> None:
+        self.paths = paths
+        self.progress = progress
+
+    def _manager(self, start_timeout: float | None = None) -> Any:
+        from warren_bundle.lima.manager import LimaManager, LimaSettings
+
+        settings = (
+            LimaSettings() if start_timeout is None else LimaSettings(start_timeout=start_timeout)
+        )
+        return LimaManager(self.paths.data_dir, settings=settings, progress=self.progress)
+
+    def start(
+        self, run_args: list[str], ready_timeout: float | None, images_timeout: float
+    ) -> dict[str, Any]:
+        # Lima's own deadline (VM boot included) unless the user gave one.
+        mgr = self._manager(ready_timeout)
+        mgr.start()
+        return dict(mgr.status())
+
+    def stop(self) -> str:
+        self._manager().stop()
+        return "Lima VM 'warren' stopped (containerd with it)"
+
+    def status(self) -> dict[str, Any]:
+        return dict(self._manager().status())
+
+    def require_running(self, report: dict[str, Any]) -> None:
+        from warren_bundle.errors import NotRunningError
+
+        if report.get("socket_answers"):
+            return
+        if report["status"] == "Running":
+            raise NotRunningError(
+                f"Lima VM '{report['instance']}' is running but containerd does not answer on "
+                f"{report['socket']}",
+                "run 'warren lima up' (it restarts a VM whose socket forward died)",
+            )
+        raise NotRunningError(
+            f"Lima VM '{report['instance']}' is {report['status']}",
+            "start it with 'warren lima up'",
+        )
+
+    def socket(self, option: str | None, validate: bool) -> SocketAnswer:
+        from warren_bundle.errors import SocketNotFoundError
+        from warren_bundle.runtime import health
+        from warren_bundle.sockets import explicit_socket
+
+        explicit = explicit_socket(option)
+        if explicit is not None:
+            return EmbeddedBackend(self.paths, []).socket(option, validate)
+        path = str(self._manager().socket_path)
+        probe = health.probe(path, 2.0, want_version=validate)
+        if not probe.serving:
+            raise SocketNotFoundError(
+                f"socket not found: Lima VM 'warren' does not answer on {path} ({probe.error})",
+                "start it with 'warren lima up' (or 'warren containerd start'), or pass --socket",
+            )
+        return SocketAnswer("lima", path, probe if validate else None)
+
+
+def backend_for(
+    paths: Paths, global_args: list[str], progress: Callable[[str], None]
+) -> EmbeddedBackend | LimaBackend:
+    from warren_bundle.hostinfo import host_os
+
+    if host_os() == "darwin":
+        return LimaBackend(paths, progress)
+    return EmbeddedBackend(paths, global_args)

@@ -1,0 +1,92 @@
+"""The status report: what the supervisor writes to <run-dir>/status.json and what `status`,
+`metrics` and `images` read back. One shape, typed, for every reader."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from typing import TYPE_CHECKING, TypedDict, cast
+
+if TYPE_CHECKING:
+    from warren_bundle.runtime.supervisor import ContainerdManager
+
+
+class ExitReport(TypedDict):
+    at: float
+    pid: int
+    returncode: int | None
+    reason: str
+
+
+class TimingsReport(TypedDict):
+    extraction_s: float | None
+    extraction_cached: bool | None
+    socket_ready_s: float | None
+    startup_s: float | None
+
+
+class StatusReport(TypedDict, total=False):
+    state: str
+    external: bool
+    supervisor_pid: int | None
+    containerd_pid: int | None
+    adopted: bool
+    started_at: float | None  # wall clock of the current containerd's readiness (or adoption)
+    uptime_s: float | None
+    restarts: int
+    last_exit: ExitReport | None
+    fatal_reason: str | None
+    socket: str
+    containerd_version: str | None
+    runc_version: str | None
+    payload_digest: str | None
+    server_version: str | None
+    data_dir: str
+    run_dir: str
+    config: str
+    log: str
+    timings: TimingsReport
+    metrics_addr: str | None
+    events: list[str]
+    updated_at: float
+    # Added by a reader in another process (runtime/control.py), checked against live processes.
+    supervisor_alive: bool
+    containerd_alive: bool
+    socket_answers: bool
+    socket_error: str | None
+    already_running: bool
+    images: dict[str, object] | None
+
+
+def report_of(mgr: ContainerdManager) -> StatusReport:
+    """The supervisor's own view of itself (the state file's content)."""
+    proc = mgr._proc
+    alive = proc is not None and proc.alive()
+    now = time.time()
+    payload = mgr.payload
+    last = cast("ExitReport", asdict(mgr.last_exit)) if mgr.last_exit else None
+    return {
+        "state": mgr.state.value,
+        "external": mgr.use_external,
+        "supervisor_pid": os.getpid() if not mgr.use_external else None,
+        "containerd_pid": proc.pid if proc is not None and alive else None,
+        "adopted": mgr.adopted,
+        "started_at": mgr.started_at,
+        "uptime_s": (now - mgr.started_at) if mgr.started_at and proc else None,
+        "restarts": mgr.restarts,
+        "last_exit": last,
+        "fatal_reason": mgr.fatal_reason,
+        "socket": mgr.socket_path,
+        "containerd_version": payload.manifest.containerd_version if payload else None,
+        "runc_version": payload.manifest.runc_version if payload else None,
+        "payload_digest": payload.digest if payload else None,
+        "server_version": mgr.server_version,
+        "data_dir": str(mgr.paths.data_dir),
+        "run_dir": str(mgr.paths.run_dir),
+        "config": str(mgr.paths.config_file),
+        "log": str(mgr.paths.log_file),
+        "timings": cast("TimingsReport", asdict(mgr.timings)),
+        "metrics_addr": mgr.metrics_addr,
+        "updated_at": now,
+    }
