@@ -15,6 +15,7 @@ import pytest
 from warren_bundle.doctor import checks as doctor
 from warren_bundle.doctor.checks import Check, Inputs, Level
 from warren_bundle.errors import ExitCode
+from warren_bundle.hostinfo import kernel, mounts
 from warren_bundle.paths import Paths
 from warren_bundle.runtime import pidfile
 
@@ -159,16 +160,16 @@ def test_json_lists_every_check_and_the_exit_code(tmp_path: Path) -> None:
     ],
 )
 def test_kernel_versions(release: str, level: Level, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "_kernel_release", lambda: release)
+    monkeypatch.setattr(kernel, "release", lambda: release)
     check = doctor.check_kernel(Inputs(Paths.resolve(), None))
     assert check.level == level
     assert release in check.message
 
 
 def test_the_mount_of_a_path_is_the_deepest_mount_point() -> None:
-    proc = doctor.mount_of(Path("/proc/self/status"))
+    proc = mounts.mount_of(Path("/proc/self/status"))
     assert proc is not None and proc.point == "/proc" and proc.fstype == "proc"
-    root = doctor.mount_of(Path("/"))
+    root = mounts.mount_of(Path("/"))
     assert root is not None and root.point == "/"
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from warren_bundle.errors import ExitCode, PayloadError, WarrenError
-from warren_bundle.hostinfo import check_supported, host_arch, host_os
+from warren_bundle.hostinfo import cgroups, check_supported, host_arch, host_os, kernel, mounts
 from warren_bundle.paths import (
     LIMA_INSTANCE,
     Paths,
@@ -89,47 +89,7 @@ class Inputs:
     payload_option: str | None
 
 
-# --- mounts -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Mount:
-    point: str
-    fstype: str
-    options: frozenset[str]
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    return field.encode().decode("unicode_escape")
-
-
-def mounts() -> list[Mount]:
-    found = []
-    try:
-        with open("/proc/self/mountinfo") as fp:
-            for line in fp:
-                left, _, right = line.partition(" - ")
-                fields, tail = left.split(), right.split()
-                if len(fields) < 6 or len(tail) < 3:
-                    continue
-                options = set(fields[5].split(",")) | set(tail[2].split(","))
-                found.append(Mount(_unescape(fields[4]), tail[0], frozenset(options)))
-    except OSError:
-        return []
-    return found
-
-
-def mount_of(path: Path) -> Mount | None:
-    """The mount that holds `path` (the last mounted of the longest matching mount points)."""
-    target = os.path.realpath(path)
-    best: Mount | None = None
-    for mount in mounts():
-        point = mount.point.rstrip("/") or "/"
-        inside = target == point or target.startswith(point if point == "/" else point + "/")
-        if inside and (best is None or len(point) >= len(best.point.rstrip("/") or "/")):
-            best = mount
-    return best
+# --- paths ------------------------------------------------------------------------------------
 
 
 def _existing(path: Path) -> Path:
@@ -314,7 +274,7 @@ def check_data_dir_exec(inputs: Inputs) -> Check:
     name = "data dir exec"
     data_dir = inputs.paths.data_dir
     where = _existing(data_dir)
-    mount = mount_of(where)
+    mount = mounts.mount_of(where)
     point = mount.point if mount else "?"
     try:
         noexec = bool(os.statvfs(where).f_flag & os.ST_NOEXEC)
@@ -361,51 +321,21 @@ def check_free_space(inputs: Inputs) -> Check:
 # --- kernel features --------------------------------------------------------------------------
 
 
-def _cgroup_mode(all_mounts: list[Mount]) -> str:
-    root = next((m for m in reversed(all_mounts) if m.point == "/sys/fs/cgroup"), None)
-    if root is not None and root.fstype == "cgroup2":
-        return "v2"
-    if any(m.fstype == "cgroup" for m in all_mounts):
-        hybrid = any(m.fstype == "cgroup2" for m in all_mounts)
-        return "v1 (hybrid)" if hybrid else "v1"
-    return "none"
-
-
-def _enabled_v1_controllers() -> set[str]:
-    enabled = set()
-    try:
-        with open("/proc/cgroups") as fp:
-            for line in fp:
-                parts = line.split()
-                if len(parts) == 4 and not line.startswith("#") and parts[3] == "1":
-                    enabled.add(parts[0])
-    except OSError:
-        pass
-    return enabled
-
-
 def check_cgroups(_: Inputs) -> Check:
     name = "cgroups"
-    all_mounts = mounts()
-    mode = _cgroup_mode(all_mounts)
+    all_mounts = mounts.mounts()
+    mode = cgroups.mode(all_mounts)
     remedy_mount = "mount the cgroup hierarchies (cgroupfs-mount) or boot with systemd"
     if mode == "none":
         return _fail(
             name, "no cgroup filesystem is mounted: runc cannot run containers", remedy_mount
         )
     if mode == "v2":
-        try:
-            available = set(Path("/sys/fs/cgroup/cgroup.controllers").read_text().split())
-        except OSError:
-            available = set()
+        available = cgroups.v2_controllers()
         required, recommended = V2_REQUIRED, V2_RECOMMENDED
         remedy = "enable them in the kernel (cgroup_enable=memory on the kernel command line)"
     else:
-        mounted = set()
-        for m in all_mounts:
-            if m.fstype == "cgroup":
-                mounted |= m.options
-        available = mounted & _enabled_v1_controllers()
+        available = cgroups.v1_controllers(all_mounts)
         required, recommended = V1_REQUIRED, V1_RECOMMENDED
         remedy = f"{remedy_mount}; enable them in the kernel (cgroup_enable=memory)"
     missing = [c for c in required if c not in available]
@@ -426,24 +356,10 @@ def check_cgroups(_: Inputs) -> Check:
     return _pass(name, f"cgroup {mode}: {present}")
 
 
-def _kernel_release() -> str:
-    return os.uname().release
-
-
-def _kernel_version(release: str) -> tuple[int, int]:
-    numbers = []
-    for part in release.split("-")[0].split(".")[:2]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        numbers.append(int(digits) if digits else 0)
-    while len(numbers) < 2:
-        numbers.append(0)
-    return numbers[0], numbers[1]
-
-
 def check_kernel(_: Inputs) -> Check:
     name = "kernel"
-    release = _kernel_release()
-    version = _kernel_version(release)
+    release = kernel.release()
+    version = kernel.version(release)
     if version < MIN_KERNEL:
         return _fail(
             name, f"{release} is older than 3.10: containerd cannot run", "upgrade the kernel"
@@ -456,14 +372,9 @@ def check_kernel(_: Inputs) -> Check:
 def check_overlayfs(inputs: Inputs) -> Check:
     """warren configures the overlayfs snapshotter: without it images cannot be unpacked."""
     name = "overlayfs"
-    try:
-        filesystems = Path("/proc/filesystems").read_text().split()
-    except OSError:
-        filesystems = []
-    module_dir = Path("/lib/modules") / _kernel_release() / "kernel" / "fs" / "overlayfs"
-    if "overlay" in filesystems:
+    if "overlay" in kernel.filesystems():
         found = "supported by the kernel"
-    elif module_dir.is_dir():
+    elif kernel.fs_module_dir("overlayfs").is_dir():
         found = "available as a module (loaded on first use)"
     else:
         return _fail(
@@ -472,7 +383,7 @@ def check_overlayfs(inputs: Inputs) -> Check:
             "load it with 'modprobe overlay' or use a kernel with CONFIG_OVERLAY_FS",
         )
     root = inputs.paths.containerd_root
-    mount = mount_of(_existing(root))
+    mount = mounts.mount_of(_existing(root))
     if mount is not None and mount.fstype in ("overlay", "aufs"):
         return _warn(
             name,

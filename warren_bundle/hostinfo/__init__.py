@@ -2,6 +2,10 @@
 
 `WARREN_PLATFORM=darwin|linux` forces the OS (the Lima path is tested on Linux that way);
 `WARREN_ARCH` forces the architecture.
+
+The Linux facts the doctor reads are submodules, imported only by those who need them (this
+module must stay cheap: `warren version` imports it): `mounts` (/proc/self/mountinfo), `cgroups`
+(cgroup mode and controllers) and `kernel` (release, version, filesystems).
 """
 
 from __future__ import annotations
@@ -27,13 +31,16 @@ def host_os() -> str:
     forced = os.environ.get("WARREN_PLATFORM")
     if forced:
         return forced.lower()
-    if sys.platform.startswith("linux"):
+    # A plain str: mypy would otherwise read the checks below as platform guards and call the
+    # branches for the other platforms unreachable.
+    name: str = sys.platform
+    if name.startswith("linux"):
         return "linux"
-    if sys.platform == "darwin":
+    if name == "darwin":
         return "darwin"
-    if sys.platform in ("win32", "cygwin", "msys"):
+    if name in ("win32", "cygwin", "msys"):
         return "windows"
-    return sys.platform
+    return name
 
 
 def host_arch() -> str:
