@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from warren_bundle.doctor import checks as doctor
-from warren_bundle.doctor.checks import Check, Inputs, Level
+from warren_bundle.doctor import host, payload_checks, run
+from warren_bundle.doctor.base import Check, Inputs, Level
 from warren_bundle.errors import ExitCode
 from warren_bundle.hostinfo import kernel, mounts
 from warren_bundle.paths import Paths
@@ -47,7 +47,7 @@ def test_a_build_without_the_payload_entry_is_binary_not_embedded(
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", "/bin/true")
 
-    check = doctor.check_payload(Inputs(make_tmp_paths(tmp_path), None))
+    check = payload_checks.check_payload(Inputs(make_tmp_paths(tmp_path), None))
 
     assert check.level == Level.FAIL
     assert check.exit_code == ExitCode.PAYLOAD
@@ -68,9 +68,12 @@ def test_a_damaged_payload_fails_its_digest(tmp_path: Path, staged_payload: Path
 
     out = run_warren(make_tmp_paths(tmp_path), "doctor", payload=copy)
 
-    assert out.returncode == ExitCode.CHECKSUM, out.stdout
+    # Exit 3, as `warren extract` gives for the same file; 8 is the build pipeline's mismatch.
+    assert out.returncode == ExitCode.PAYLOAD == 3, out.stdout
     line = doctor_lines(out.stdout)["payload"]
     assert line.startswith("FAIL") and "fails its digest" in line
+    extracted = run_warren(make_tmp_paths(tmp_path / "x"), "extract", payload=copy)
+    assert extracted.returncode == ExitCode.PAYLOAD, extracted.stderr
 
 
 def test_damaged_binaries_fail_until_repaired(tmp_path: Path, staged_payload: Path) -> None:
@@ -127,7 +130,7 @@ def test_not_root_is_permission_denied_with_the_seeds_solution(
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
 
-    check = doctor.check_privileges(Inputs(make_tmp_paths(tmp_path), None))
+    check = host.check_privileges(Inputs(make_tmp_paths(tmp_path), None))
 
     assert check.level == Level.FAIL and check.exit_code == ExitCode.PERMISSION
     assert check.message.startswith("permission denied: uid 1000 cannot start containerd")
@@ -161,7 +164,7 @@ def test_json_lists_every_check_and_the_exit_code(tmp_path: Path) -> None:
 )
 def test_kernel_versions(release: str, level: Level, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernel, "release", lambda: release)
-    check = doctor.check_kernel(Inputs(Paths.resolve(), None))
+    check = host.check_kernel(Inputs(Paths.resolve(), None))
     assert check.level == level
     assert release in check.message
 
@@ -177,7 +180,7 @@ def test_a_check_that_breaks_is_reported_and_the_others_still_run() -> None:
     def check_explodes(_: Inputs) -> Check:
         raise RuntimeError("boom")
 
-    result = doctor._guarded(check_explodes, Inputs(Paths.resolve(), None))
+    result = run._guarded(check_explodes, Inputs(Paths.resolve(), None))
     assert result.level == Level.WARN and result.name == "explodes"
     assert "RuntimeError: boom" in result.message
 

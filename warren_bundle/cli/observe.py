@@ -71,7 +71,7 @@ def doctor(as_json: bool) -> None:
     Exits 0 when nothing fails, else with the exit code of the first failed check
     (3 payload, 4 permission, 7 socket, 8 checksum, 9 Lima, 1 other).
     """
-    from warren_bundle.doctor.checks import exit_status, run_checks, summary
+    from warren_bundle.doctor.run import exit_status, run_checks, summary
 
     ctx = _ctx()
     checks = run_checks(ctx.paths, ctx.payload)

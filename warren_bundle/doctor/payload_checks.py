@@ -1,0 +1,110 @@
+"""The payload this warren carries (re-hashed), and the binaries extracted from it to <data>/bin."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from warren_bundle.doctor.base import Check, Inputs, failed, passed, warned
+from warren_bundle.errors import ExitCode, PayloadError
+from warren_bundle.hostinfo import host_arch
+
+
+def _digest_of(path: Path, offset: int, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fp:
+        fp.seek(offset)
+        remaining = size
+        while remaining > 0:
+            chunk = fp.read(min(1 << 20, remaining))
+            if not chunk:
+                break
+            digest.update(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def check_payload(inputs: Inputs) -> Check:
+    """Seed case "Binary Not Found": the containerd binaries were not embedded at build time."""
+    from warren_bundle.payload.format import locate
+
+    name = "payload"
+    try:
+        payload = locate(inputs.payload_option)
+        actual = _digest_of(payload.path, payload.offset, payload.size)
+    except PayloadError as exc:
+        return failed(name, exc.message, exc.remedy or "", ExitCode.PAYLOAD)
+    except OSError as exc:
+        return failed(
+            name,
+            f"failed to read embedded binary: {exc.strerror or exc}",
+            "run 'make build' to download and embed containerd",
+            ExitCode.PAYLOAD,
+        )
+    if actual != payload.digest:
+        # A damaged payload is exit 3, as `warren extract` gives for it (PayloadError); 8 is the
+        # build pipeline's checksum mismatch.
+        return failed(
+            name,
+            f"failed to read embedded binary: {payload.origin} fails its digest "
+            f"(expected {payload.digest[:12]}, got {actual[:12]})",
+            "the file is damaged: download warren again, or run 'make build'",
+            ExitCode.PAYLOAD,
+        )
+    m = payload.manifest
+    if m.arch != host_arch():
+        return failed(
+            name,
+            f"the payload carries {m.os}/{m.arch} binaries but the host is {host_arch()}",
+            f"download warren-linux-{host_arch()} instead",
+            ExitCode.PLATFORM,
+        )
+    return passed(
+        name,
+        f"containerd {m.containerd_version}, runc {m.runc_version}, "
+        f"sha256:{payload.digest[:12]} intact ({payload.origin})",
+    )
+
+
+def check_binaries(inputs: Inputs) -> Check:
+    """What `<data>/bin` holds, checked against the stamp it was written with."""
+    from warren_bundle.extract import damaged_files, read_stamp
+    from warren_bundle.payload.format import Manifest, locate
+
+    name = "binaries"
+    bin_dir = inputs.paths.bin_dir
+    stamp = read_stamp(inputs.paths)
+    if stamp is None:
+        return warned(
+            name,
+            f"not extracted yet into {bin_dir}",
+            "'warren extract' or the first 'warren containerd start' extracts them",
+        )
+    try:
+        recorded = Manifest.from_dict(stamp["manifest"])
+    except (PayloadError, KeyError, TypeError):
+        return warned(name, f"{inputs.paths.stamp} is unreadable", "run 'warren extract --force'")
+    damaged = damaged_files(inputs.paths, recorded)
+    if damaged:
+        return failed(
+            name,
+            f"{', '.join(damaged)} in {bin_dir} no longer match their SHA-256",
+            "run 'warren extract --verify' to repair them",
+            ExitCode.CHECKSUM,
+        )
+    try:
+        current = locate(inputs.payload_option).digest
+    except PayloadError:
+        current = None
+    if current is not None and current != stamp.get("digest"):
+        return warned(
+            name,
+            f"{bin_dir} holds payload sha256:{str(stamp.get('digest'))[:12]}, this warren "
+            f"carries sha256:{current[:12]}",
+            "the next start re-extracts them ('warren extract' does it now)",
+        )
+    return passed(
+        name,
+        f"{len(recorded.files)} binaries in {bin_dir} match their SHA-256 "
+        f"(containerd {recorded.containerd_version})",
+    )
