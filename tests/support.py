@@ -31,9 +31,13 @@ from warren_bundle.paths import Paths  # noqa: E402
 from warren_bundle.runtime import health  # noqa: E402
 
 T = TypeVar("T")
-WARREN = [sys.executable, "-m", "warren_bundle"]
 STAGED = REPO / "build" / "payload" / f"linux-{host_arch()}"
 FROZEN = REPO / "dist" / f"warren-linux-{host_arch()}"
+# The warren under test. From source (`python -m warren_bundle`, with the staged payload) unless
+# WARREN_TEST_EXE names a frozen file: then every helper here runs that file, with the payload
+# it carries, so the integration suites test the artifact users run (`make test-frozen`).
+TEST_EXE = os.environ.get("WARREN_TEST_EXE") or None
+WARREN = [str(Path(TEST_EXE).resolve())] if TEST_EXE else [sys.executable, "-m", "warren_bundle"]
 BUSYBOX = Path("/bin/busybox")
 TEST_IMAGE = "docker.io/library/busybox:warren-test"
 
@@ -71,7 +75,8 @@ def warren_env(paths: Paths, payload: Path | None = STAGED, **extra: str) -> dic
         WARREN_CONFIG_DIR=str(paths.config_dir),
         PYTHONPATH=str(REPO),
     )
-    if payload is not None:
+    # A frozen file under test uses its own payload; a test that names another one still gets it.
+    if payload is not None and not (TEST_EXE and payload == STAGED):
         env["WARREN_PAYLOAD"] = str(payload)
     env.update(extra)
     return env

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from warren_bundle.errors import ImageImportError
 from warren_bundle.fsutil import write_json
@@ -103,12 +103,12 @@ def open_archive(path: Path) -> Iterator[BinaryIO]:
             import gzip
 
             with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-                yield gz
+                yield cast(BinaryIO, gz)
         elif magic == ZSTD_MAGIC:
             import zstandard
 
             with zstandard.ZstdDecompressor().stream_reader(raw) as zst:
-                yield zst  # type: ignore[misc]
+                yield zst
         else:
             yield raw
 

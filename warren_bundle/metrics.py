@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ LIMA_STATUS_FILE = "status.json"
 # A containerd process counts as running in the SERVING states (ORPHANED: alive, unsupervised).
 STATES = tuple(state.value for state in ALL_STATES)
 
-StatusSource = Callable[[], dict[str, Any]]
+StatusSource = Callable[[], Mapping[str, Any]]
 
 
 # --- the address to serve on ------------------------------------------------------------------
@@ -69,7 +69,7 @@ def format_addr(host: str, port: int) -> str:
 # --- the metrics ------------------------------------------------------------------------------
 
 
-def is_running(report: dict[str, Any]) -> bool:
+def is_running(report: Mapping[str, Any]) -> bool:
     return report.get("state") in SERVING and bool(report.get("containerd_pid"))
 
 
@@ -88,7 +88,7 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def containerd_families(report: dict[str, Any]) -> Iterator[Metric]:
+def containerd_families(report: Mapping[str, Any]) -> Iterator[Metric]:
     from prometheus_client.core import (
         CounterMetricFamily,
         GaugeMetricFamily,
@@ -206,7 +206,7 @@ def _registry(collector: Collector) -> Any:
     return registry
 
 
-def render(report: dict[str, Any], lima: dict[str, Any] | None = None) -> str:
+def render(report: Mapping[str, Any], lima: dict[str, Any] | None = None) -> str:
     """The Prometheus text exposition of one report."""
     from prometheus_client import generate_latest
 

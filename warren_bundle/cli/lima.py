@@ -1,31 +1,29 @@
-"""CLI for the Lima VM: lima up|down|status|delete|yaml, and the macOS side of containerd/socket.
+"""CLI for the Lima VM: lima up|down|status|delete|yaml (macOS).
 
 Commands only parse, call warren_bundle.lima and print; it is imported inside each command.
 """
 
 from __future__ import annotations
 
-import json
-import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from warren_bundle.cli.context import current
+from warren_bundle.cli.output import emit_json, rows, say
 
 if TYPE_CHECKING:
     from warren_bundle.lima.manager import LimaManager
     from warren_bundle.lima.template import LimaSettings
 
 
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
 def _progress(line: str) -> None:
-    click.echo(f"warren: {line}", err=True)
+    say(f"warren: {line}")
 
 
-def _data_dir() -> Any:
-    return click.get_current_context().find_root().obj.paths.data_dir
+def _data_dir() -> Path:
+    return current().paths.data_dir
 
 
 def _manager(settings: LimaSettings | None = None) -> LimaManager:
@@ -125,7 +123,7 @@ def up(
     mgr = _manager(replace(settings, forward_grace=forward_grace))
     mgr.start()
     if as_json:
-        _emit_json(mgr.status())
+        emit_json(mgr.status())
         return
     click.echo(mgr.socket_path)
 
@@ -140,12 +138,21 @@ def down() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """The VM's state, resources and socket; exit 7 when containerd does not answer."""
-    containerd_status(as_json)
+    from warren_bundle.runtime.backend import LimaBackend
+
+    where = LimaBackend(current().paths, _progress)
+    report = where.status()
+    if as_json:
+        emit_json(report)
+    else:
+        print_status(report)
+    where.require_running(report)
 
 
-def _print_status(r: dict[str, Any]) -> None:
+def print_status(r: dict[str, Any]) -> None:
+    """The VM's report as rows (`lima status`, and `containerd status` on macOS)."""
     answers = "answers" if r.get("socket_answers") else "no answer"
-    rows = [
+    table: list[tuple[str, Any]] = [
         ("instance", r["instance"]),
         ("status", r["status"]),
         ("socket", f"{r['socket']} ({answers})"),
@@ -158,26 +165,8 @@ def _print_status(r: dict[str, Any]) -> None:
         ("yaml", r.get("yaml")),
     ]
     if r.get("errors"):
-        rows.append(("errors", "; ".join(r["errors"])))
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        click.echo(f"{key:<{width}}  {value}")
-
-
-def _require_answering(report: dict[str, Any]) -> None:
-    if report.get("socket_answers"):
-        return
-    from warren_bundle.errors import NotRunningError
-
-    if report["status"] == "Running":
-        raise NotRunningError(
-            f"Lima VM '{report['instance']}' is running but containerd does not answer on "
-            f"{report['socket']}",
-            "run 'warren lima up' (it restarts a VM whose socket forward died)",
-        )
-    raise NotRunningError(
-        f"Lima VM '{report['instance']}' is {report['status']}", "start it with 'warren lima up'"
-    )
+        table.append(("errors", "; ".join(r["errors"])))
+    rows(table)
 
 
 @lima.command()
@@ -201,75 +190,3 @@ def show_yaml(cpus: int, memory: str, disk: str, mounts: tuple[str, ...]) -> Non
     settings = _settings(cpus, memory, disk, mounts)
     settings.validate()
     click.echo(render_yaml(settings), nl=False)
-
-
-# --- the macOS side of `warren containerd start|stop|status` and `warren socket` ---------------
-
-
-def containerd_start(as_json: bool, ready_timeout: float) -> None:
-    """`warren containerd start` on macOS: bring up the VM (Lima's deadline unless one is given)."""
-    from click.core import ParameterSource
-
-    from warren_bundle.lima.template import LimaSettings
-
-    source = click.get_current_context().get_parameter_source("ready_timeout")
-    given = source not in (ParameterSource.DEFAULT, None)
-    settings = LimaSettings(start_timeout=ready_timeout) if given else LimaSettings()
-    mgr = _manager(settings)
-    mgr.start()
-    report = mgr.status()
-    if as_json:
-        _emit_json(report)
-        return
-    click.echo(
-        f"containerd {report.get('server_version') or ''} running in Lima VM "
-        f"'{report['instance']}': {mgr.socket_path}".replace("  ", " ")
-    )
-
-
-def containerd_stop() -> None:
-    _manager().stop()
-    click.echo("Lima VM 'warren' stopped (containerd with it)")
-
-
-def containerd_status(as_json: bool) -> None:
-    report = _manager().status()
-    if as_json:
-        _emit_json(report)
-    else:
-        _print_status(report)
-    _require_answering(report)
-
-
-def socket(validate: bool, as_json: bool) -> None:
-    """The Lima socket, once it answers (macOS has no embedded or system containerd)."""
-    from warren_bundle.lima.manager import LimaManager
-    from warren_bundle.runtime import health
-
-    mgr = LimaManager(_data_dir(), progress=_progress)
-    probe = health.probe(mgr.socket_path, 2.0, want_version=validate)
-    if not probe.serving:
-        from warren_bundle.errors import SocketNotFoundError
-
-        raise SocketNotFoundError(
-            f"socket not found: Lima VM 'warren' does not answer on {mgr.socket_path} "
-            f"({probe.error})",
-            "start it with 'warren lima up' (or 'warren containerd start'), or pass --socket",
-        )
-    if as_json:
-        _emit_json(
-            {
-                "kind": "lima",
-                "path": mgr.socket_path,
-                "probe": probe.to_dict() if validate else None,
-            }
-        )
-        return
-    click.echo(mgr.socket_path)
-    if validate:
-        click.echo(f"lima containerd {probe.version} answers", err=True)
-    sys.stdout.flush()
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(lima)

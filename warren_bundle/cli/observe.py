@@ -5,18 +5,14 @@ Modules are imported inside each command so that `warren version` loads none of 
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import MutableMapping
+from typing import Any
 
 import click
 
-if TYPE_CHECKING:
-    from warren_bundle.cli.main import Context
-
-
-def _ctx() -> Context:
-    return click.get_current_context().find_root().obj  # type: ignore[no-any-return]
+from warren_bundle.cli.context import current
+from warren_bundle.cli.output import emit_json
 
 
 @click.command()
@@ -30,9 +26,9 @@ def metrics(from_state: bool) -> None:
     from warren_bundle import metrics as prom
     from warren_bundle.runtime.control import status
 
-    ctx = _ctx()
+    ctx = current()
     paths = ctx.paths
-    report = status(paths)
+    report: dict[str, Any] = dict(status(paths))
     address = report.get("metrics_addr")
     if address and report.get("supervisor_alive") and not from_state:
         try:
@@ -49,7 +45,7 @@ def metrics(from_state: bool) -> None:
     click.echo(prom.render(report, prom.read_lima_status(paths)), nl=False)
 
 
-def _add_bundled_versions(report: dict[str, Any], payload_option: str | None) -> None:
+def _add_bundled_versions(report: MutableMapping[str, Any], payload_option: str | None) -> None:
     """Before any start the state file is absent, but the payload still says what it carries."""
     from warren_bundle.errors import PayloadError
     from warren_bundle.payload.format import locate
@@ -69,11 +65,11 @@ def doctor(as_json: bool) -> None:
     """Check this host for everything containerd needs; PASS/WARN/FAIL with the remedy.
 
     Exits 0 when nothing fails, else with the exit code of the first failed check
-    (3 payload, 4 permission, 7 socket, 8 checksum, 9 Lima, 1 other).
+    (3 payload or binaries damaged, 4 permission, 7 socket, 9 Lima, 1 other).
     """
     from warren_bundle.doctor.run import exit_status, run_checks, summary
 
-    ctx = _ctx()
+    ctx = current()
     checks = run_checks(ctx.paths, ctx.payload)
     counts = summary(checks)
     code = exit_status(checks)
@@ -84,7 +80,7 @@ def doctor(as_json: bool) -> None:
             "ok": code == 0,
             "exit_code": code,
         }
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        emit_json(data)
     else:
         for check in checks:
             click.echo(check.line())
@@ -94,8 +90,3 @@ def doctor(as_json: bool) -> None:
     sys.stdout.flush()
     if code:
         sys.exit(code)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(metrics)
-    cli.add_command(doctor)

@@ -90,7 +90,7 @@ def check_binaries(inputs: Inputs) -> Check:
             name,
             f"{', '.join(damaged)} in {bin_dir} no longer match their SHA-256",
             "run 'warren extract --verify' to repair them",
-            ExitCode.CHECKSUM,
+            ExitCode.PAYLOAD,
         )
     try:
         current = locate(inputs.payload_option).digest

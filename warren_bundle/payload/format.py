@@ -178,7 +178,8 @@ def read_file(path: Path) -> Payload:
 def default_staged_dir() -> Path:
     from warren_bundle.hostinfo import host_arch
 
-    return Path(__file__).resolve().parent.parent / "build" / "payload" / f"linux-{host_arch()}"
+    repo = Path(__file__).resolve().parents[2]  # warren_bundle/payload/format.py -> the checkout
+    return repo / "build" / "payload" / f"linux-{host_arch()}"
 
 
 def is_frozen() -> bool:

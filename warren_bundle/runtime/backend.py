@@ -87,7 +87,8 @@ class LimaBackend:
         self.progress = progress
 
     def _manager(self, start_timeout: float | None = None) -> Any:
-        from warren_bundle.lima.manager import LimaManager, LimaSettings
+        from warren_bundle.lima.manager import LimaManager
+        from warren_bundle.lima.template import LimaSettings
 
         settings = (
             LimaSettings() if start_timeout is None else LimaSettings(start_timeout=start_timeout)
