@@ -1,4 +1,4 @@
-"""Fixtures shared by every test layer. See tests/support.py for the helpers behind them."""
+"""Fixtures shared by every test layer (unit/, integration/, e2e/); helpers in tests/support/."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from warren_bundle.fetch.staging import check_elf, check_replaceable
 from warren_bundle.payload import elf
 from warren_bundle.payload import format as payload
 
-import release_artifacts as ra
+from support import release_artifacts as ra
 
 GOOD_A = "a" * 64
 GOOD_B = "b" * 64
@@ -425,7 +425,7 @@ def test_out_that_is_not_a_staged_payload_is_refused(tmp_path: Path) -> None:
 
 # --- the package is build time only; the script is its entry point --------------------------
 
-PACKAGE = Path(__file__).resolve().parent.parent / "warren_bundle"
+PACKAGE = Path(__file__).resolve().parents[2] / "warren_bundle"
 
 
 def _imports_fetch(path: Path) -> bool:

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_lima_unit import GIB, LIST, FakeLima, start_call
 
 from warren_bundle.errors import ExitCode
 from warren_bundle.paths import Paths
@@ -31,6 +30,7 @@ from support import (
     stop_run,
     warren_env,
 )
+from support.lima import GIB, LIST, FakeLima, start_call
 
 pytestmark = pytest.mark.integration
 

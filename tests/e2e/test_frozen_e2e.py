@@ -124,7 +124,7 @@ def test_carried_binaries_match_the_manifest(
         assert installed == (staged_payload / "bin" / entry["name"]).read_bytes()
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def freeze_launcher(dest: Path, name: str) -> Path:

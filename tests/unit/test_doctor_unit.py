@@ -87,7 +87,7 @@ def test_damaged_binaries_fail_until_repaired(tmp_path: Path, staged_payload: Pa
 
     out = run_warren(paths, "doctor")
 
-    assert out.returncode == ExitCode.CHECKSUM, out.stdout
+    assert out.returncode == ExitCode.PAYLOAD, out.stdout
     line = doctor_lines(out.stdout)["binaries"]
     assert line.startswith("FAIL") and "runc" in line and "warren extract --verify" in line
     assert runc.read_bytes() == bytes(data), "doctor must not repair anything itself"

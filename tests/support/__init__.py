@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from warren_bundle.hostinfo import host_arch  # noqa: E402

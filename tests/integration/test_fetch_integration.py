@@ -20,8 +20,8 @@ import pytest
 from warren_bundle.payload import elf
 from warren_bundle.payload import format as payload
 
-import release_artifacts as ra
 from conftest import require
+from support import release_artifacts as ra
 
 pytestmark = pytest.mark.integration
 
