@@ -51,6 +51,8 @@ $(EXE): $(PAYLOAD) $(SOURCES) $(VENV)/.installed
 	  $(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
 	  --workpath .pyinstaller --distpath dist build/spec/warren.spec
 	@$(EXE) version
+	@# Every module imports, getaddrinfo, idna, a metrics scrape: a bad exclusion fails here.
+	@$(EXE) _selfcheck || { rm -f $(EXE); echo "removed $(EXE): it fails its self-check" >&2; exit 1; }
 
 run: build
 	$(EXE) containerd run

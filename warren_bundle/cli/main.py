@@ -98,8 +98,9 @@ def _register_subcommands() -> None:
     from warren_bundle.cli.images import images
     from warren_bundle.cli.lima import lima
     from warren_bundle.cli.observe import doctor, metrics
+    from warren_bundle.cli.selfcheck import selfcheck
 
-    for command in (extract, containerd, socket, ctr, images, metrics, doctor, lima):
+    for command in (extract, containerd, socket, ctr, images, metrics, doctor, lima, selfcheck):
         cli.add_command(command)
 
 
