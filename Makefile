@@ -9,7 +9,7 @@ FETCH_ARGS ?=
 PAYLOAD_DIR := build/payload/linux-$(ARCH)
 PAYLOAD := $(PAYLOAD_DIR)/payload.tar.zst
 EXE := dist/warren-linux-$(ARCH)
-SOURCES := $(shell find warren_bundle -name '*.py') build/spec/warren.spec
+SOURCES := $(shell find warren_bundle -name '*.py') build/spec/warren.spec build/spec/warren-bundle.txt
 PYTEST_ARGS ?=
 
 .PHONY: all venv payload build run test test-frozen test-unit lint release bench clean help

@@ -9,7 +9,8 @@ freezing, and a bad exclusion fails the build instead of a user's command:
 - every module of warren_bundle (but the build-time warren_bundle.fetch) imports, and so does
   every name their code imports, at any depth (the lazy imports of grpc_unix, metrics, lima ...);
 - "localhost" resolves with socket.getaddrinfo, and a name encodes with the "idna" codec;
-- a metrics server starts on 127.0.0.1:0 and a scrape of it answers.
+- a metrics server starts on 127.0.0.1:0 and a scrape of it answers;
+- in the frozen file, the unpack dir holds the marker that tells our leftovers from others'.
 
 Nothing here starts containerd or needs root. tests/unit/test_spec_excludes.py runs the same
 checks from source with the spec's EXCLUDES made unimportable.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pkgutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,10 +174,22 @@ def check_metrics() -> None:
         raise ValueError(f"the scrape of {server.url} lacks embedded_containerd_running")
 
 
+def check_unpack_marker() -> None:
+    """The marker warren_bundle.runtime.leftovers recognises our unpack dirs by (frozen only)."""
+    meipass = getattr(sys, "_MEIPASS", None)
+    if meipass is None:
+        return
+    from warren_bundle.runtime.leftovers import MARKER
+
+    if not (Path(meipass) / MARKER).is_file():
+        raise FileNotFoundError(f"{MARKER} is not in {meipass} (the spec's datas add it)")
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "idna codec": check_idna,
     "getaddrinfo localhost": check_getaddrinfo,
     "metrics server and scrape": check_metrics,
+    "unpack dir marker": check_unpack_marker,
 }
 
 

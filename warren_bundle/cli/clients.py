@@ -16,8 +16,11 @@ def extract(verify: bool, force: bool, as_json: bool) -> None:
     """Extract containerd, ctr, the shim and runc into <data-dir>/bin (cached)."""
     from warren_bundle.extract import ensure_extracted
     from warren_bundle.payload.format import locate
+    from warren_bundle.runtime.leftovers import remove_stale_unpack_dirs
 
     ctx = current()
+    for leftover in remove_stale_unpack_dirs():  # of one-file warrens killed with SIGKILL
+        say(f"warren: removed {leftover}: an unpack dir no process uses")
     payload = locate(ctx.payload)
     result = ensure_extracted(ctx.paths, payload, verify=verify, force=force)
     if as_json:

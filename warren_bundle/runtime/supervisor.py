@@ -191,6 +191,7 @@ class ContainerdManager:
     def _start_embedded(self) -> None:
         from warren_bundle.extract import ensure_extracted
         from warren_bundle.hostinfo import check_supported
+        from warren_bundle.runtime.leftovers import remove_stale_unpack_dirs
 
         begin = time.perf_counter()
         goos, _ = check_supported()
@@ -209,6 +210,8 @@ class ContainerdManager:
             self._close_metrics()
             raise
         try:
+            for leftover in remove_stale_unpack_dirs():  # of one-file warrens killed with SIGKILL
+                self._log(f"removed {leftover}: an unpack dir no process uses")
             self.payload = payload = self._resolve_payload()
             result = ensure_extracted(self.paths, payload)
             self.timings.extraction_s = result.duration_s
