@@ -218,6 +218,11 @@ def _remove_stale_temp_dirs(paths: Paths) -> None:
 
     for leftover in paths.data_dir.glob(f"{_TMP_PREFIX}*"):
         shutil.rmtree(leftover, ignore_errors=True)
+    # atomic_write's temp file from a stamp write that was killed (bin/..manifest.json.XXXXXXXX);
+    # under the lock nobody else writes the stamp.
+    for leftover in paths.bin_dir.glob(f".{paths.stamp.name}.*"):
+        with suppress(OSError):
+            leftover.unlink()
 
 
 def _os_error(exc: OSError, where: Path) -> WarrenError:
