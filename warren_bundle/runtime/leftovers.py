@@ -132,8 +132,6 @@ def remove_stale_unpack_dirs(parent: Path | None = None) -> list[Path]:
 
     Returns the dirs it removed.
     """
-    import shutil
-
     where = parent if parent is not None else unpack_parent()
     if where is None:
         return []
@@ -141,6 +139,8 @@ def remove_stale_unpack_dirs(parent: Path | None = None) -> list[Path]:
     found = candidates(Path(os.path.realpath(where)))
     if not found:
         return []
+    import shutil
+
     busy = in_use(found)
     removed = []
     for path in found:
