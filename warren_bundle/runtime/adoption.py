@@ -1,9 +1,11 @@
 """Which running containerd a new supervisor may take over, instead of starting a second one.
 
 Only the bundled containerd of this run dir qualifies: the one its pidfile names (trusted only
-when the exe and start time still match), or, when something answers on our socket but the
-pidfile is gone, a process running our containerd binary with our socket on its command line.
-One that does not answer is killed and replaced.
+when the exe and start time still match and it is our containerd binary with our socket on its
+command line: pidfile.containerd()), or, when something answers on our socket but the pidfile is
+gone, a process running our containerd binary with our socket on its command line.
+One that does not answer is killed and replaced; a pidfile naming any other process is removed,
+and that process is left alone.
 """
 
 from __future__ import annotations
@@ -25,19 +27,19 @@ def adoptable_pid(
     log: Callable[[str], None],
 ) -> int | None:
     sock = str(paths.socket)
-    trusted = pidfile.read_trusted(paths.containerd_pidfile)
-    if trusted:
-        pid: int | None = trusted[0].pid
+    ours = pidfile.containerd(paths)
+    if ours is not None:
+        pid: int | None = ours.pid
     else:
         # Scanning every process is only worth it when something answers on our socket.
         binary = str(paths.binary("containerd"))
         pid = processes.find(binary, sock) if is_serving(sock, 0.5) else None
     if pid is None:
-        pidfile.remove(paths.containerd_pidfile)
+        pidfile.discard(paths.containerd_pidfile)
         return None
     if not is_serving(sock, settings.health_timeout):
         log(f"containerd pid {pid} does not answer on {sock}; replacing it")
         processes.kill_and_wait(pid, settings.stop_timeout)
-        pidfile.remove(paths.containerd_pidfile)
+        pidfile.discard(paths.containerd_pidfile)
         return None
     return pid

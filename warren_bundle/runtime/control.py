@@ -42,13 +42,13 @@ def require_root(action: str) -> None:
 
 
 def supervisor_process(paths: Paths) -> psutil.Process | None:
-    trusted = pidfile.read_trusted(paths.supervisor_pidfile)
-    return trusted[1] if trusted else None
+    """This run dir's warren supervisor (pidfile.supervisor: never another process)."""
+    return pidfile.supervisor(paths)
 
 
 def containerd_process(paths: Paths) -> psutil.Process | None:
-    trusted = pidfile.read_trusted(paths.containerd_pidfile)
-    return trusted[1] if trusted else None
+    """This run dir's bundled containerd (pidfile.containerd: never another process)."""
+    return pidfile.containerd(paths)
 
 
 def start_detached(

@@ -77,7 +77,7 @@ class Monitor:
                 return
             mgr.last_exit = ExitInfo(time.time(), proc.pid, proc.returncode, reason)
             mgr._log(f"containerd pid {proc.pid} {reason} after {ran_for:.1f}s")
-            pidfile.remove(mgr.paths.containerd_pidfile)
+            pidfile.discard(mgr.paths.containerd_pidfile)
             mgr.started_at = None
         while not stopping.is_set():
             decision = self.policy.after_exit(time.monotonic(), ran_for)
@@ -111,6 +111,6 @@ class Monitor:
             mgr._log(f"FATAL: {reason}; giving up so the service manager can take over")
             mgr._set_state(State.FATAL)
             mgr._stopping.set()
-            pidfile.remove(mgr.paths.containerd_pidfile)
-            pidfile.remove(mgr.paths.supervisor_pidfile)
+            pidfile.discard(mgr.paths.containerd_pidfile)
+            pidfile.discard(mgr.paths.supervisor_pidfile)
             mgr._release_lock()

@@ -2,11 +2,19 @@
 
 A bare pid can be reused after a reboot or a crash; the pidfile records the executable and the start
 time as well, and psutil must confirm both.
+
+Even a record that matches is only a claim: anyone who can write the run dir could name any live
+process in it. `containerd()` and `supervisor()` are the one place that decides which process
+warren may signal, and they answer only with the bundled containerd of this run dir (its exe is
+<data-dir>/bin/containerd and our socket is on its command line) or the warren supervisor of this
+run dir (`warren containerd run`, holding the run dir's lock).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from warren_bundle.fsutil import atomic_write
+from warren_bundle.paths import Paths
 
 _START_TOLERANCE = 0.05  # seconds; create_time is derived from clock ticks
 
@@ -84,5 +93,115 @@ def read_trusted(path: Path) -> tuple[PidRecord, psutil.Process] | None:
 
 
 def remove(path: Path) -> None:
+    """Remove a pidfile; OSError when it exists and cannot be removed (a read-only run dir).
+
+    A missing one is no error, even on a read-only filesystem (where unlink says EROFS first).
+    """
+    if not os.path.lexists(path):
+        return
     with suppress(FileNotFoundError):
         path.unlink()
+
+
+def discard(path: Path) -> None:
+    """Best-effort remove(), for a supervisor's cleanup: an untrusted pidfile does no harm."""
+    with suppress(OSError):
+        remove(path)
+
+
+# --- which processes warren may signal --------------------------------------------------------
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except (psutil.Error, OSError):
+        return []
+
+
+def is_bundled_containerd(proc: psutil.Process, paths: Paths) -> bool:
+    """`proc` runs <data-dir>/bin/containerd with this run dir's socket on its command line."""
+    try:
+        exe = _exe_or_name(proc)
+    except (psutil.Error, OSError):
+        return False
+    binary = str(paths.binary("containerd"))
+    if exe not in (binary, Path(binary).name[:_COMM_LEN]):
+        return False
+    return str(paths.socket) in _cmdline(proc)
+
+
+def _own_executable() -> str | None:
+    return _clean_exe(os.path.realpath(sys.executable)) if getattr(sys, "frozen", False) else None
+
+
+def _runs_warren(exe: str, argv: list[str]) -> bool:
+    """A frozen warren file (ours, or one named warren*), or Python running warren_bundle."""
+    if exe == _own_executable() or Path(exe).name.startswith("warren"):
+        return True
+    if not Path(exe).name.startswith("python"):
+        return False
+    rest = argv[1:3]
+    return (
+        rest[:2] == ["-m", "warren_bundle"]
+        or (bool(rest) and Path(rest[0]).name == "warren")  # the console-script entry point
+        or (bool(rest) and rest[0].endswith("warren_bundle/__main__.py"))
+    )
+
+
+def lock_holders(path: Path) -> set[int]:
+    """Pids holding a flock or POSIX lock on `path` (from /proc/locks, readable by anyone)."""
+    try:
+        inode = os.stat(path).st_ino
+        with open("/proc/locks") as fp:
+            lines = fp.read().splitlines()
+    except OSError:
+        return set()
+    pids = set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->":  # "->": a waiter, not a holder
+            continue
+        with suppress(ValueError):
+            if int(fields[5].rsplit(":", 1)[1]) == inode:
+                pids.add(int(fields[4]))
+    return pids
+
+
+def is_warren_supervisor(proc: psutil.Process, paths: Paths) -> bool:
+    """`proc` is `warren containerd run` (our frozen file or python -m warren_bundle) holding
+    this run dir's supervisor lock, which only a supervisor of this run dir takes."""
+    if proc.pid not in lock_holders(paths.supervisor_lock):
+        return False
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        exe = _exe_or_name(proc)
+    except (psutil.Error, OSError):
+        return False
+    argv = _cmdline(proc)
+    runs = any(argv[i : i + 2] == ["containerd", "run"] for i in range(1, len(argv)))
+    return runs and _runs_warren(exe, argv)
+
+
+def containerd(paths: Paths) -> psutil.Process | None:
+    """The bundled containerd its pidfile names, or None: the only containerd warren signals."""
+    trusted = read_trusted(paths.containerd_pidfile)
+    if trusted is None or not is_bundled_containerd(trusted[1], paths):
+        return None
+    return trusted[1]
+
+
+def supervisor(paths: Paths) -> psutil.Process | None:
+    """The warren supervisor of this run dir, or None: the only supervisor warren signals.
+
+    That is the process holding the run dir's lock, if it runs `warren containerd run`. Its
+    pidfile (written once containerd is ready) is not needed to find it, so a supervisor still
+    starting is found too, and a pidfile naming some other process can never be.
+    """
+    for pid in sorted(lock_holders(paths.supervisor_lock)):
+        with suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if is_warren_supervisor(proc, paths):
+                return proc
+    return None
