@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 
@@ -68,6 +69,26 @@ class SocketNotFoundError(WarrenError):
     """No containerd answers on the socket a client asked for."""
 
     exit_code = ExitCode.NOT_RUNNING
+
+
+def path_error(exc: OSError, path: object, option: str, action: str = "write") -> WarrenError:
+    """One line for an OSError on one of warren's own paths: the path, why, and what to do.
+
+    `option` is the one that moves that path elsewhere (--run-dir, --data-dir, --config-dir).
+    EACCES, EPERM and EROFS are permission errors (exit 4); the rest exit 1.
+    """
+    cause = f"cannot {action} {path}: {exc.strerror or exc}"
+    if exc.errno == errno.EROFS:
+        return PermissionDeniedError(
+            cause, f"remount it read-write, or pass {option} to a writable directory"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PermissionDeniedError(
+            cause, f"run warren with sudo, or pass {option} to a directory you own"
+        )
+    if exc.errno == errno.ENOSPC:
+        return WarrenError(cause, f"free some space, or pass {option} on a larger filesystem")
+    return WarrenError(cause, f"check {path} and its directory, or pass {option}")
 
 
 class ChecksumMismatch(WarrenError):

@@ -14,7 +14,7 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from warren_bundle.errors import (
     PlatformError,
     UnsafePathError,
     WarrenError,
+    path_error,
 )
 from warren_bundle.fsutil import (
     LockTimeout,
@@ -107,6 +108,8 @@ def _makedirs(path: Path) -> None:
             f"cannot create {path}: permission denied",
             "run warren with sudo, or pass --data-dir to a directory you own",
         ) from exc
+    except OSError as exc:  # a read-only data dir, a file in the way
+        raise path_error(exc, path, "--data-dir", "create") from exc
 
 
 def _check_exec_allowed(path: Path) -> None:
@@ -202,15 +205,18 @@ def damaged_files(paths: Paths, manifest: Manifest) -> list[str]:
 
 @contextmanager
 def _extract_lock(paths: Paths, timeout: float) -> Iterator[None]:
-    try:
-        with locked(paths.extract_lock, timeout):
-            yield
-    except LockTimeout:
-        raise ExtractionError(
-            f"timed out after {timeout:.0f}s waiting for {paths.extract_lock}: "
-            "another warren is extracting into the same data dir",
-            "wait for it to finish, or stop the other warren process",
-        ) from None
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(locked(paths.extract_lock, timeout))
+        except LockTimeout:
+            raise ExtractionError(
+                f"timed out after {timeout:.0f}s waiting for {paths.extract_lock}: "
+                "another warren is extracting into the same data dir",
+                "wait for it to finish, or stop the other warren process",
+            ) from None
+        except OSError as exc:  # a read-only or foreign data dir
+            raise _os_error(exc, paths.extract_lock) from exc
+        yield
 
 
 def _remove_stale_temp_dirs(paths: Paths) -> None:
@@ -232,10 +238,7 @@ def _os_error(exc: OSError, where: Path) -> WarrenError:
             "free some space or pass --data-dir on a larger filesystem",
         )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PermissionDeniedError(
-            f"cannot write {where}: {exc.strerror}",
-            "run warren with sudo, or pass --data-dir to a writable directory you own",
-        )
+        return path_error(exc, where, "--data-dir")
     return ExtractionError(f"cannot write {where}: {exc.strerror or exc}")
 
 

@@ -42,6 +42,18 @@ def atomic_write(
         fsync_dir(path.parent)
 
 
+def written_path(exc: OSError) -> Path | None:
+    """The file an OSError from atomic_write() is about: its target, not the temp file beside it
+    (".NAME.xxxxxxxx" is NAME), so an error names the path the user knows."""
+    if not exc.filename:
+        return None
+    path = Path(os.fsdecode(exc.filename))
+    name = path.name
+    if name.startswith(".") and name.count(".") >= 2:
+        return path.with_name(name[1:].rsplit(".", 1)[0])
+    return path
+
+
 def write_json(path: Path, data: Any, mode: int = 0o644) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
 

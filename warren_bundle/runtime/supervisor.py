@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from warren_bundle.errors import (
@@ -22,8 +23,9 @@ from warren_bundle.errors import (
     PlatformError,
     ReadinessTimeout,
     SocketNotFoundError,
+    path_error,
 )
-from warren_bundle.fsutil import LockTimeout, locked
+from warren_bundle.fsutil import LockTimeout, locked, written_path
 from warren_bundle.paths import DEFAULT_DATA_DIR, Paths, system_socket_path
 from warren_bundle.runtime import health, logs, pidfile, statefile
 from warren_bundle.runtime.adoption import adoptable_pid
@@ -150,9 +152,11 @@ class ContainerdManager:
             monitor.join(timeout=self.settings.stop_timeout + 5)
         with self._mutex:
             self._proc = None
-            pidfile.remove(self.paths.containerd_pidfile)
-            pidfile.remove(self.paths.supervisor_pidfile)
-            self._remove_stale_socket()
+            # Best effort (a read-only run dir): a pidfile of an exited process is never trusted.
+            pidfile.discard(self.paths.containerd_pidfile)
+            pidfile.discard(self.paths.supervisor_pidfile)
+            with suppress(OSError):
+                self._remove_stale_socket()
             if not fatal:
                 self._set_state(State.STOPPED)  # STOPPING -> STOPPED
             self._release_lock()
@@ -216,18 +220,22 @@ class ContainerdManager:
             result = ensure_extracted(self.paths, payload)
             self.timings.extraction_s = result.duration_s
             self.timings.extraction_cached = result.cached
-            write_config(self.paths, payload.manifest.containerd_version, self.config_options)
+            try:
+                write_config(self.paths, payload.manifest.containerd_version, self.config_options)
+            except OSError as exc:
+                where = written_path(exc) or self.paths.config_file
+                raise path_error(exc, where, "--config-dir") from exc
             self._set_state(State.STARTING)  # STOPPED -> STARTING
             self._log(f"starting containerd {payload.manifest.containerd_version}")
             if not self._adopt():
                 self._remove_stale_socket()
                 self._spawn_until_ready()
-            pidfile.write(self.paths.supervisor_pidfile, pidfile.record_for(os.getpid()))
+            self._write_pidfile(self.paths.supervisor_pidfile, pidfile.record_for(os.getpid()))
         except BaseException:
             if self._proc is not None:
                 self._terminate(self._proc)
                 self._proc = None
-            pidfile.remove(self.paths.containerd_pidfile)
+            pidfile.discard(self.paths.containerd_pidfile)
             self._set_state(State.STOPPED)  # STARTING -> STOPPED
             self._release_lock()
             self._close_metrics()
@@ -253,12 +261,22 @@ class ContainerdManager:
                 f"cannot create {self.paths.run_dir}: permission denied",
                 "run warren with sudo (containerd needs root), or pass --run-dir",
             ) from exc
+        except OSError as exc:
+            raise path_error(exc, self.paths.run_dir, "--run-dir", "create") from exc
+
+    def _write_pidfile(self, path: Path, record: pidfile.PidRecord) -> None:
+        try:
+            pidfile.write(path, record)
+        except OSError as exc:
+            raise path_error(exc, path, "--run-dir") from exc
 
     def _acquire_lock(self) -> None:
         stack = ExitStack()
         try:
             lock = locked(self.paths.supervisor_lock, self.settings.lock_timeout, mode=0o644)
             stack.enter_context(lock)
+        except OSError as exc:
+            raise path_error(exc, self.paths.supervisor_lock, "--run-dir", "open") from exc
         except LockTimeout:
             other = pidfile.read(self.paths.supervisor_pidfile)
             who = f"pid {other.pid}" if other else "another process"
@@ -293,7 +311,7 @@ class ContainerdManager:
         if pid is None:
             return False
         self._proc = self._processes.adopt(pid)
-        pidfile.write(self.paths.containerd_pidfile, self._proc.record)
+        self._write_pidfile(self.paths.containerd_pidfile, self._proc.record)
         self.adopted = True
         self.started_at = time.time()
         self.timings.socket_ready_s = 0.0
@@ -322,7 +340,11 @@ class ContainerdManager:
             proc = self._processes.spawn(self._command(), log_fd, env)
         finally:
             os.close(log_fd)
-        pidfile.write(self.paths.containerd_pidfile, proc.record)
+        try:
+            self._write_pidfile(self.paths.containerd_pidfile, proc.record)
+        except BaseException:
+            self._terminate(proc)
+            raise
         return proc
 
     def _spawn_until_ready(self) -> None:
