@@ -13,7 +13,13 @@ from typing import Any
 
 import psutil
 
-from warren_bundle.errors import ExitCode, NotRunningError, PermissionDeniedError, WarrenError
+from warren_bundle.errors import (
+    ExitCode,
+    NotRunningError,
+    PermissionDeniedError,
+    WarrenError,
+    path_error,
+)
 from warren_bundle.paths import Paths
 from warren_bundle.runtime import health, logs, pidfile
 from warren_bundle.runtime import statefile as state
@@ -23,6 +29,8 @@ from warren_bundle.runtime.states import parse as parse_state
 from warren_bundle.runtime.status import StatusReport
 
 STOP_GRACE = 10.0
+# The supervisor stops containerd within STOP_GRACE (SIGTERM, then SIGKILL); it gets this long more.
+SUPERVISOR_EXTRA = 5.0
 
 
 def self_command() -> list[str]:
@@ -94,6 +102,13 @@ def start_detached(
     )
 
 
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _is_or_child_of(pid: Any, launcher: int) -> bool:
     # A one-file build runs as a bootloader process whose child is the Python supervisor.
     if not isinstance(pid, int):
@@ -123,29 +138,71 @@ def _child_failed(paths: Paths, rc: int) -> WarrenError:
 
 
 def stop(paths: Paths, timeout: float = STOP_GRACE) -> str:
-    """Stop the supervisor (it stops containerd), or an orphaned containerd. Idempotent."""
+    """Stop the supervisor (it stops containerd), then any containerd still running. Idempotent.
+
+    Only this run dir's supervisor and bundled containerd are ever signalled (pidfile.py). A
+    supervisor that does not exit within its grace (hung) is killed; containerd, if it still
+    runs then, gets SIGTERM, its grace, SIGKILL: its pid only, so containers keep running.
+    Returns what was done; raises when something could not be stopped.
+    """
+    done: list[str] = []
     sup = supervisor_process(paths)
     if sup is not None:
+        grace = timeout + SUPERVISOR_EXTRA
         _signal(sup, signal.SIGTERM)
-        try:
-            sup.wait(timeout + 5)
-        except psutil.TimeoutExpired:
+        if _wait_gone(sup, grace):
+            done.append(f"stopped warren supervisor pid {sup.pid}")
+        else:
             _signal(sup, signal.SIGKILL)
-        return f"stopped warren supervisor pid {sup.pid}"
+            if not _wait_gone(sup, timeout):
+                raise WarrenError(
+                    f"warren supervisor pid {sup.pid} did not exit after SIGTERM and SIGKILL",
+                    f"check 'ps -o pid,stat,cmd -p {sup.pid}' (a process stuck in the kernel "
+                    "exits only when its I/O returns)",
+                )
+            done.append(
+                f"killed warren supervisor pid {sup.pid} (no exit {grace:.0f}s after SIGTERM)"
+            )
     ctrd = containerd_process(paths)
     if ctrd is not None:
         _signal(ctrd, signal.SIGTERM)
-        try:
-            ctrd.wait(timeout)
-        except psutil.TimeoutExpired:
+        if _wait_gone(ctrd, timeout):
+            done.append(f"stopped containerd pid {ctrd.pid}")
+        else:
             _signal(ctrd, signal.SIGKILL)
-            with suppress(psutil.Error):
-                ctrd.wait(timeout)
-        pidfile.remove(paths.containerd_pidfile)
-        return f"stopped containerd pid {ctrd.pid} (no supervisor was running)"
-    pidfile.remove(paths.supervisor_pidfile)
-    pidfile.remove(paths.containerd_pidfile)
-    return "not running"
+            if not _wait_gone(ctrd, timeout):
+                raise WarrenError(
+                    ("; ".join(done) + "; but " if done else "")
+                    + f"containerd pid {ctrd.pid} did not exit after SIGTERM and SIGKILL",
+                    f"check 'ps -o pid,stat,cmd -p {ctrd.pid}'; see {paths.log_file}",
+                )
+            done.append(f"killed containerd pid {ctrd.pid} (ignored SIGTERM for {timeout:.0f}s)")
+        if sup is None:
+            done[-1] += " (no supervisor was running)"
+    _remove_pidfiles(paths, done)
+    return "; ".join(done) if done else "not running"
+
+
+def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
+    """True once `proc` has exited (a zombie counts: it runs no more), False at the deadline."""
+    deadline = time.monotonic() + timeout
+    while _running(proc):
+        if time.monotonic() >= deadline:
+            return False
+        with suppress(psutil.Error):
+            proc.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+    return True
+
+
+def _remove_pidfiles(paths: Paths, done: list[str]) -> None:
+    for path in (paths.supervisor_pidfile, paths.containerd_pidfile):
+        try:
+            pidfile.remove(path)
+        except OSError as exc:
+            err = path_error(exc, path, "--run-dir", "remove")
+            if done:
+                err.message = f"{'; '.join(done)}; but {err.message}"
+            raise err from exc
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:
