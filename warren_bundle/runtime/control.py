@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Mapping
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -24,6 +25,7 @@ from warren_bundle.paths import Paths
 from warren_bundle.runtime import health, logs, pidfile
 from warren_bundle.runtime import statefile as state
 from warren_bundle.runtime.childenv import child_env
+from warren_bundle.runtime.process import describe_returncode
 from warren_bundle.runtime.states import UP, State
 from warren_bundle.runtime.states import parse as parse_state
 from warren_bundle.runtime.status import StatusReport
@@ -62,13 +64,21 @@ def containerd_process(paths: Paths) -> psutil.Process | None:
 def start_detached(
     global_args: list[str], run_args: list[str], paths: Paths, timeout: float
 ) -> StatusReport:
-    """Launch `warren containerd run` in its own session; return its status once ready."""
+    """Launch `warren containerd run` in its own session; return its status once ready.
+
+    Idempotent: when a supervisor of this run dir is already on the job (ready, or still
+    starting, perhaps launched by a concurrent start), wait for its readiness instead and report
+    "already running". A failure is explained only by the log lines of this attempt.
+    """
+    deadline = time.monotonic() + timeout
     existing = supervisor_process(paths)
-    if existing is not None and health.is_serving(paths.socket):
-        current: StatusReport = state.read(paths) or {}
-        current["already_running"] = True
-        return current
-    log_fd = logs.open_for_child(paths.log_file)
+    if existing is not None:
+        return _await_other(paths, existing, deadline, timeout)
+    try:
+        offset = _log_size(paths.log_file)
+        log_fd = logs.open_for_child(paths.log_file)
+    except OSError as exc:
+        raise path_error(exc, paths.log_file, "--data-dir", "open") from exc
     try:
         child = subprocess.Popen(
             [*self_command(), *global_args, "containerd", "run", *run_args],
@@ -82,11 +92,15 @@ def start_detached(
         )
     finally:
         os.close(log_fd)
-    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rc = child.poll()
         if rc is not None:
-            raise _child_failed(paths, rc)
+            # It lost the race for the run dir's lock to a supervisor started beside it: wait
+            # for that one, as if it had been running when we looked.
+            other = supervisor_process(paths)
+            if other is not None and not _is_or_child_of(other.pid, child.pid):
+                return _await_other(paths, other, deadline, timeout)
+            raise _child_failed(paths, rc, offset)
         report = state.read(paths)
         if (
             report
@@ -100,6 +114,39 @@ def start_detached(
         f"the detached supervisor (pid {child.pid}) was not ready within {timeout:.0f}s",
         f"see {paths.log_file} and 'warren containerd status'",
     )
+
+
+def _await_other(
+    paths: Paths, sup: psutil.Process, deadline: float, timeout: float
+) -> StatusReport:
+    """Wait until the supervisor `sup` (not ours) has containerd ready; its report."""
+    while True:
+        report = state.read(paths) or {}
+        if (
+            report.get("supervisor_pid") == sup.pid
+            and report.get("state") == State.RUNNING
+            and health.is_serving(paths.socket, 1.0)
+        ):
+            report["already_running"] = True
+            return report
+        if not _running(sup):
+            successor = supervisor_process(paths)
+            if successor is not None and successor.pid != sup.pid:
+                sup = successor
+                continue
+            last = report.get("state") if report.get("supervisor_pid") == sup.pid else None
+            raise WarrenError(
+                f"the warren supervisor pid {sup.pid} of {paths.run_dir} exited before "
+                "containerd was ready" + (f" (last state {last})" if last else ""),
+                f"see {paths.log_file}, then run 'warren containerd start' again",
+            )
+        if time.monotonic() >= deadline:
+            raise WarrenError(
+                f"warren supervisor pid {sup.pid} is running for {paths.run_dir} but containerd "
+                f"was not ready within {timeout:.0f}s (state {report.get('state', 'unknown')})",
+                f"see {paths.log_file} and 'warren containerd status'",
+            )
+        time.sleep(0.01)
 
 
 def _running(proc: psutil.Process) -> bool:
@@ -121,14 +168,35 @@ def _is_or_child_of(pid: Any, launcher: int) -> bool:
         return False
 
 
-def _child_failed(paths: Paths, rc: int) -> WarrenError:
+def _log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _lines_since(path: Path, offset: int, limit: int = 1 << 16) -> list[str]:
+    """The log's lines written after it was `offset` bytes long (all of it, if rotated since)."""
+    try:
+        with open(path, "rb") as fp:
+            end = fp.seek(0, os.SEEK_END)
+            start = offset if offset <= end else 0
+            start = max(start, end - limit)
+            fp.seek(start)
+            data = fp.read(end - start)
+    except OSError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()
+
+
+def _child_failed(paths: Paths, rc: int, offset: int) -> WarrenError:
     reason = ""
-    for line in reversed(logs.tail(paths.log_file, 50)):
+    for line in reversed(_lines_since(paths.log_file, offset)):
         if line.startswith("warren: "):
             reason = line.removeprefix("warren: ")
             break
     err = WarrenError(
-        f"the supervisor exited with code {rc} before containerd was ready"
+        f"the supervisor {describe_returncode(rc)} before containerd was ready"
         + (f": {reason}" if reason else ""),
         f"see {paths.log_file}",
     )
