@@ -71,6 +71,12 @@ class SocketNotFoundError(WarrenError):
     exit_code = ExitCode.NOT_RUNNING
 
 
+class ContainerdNotAnswering(WarrenError):
+    """Our containerd's process lives but its socket does not answer (hung, or still starting)."""
+
+    exit_code = ExitCode.NOT_RUNNING
+
+
 def path_error(exc: OSError, path: object, option: str, action: str = "write") -> WarrenError:
     """One line for an OSError on one of warren's own paths: the path, why, and what to do.
 

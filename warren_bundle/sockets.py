@@ -1,7 +1,9 @@
 """Which containerd socket a client should use: explicit > embedded > system > Lima.
 
 Explicit means --socket, WARREN_CONTAINERD_SOCKET or CONTAINERD_ADDRESS and is taken as given.
-The others are taken only when they answer a gRPC health check.
+The others are taken only when they answer a gRPC health check. When the embedded containerd's
+process lives but its socket does not answer (hung), that is the error: clients never fall
+through to another containerd, and never hear "socket not found" about a socket that is there.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import grp
 import os
 from dataclasses import dataclass
 
-from warren_bundle.errors import PermissionDeniedError, SocketNotFoundError
+from warren_bundle.errors import ContainerdNotAnswering, PermissionDeniedError, SocketNotFoundError
 from warren_bundle.hostinfo import host_os
 from warren_bundle.paths import Paths, lima_socket_path, system_socket_path
 from warren_bundle.runtime import health
@@ -62,12 +64,29 @@ def detect(paths: Paths, option: str | None = None, timeout: float = 1.0) -> Can
         tried.append(cand.path)
         if isinstance(health.connect_error(cand.path), PermissionError):
             denied.append(cand.path)
+        elif cand.kind == "embedded":
+            check_not_hung(paths)
     if denied:
         raise permission_denied(denied[0])
     raise SocketNotFoundError(
         f"socket not found: no containerd answers on {', '.join(tried)}",
         "start one with 'warren containerd start' (or 'warren lima up' on macOS), or pass --socket",
     )
+
+
+def check_not_hung(paths: Paths) -> None:
+    """Raise when the embedded containerd's process is alive but its socket did not answer."""
+    from warren_bundle.runtime import pidfile
+
+    ctrd = pidfile.containerd(paths)
+    if ctrd is not None:
+        raise ContainerdNotAnswering(
+            f"containerd does not answer on {paths.socket} "
+            f"(pid {ctrd.pid} is alive but not responding)",
+            "it may be hung or still starting: see 'warren containerd status' and "
+            f"{paths.log_file}; 'warren containerd stop' then 'warren containerd start' "
+            "replaces it",
+        )
 
 
 def permission_denied(path: str) -> PermissionDeniedError:

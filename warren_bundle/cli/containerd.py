@@ -131,7 +131,10 @@ def print_embedded_status(r: dict[str, Any]) -> None:
     if containerd_pid and r.get("adopted"):
         containerd_pid = f"{containerd_pid} (adopted)"
     table: list[tuple[str, Any]] = [
-        ("state", r.get("state")),
+        (
+            "state",
+            f"{r['state']}: {r['state_detail']}" if r.get("state_detail") else r.get("state"),
+        ),
         ("supervisor pid", r.get("supervisor_pid") or "-"),
         ("containerd pid", containerd_pid or "-"),
         ("uptime", f"{uptime:.0f}s" if uptime is not None else "-"),

@@ -26,7 +26,7 @@ from warren_bundle.runtime import health, logs, pidfile
 from warren_bundle.runtime import statefile as state
 from warren_bundle.runtime.childenv import child_env
 from warren_bundle.runtime.process import describe_returncode
-from warren_bundle.runtime.states import UP, State
+from warren_bundle.runtime.states import SERVING, UP, State
 from warren_bundle.runtime.states import parse as parse_state
 from warren_bundle.runtime.status import StatusReport
 
@@ -285,11 +285,17 @@ def _signal(proc: psutil.Process, sig: int) -> None:
 
 
 def status(paths: Paths, timeout: float = 2.0) -> StatusReport:
-    """The supervisor's own report, checked against the live processes and socket."""
+    """The supervisor's own report, checked against the live processes and socket.
+
+    It says what is true now, in the in-between states too: ORPHANED when containerd runs and
+    answers with no supervisor, UNRESPONSIVE as soon as containerd's process lives but its socket
+    does not answer (a supervisor only notices after several failed health checks).
+    """
     report: StatusReport = state.read(paths) or {}
     sup = supervisor_process(paths)
     ctrd = containerd_process(paths)
     probe = health.probe(paths.socket, timeout)
+    recorded_pid = report.get("containerd_pid")
     report.update(
         {
             "supervisor_alive": sup is not None,
@@ -304,13 +310,44 @@ def status(paths: Paths, timeout: float = 2.0) -> StatusReport:
             "log": str(paths.log_file),
         }
     )
+    current = parse_state(report.get("state"))
     if sup is None:
-        last = parse_state(report.get("state"))
-        gone = State.FATAL if last == State.FATAL else State.STOPPED
-        report["state"] = State.ORPHANED if ctrd else gone
+        gone = State.FATAL if current == State.FATAL else State.STOPPED
+        current = State.ORPHANED if ctrd else gone
+    denied = isinstance(health.connect_error(paths.socket), PermissionError)
+    if ctrd is not None and current in SERVING and not probe.serving and not denied:
+        current = State.UNRESPONSIVE
+    report["state"] = current.value
+    report["state_detail"] = _detail(current, ctrd, sup is not None, paths)
     started = report.get("started_at")
+    up = current in SERVING or current == State.UNRESPONSIVE
+    if ctrd is not None and up and (not started or recorded_pid != ctrd.pid):
+        # The state file is about another containerd (or none): its own start time is true.
+        with suppress(psutil.Error):
+            started = ctrd.create_time()
     report["uptime_s"] = (time.time() - started) if started and ctrd else None
     return report
+
+
+def _detail(
+    current: State, ctrd: psutil.Process | None, supervised: bool, paths: Paths
+) -> str | None:
+    if current == State.ORPHANED:
+        return (
+            "containerd runs, no supervisor (it was killed or died): nothing restarts "
+            "containerd if it fails; 'warren containerd start' adopts it"
+        )
+    if current == State.UNRESPONSIVE and ctrd is not None:
+        then = (
+            "the supervisor kills and restarts it after failed health checks"
+            if supervised
+            else "'warren containerd stop' then 'warren containerd start' replaces it"
+        )
+        return (
+            f"containerd pid {ctrd.pid} is alive but does not answer on {paths.socket} "
+            f"(hung?); {then}"
+        )
+    return None
 
 
 def require_running(report: Mapping[str, Any]) -> None:

@@ -51,6 +51,7 @@ class StatusReport(TypedDict, total=False):
     events: list[str]
     updated_at: float
     # Added by a reader in another process (runtime/control.py), checked against live processes.
+    state_detail: str | None  # what the state means now, in words (ORPHANED, UNRESPONSIVE)
     supervisor_alive: bool
     containerd_alive: bool
     socket_answers: bool

@@ -225,9 +225,10 @@ class ContainerdManager:
             except OSError as exc:
                 where = written_path(exc) or self.paths.config_file
                 raise path_error(exc, where, "--config-dir") from exc
+            previous = statefile.read(self.paths)  # the last supervisor's, before we write ours
             self._set_state(State.STARTING)  # STOPPED -> STARTING
             self._log(f"starting containerd {payload.manifest.containerd_version}")
-            if not self._adopt():
+            if not self._adopt(previous):
                 self._remove_stale_socket()
                 self._spawn_until_ready()
             self._write_pidfile(self.paths.supervisor_pidfile, pidfile.record_for(os.getpid()))
@@ -305,7 +306,7 @@ class ContainerdManager:
         if endpoint is not None:
             endpoint.close()
 
-    def _adopt(self) -> bool:
+    def _adopt(self, previous: StatusReport | None) -> bool:
         """Take over a healthy containerd left by a dead supervisor instead of starting another."""
         pid = adoptable_pid(self.paths, self._processes, self._is_serving, self.settings, self._log)
         if pid is None:
@@ -313,7 +314,7 @@ class ContainerdManager:
         self._proc = self._processes.adopt(pid)
         self._write_pidfile(self.paths.containerd_pidfile, self._proc.record)
         self.adopted = True
-        self.started_at = time.time()
+        self.started_at = _adopted_since(previous, self._proc.record)
         self.timings.socket_ready_s = 0.0
         self._probe_version()
         self._log(f"adopted running containerd pid {pid}")
@@ -409,3 +410,13 @@ class ContainerdManager:
                 listener(message)
 
     event = _log  # for ready hooks: report a line the way the supervisor does
+
+
+def _adopted_since(previous: StatusReport | None, record: pidfile.PidRecord) -> float:
+    """When the adopted containerd became ready: what the last supervisor recorded for this same
+    process, else the process's own start time. Adoption does not make containerd younger."""
+    started = (previous or {}).get("started_at")
+    same = (previous or {}).get("containerd_pid") == record.pid
+    if same and isinstance(started, int | float) and started >= record.create_time - 1:
+        return float(started)
+    return record.create_time or time.time()
