@@ -75,7 +75,7 @@ def _check_dir_safe(path: Path, what: str) -> None:
         return
     if stat.S_ISLNK(st.st_mode):
         raise UnsafePathError(
-            f"{what} {path} is a symlink; refusing to extract binaries through it",
+            f"{what} {path} is a symlink; refusing to write through it",
             f"replace it with a real directory (rm {path}) or pass --data-dir",
         )
     if not stat.S_ISDIR(st.st_mode):
@@ -95,9 +95,61 @@ def _check_dir_safe(path: Path, what: str) -> None:
         )
 
 
+def _check_ancestors_safe(path: Path) -> None:
+    """Refuse a data dir reached through a path another user could redirect.
+
+    Each existing ancestor is checked as the kernel walks it: a symlink is followed only when
+    root or we own it and it sits in a directory nobody else may write (so nobody else could
+    have placed or replaced it); a directory writable by group or others must be sticky (as
+    /tmp is), so others cannot rename what we own out of it.
+    """
+    current = Path(path.anchor or "/")
+    for part in path.parts[1:]:
+        parent, current = current, current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            pst = os.stat(parent)
+            others_write = pst.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            if st.st_uid not in (os.geteuid(), 0) or others_write:
+                raise UnsafePathError(
+                    f"{current} (on the way to {path}) is a symlink another user could replace",
+                    f"use the real path ({os.path.realpath(current)}) for --data-dir",
+                )
+            # Follow it: what it points at must pass the same checks.
+            _check_ancestors_safe(Path(os.path.realpath(current)))
+            continue
+        writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if current != path and writable and not st.st_mode & stat.S_ISVTX:
+            raise UnsafePathError(
+                f"{current} (on the way to {path}) is writable by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):o})",
+                f"run 'chmod go-w {current}' or pass --data-dir elsewhere",
+            )
+
+
 def check_safe(paths: Paths) -> None:
+    """Everything warren writes or execs as root under the data dir: checked before any write."""
+    _check_ancestors_safe(paths.data_dir.absolute())
     _check_dir_safe(paths.data_dir, "data dir")
     _check_dir_safe(paths.bin_dir, "bin dir")
+    _check_dir_safe(paths.logs_dir, "logs dir")
+
+
+def _unsafe_names(paths: Paths, manifest: Manifest) -> list[str]:
+    names = []
+    for entry in manifest.files:
+        with suppress(OSError):
+            if _unsafe_file(os.lstat(paths.binary(entry.name))):
+                names.append(entry.name)
+    return names
+
+
+def _unsafe_file(st: os.stat_result) -> bool:
+    """A binary another user could have written: group/other-writable, or owned by them."""
+    return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)) or st.st_uid not in (os.geteuid(), 0)
 
 
 def _makedirs(path: Path) -> None:
@@ -154,6 +206,7 @@ def _stamp_matches(paths: Paths, payload: Payload) -> bool:
         if (
             not isinstance(rec, dict)
             or not stat.S_ISREG(st.st_mode)
+            or _unsafe_file(st)
             or st.st_size != rec.get("size")
             or st.st_mtime_ns != rec.get("mtime_ns")
         ):
@@ -188,11 +241,13 @@ def _write_stamp(paths: Paths, payload: Payload) -> None:
 
 
 def damaged_files(paths: Paths, manifest: Manifest) -> list[str]:
-    """Names of installed binaries whose content no longer matches the manifest."""
+    """Names of installed binaries whose content no longer matches the manifest, or that
+    another user could have written (group/other-writable, or not ours)."""
     bad = []
     for entry in manifest.files:
+        path = paths.binary(entry.name)
         try:
-            ok = sha256_file(paths.binary(entry.name)) == entry.sha256
+            ok = not _unsafe_file(os.lstat(path)) and sha256_file(path) == entry.sha256
         except OSError:
             ok = False
         if not ok:
@@ -381,7 +436,10 @@ def ensure_extracted(
     started = time.perf_counter()
     _check_arch(payload)
     check_safe(paths)
-    repaired: list[str] = []
+    # Binaries another user could have written are re-extracted, and said to be repaired.
+    repaired = _unsafe_names(paths, payload.manifest)
+    if repaired:
+        force = True
     if not force and _stamp_matches(paths, payload):
         if not verify:
             return ExtractResult(paths.bin_dir, payload.digest, True, time.perf_counter() - started)

@@ -43,6 +43,33 @@ def system_socket_path() -> Path:
     return Path(os.environ.get(ENV_SYSTEM_SOCKET) or SYSTEM_SOCKET_PATH)
 
 
+# containerd listens on <socket> and on <socket>.ttrpc: the longer one must fit sun_path too.
+TTRPC_SUFFIX = ".ttrpc"
+
+
+SHORTER_RUN_DIR = "pass a shorter --run-dir (WARREN_RUN_DIR), e.g. /run/warren-containerd"
+
+
+def socket_path_problem(socket: Path) -> str | None:
+    """Why containerd could not listen on `socket` (and its .ttrpc twin), or None when it can."""
+    longest = len(os.fsencode(socket)) + len(TTRPC_SUFFIX)
+    if longest <= MAX_SOCKET_PATH:
+        return None
+    return (
+        f"the socket path {socket}{TTRPC_SUFFIX} is {longest} bytes; unix sockets allow "
+        f"{MAX_SOCKET_PATH}"
+    )
+
+
+def check_socket_path(socket: Path) -> None:
+    """Refuse, as a usage error before anything starts, a socket containerd cannot listen on."""
+    problem = socket_path_problem(socket)
+    if problem:
+        from warren_bundle.errors import UsageError
+
+        raise UsageError(problem, SHORTER_RUN_DIR)
+
+
 @dataclass(frozen=True)
 class Paths:
     data_dir: Path

@@ -36,7 +36,9 @@ def extract(verify: bool, force: bool, as_json: bool) -> None:
         )
         return
     if result.repaired:
-        click.echo(f"repaired {', '.join(result.repaired)} (content did not match the manifest)")
+        click.echo(
+            f"repaired {', '.join(result.repaired)} (content or mode did not match the manifest)"
+        )
     if result.cached:
         checked = "verified" if verify else "up to date"
         click.echo(f"{result.bin_dir}: {checked} (payload sha256:{result.digest[:12]})")

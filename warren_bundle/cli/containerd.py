@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from warren_bundle.cli.context import current
-from warren_bundle.cli.options import RunOptions, run_options
+from warren_bundle.cli.options import RunOptions, positive_seconds, run_options
 from warren_bundle.cli.output import emit_json, rows, say
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def _announce_ready(mgr: ContainerdManager) -> None:
     type=float,
     default=600.0,
     show_default=True,
+    callback=positive_seconds,
     help="Seconds to wait for the air-gap images in <data-dir>/images to be imported.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import suppress
 from typing import NoReturn
 
 import click
 
 from warren_bundle import __version__
 from warren_bundle.cli.context import Context, current
-from warren_bundle.cli.output import emit_json
+from warren_bundle.cli.output import emit_json, say
 from warren_bundle.errors import ExitCode, PayloadError, WarrenError
 from warren_bundle.paths import Paths
 
@@ -104,27 +106,69 @@ def _register_subcommands() -> None:
         cli.add_command(command)
 
 
-def _fail(exc: WarrenError, debug: bool) -> NoReturn:
+def _fail(exc: WarrenError, debug: bool) -> int:
     if debug:
         import traceback
 
         traceback.print_exc()
-    click.echo(f"warren: {exc.one_line()}", err=True)
-    sys.exit(int(exc.exit_code))
+    say(f"warren: {exc.one_line()}")
+    return int(exc.exit_code)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _exit(code: int) -> NoReturn:
+    """Exit with `code` even when stdout or stderr can no longer be written.
+
+    Python flushes both at exit and turns a failed flush (a full disk under the log, a closed
+    terminal) into exit status 120: a supervisor that stopped cleanly would report failure.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            with suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    sys.exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="warren", standalone_mode=False)
     except WarrenError as exc:
-        _fail(exc, debug)
+        return _fail(exc, debug)
     except click.exceptions.Abort:
-        click.echo("warren: aborted", err=True)
-        sys.exit(int(ExitCode.ERROR))
+        say("warren: aborted")
+        return int(ExitCode.ERROR)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        with suppress(OSError):
+            exc.show()
+        return exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(0)
+        return 130
+    except SystemExit as exc:  # commands that exit with their own code (doctor, version --json)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except OSError as exc:
+        # The safety net under every command: an OS error no module turned into a WarrenError
+        # (output to a full disk or a closed pipe, a read-only dir) is still one line.
+        return _fail(os_error(exc), debug)
+    return 0
+
+
+def os_error(exc: OSError) -> WarrenError:
+    import errno
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    cause = f"{exc.strerror or exc}{where}"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        from warren_bundle.errors import PermissionDeniedError
+
+        return PermissionDeniedError(
+            f"permission denied: {cause}", "run it with sudo, or point the dir options elsewhere"
+        )
+    if exc.errno in (errno.EPIPE, errno.ENOSPC, errno.EIO) and not exc.filename:
+        return WarrenError(f"cannot write the output: {cause}", "check where stdout goes")
+    return WarrenError(cause, "run it again with --debug for the details")
+
+
+def main(argv: list[str] | None = None) -> None:
+    _exit(_run(argv))

@@ -6,6 +6,7 @@ ever sees it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,29 @@ def _metrics_addr(_ctx: click.Context, _param: click.Parameter, value: str | Non
         raise click.BadParameter(str(exc)) from None
 
 
+def _mirrors(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    from warren_bundle.errors import ConfigError
+    from warren_bundle.runtime.config import parse_mirror
+
+    for spec in value:
+        try:
+            parse_mirror(spec)
+        except ConfigError as exc:
+            raise click.BadParameter(exc.one_line()) from None
+    return value
+
+
+def positive_seconds(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A duration: finite and above zero (0, -1 or nan made the monitor spin or fail late)."""
+    if not math.isfinite(value) or value <= 0:
+        raise click.BadParameter(
+            f"{value} is not a finite number of seconds above 0, e.g. 5 or 0.5"
+        )
+    return value
+
+
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option(
@@ -41,6 +65,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "registry_mirrors",
             multiple=True,
             metavar="REGISTRY=URL",
+            callback=_mirrors,
             help="Pull REGISTRY through URL (repeatable), e.g. docker.io=https://mirror.local.",
         ),
         click.option(
@@ -49,6 +74,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=30.0,
             show_default=True,
             envvar="WARREN_READY_TIMEOUT",
+            callback=positive_seconds,
             help="Seconds to wait for containerd to answer health checks.",
         ),
         click.option(
@@ -57,6 +83,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=5.0,
             show_default=True,
             envvar="WARREN_HEALTH_INTERVAL",
+            callback=positive_seconds,
             help="Seconds between liveness checks of a running containerd.",
         ),
         click.option("--containerd-debug", is_flag=True, help="Run containerd with debug logging."),

@@ -88,7 +88,8 @@ def check_binaries(inputs: Inputs) -> Check:
     if damaged:
         return failed(
             name,
-            f"{', '.join(damaged)} in {bin_dir} no longer match their SHA-256",
+            f"{', '.join(damaged)} in {bin_dir} no longer match their SHA-256 "
+            "or can be written by others",
             "run 'warren extract --verify' to repair them",
             ExitCode.PAYLOAD,
         )

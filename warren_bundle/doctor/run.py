@@ -18,6 +18,7 @@ LINUX_CHECKS: tuple[CheckFn, ...] = (
     host.check_cgroups,
     host.check_overlayfs,
     host.check_kernel,
+    sockets.check_socket_path,
     sockets.check_pidfiles,
     sockets.check_socket,
     sockets.check_system_containerd,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from warren_bundle.doctor.base import Check, Inputs, failed, passed, warned
 from warren_bundle.errors import ExitCode, WarrenError
-from warren_bundle.paths import system_socket_path
+from warren_bundle.paths import SHORTER_RUN_DIR, socket_path_problem, system_socket_path
 from warren_bundle.runtime import health, pidfile
 
 
@@ -33,6 +33,15 @@ def check_pidfiles(inputs: Inputs) -> Check:
     if live:
         return passed(name, f"{', '.join(live)} alive")
     return passed(name, "none (nothing running)")
+
+
+def check_socket_path(inputs: Inputs) -> Check:
+    """A run dir too deep for a unix socket fails deep inside containerd (its ttrpc listener)."""
+    name = "socket path"
+    problem = socket_path_problem(inputs.paths.socket)
+    if problem:
+        return failed(name, problem, SHORTER_RUN_DIR, ExitCode.USAGE)
+    return passed(name, f"{inputs.paths.socket} fits a unix socket address")
 
 
 def check_socket(inputs: Inputs) -> Check:

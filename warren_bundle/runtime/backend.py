@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from warren_bundle.paths import Paths
+from warren_bundle.paths import Paths, check_socket_path
 from warren_bundle.runtime.health import Probe
 
 
@@ -45,9 +45,12 @@ class EmbeddedBackend:
     def start(
         self, run_args: list[str], ready_timeout: float | None, images_timeout: float
     ) -> dict[str, Any]:
+        from warren_bundle.extract import check_safe
         from warren_bundle.runtime import control
 
+        check_socket_path(self.paths.socket)
         control.require_root("containerd start")
+        check_safe(self.paths)  # before the log is opened for the detached supervisor
         timeout = (30.0 if ready_timeout is None else ready_timeout) + 15
         report = dict(control.start_detached(self.global_args, run_args, self.paths, timeout))
         if not report.get("already_running"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import grp
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,15 +36,46 @@ class ConfigOptions:
     debug: bool = False
 
 
+# A registry as containerd names its hosts.toml directory: a DNS name or IP, an optional port.
+# Nothing else may reach the path <config-dir>/certs.d/<registry>/ (no "/", no "..").
+_REGISTRY = re.compile(
+    r"^(?!-)[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
+)
+_URL_FORBIDDEN = re.compile(r"[\s\"'\\<>{}|^`]|[\x00-\x1f\x7f]")
+_MIRROR_FORM = "use REGISTRY=URL, e.g. --registry-mirror docker.io=https://mirror.local"
+
+
 def parse_mirror(spec: str) -> tuple[str, str]:
-    """`docker.io=https://mirror.local` → ("docker.io", "https://mirror.local")."""
-    host, sep, endpoint = spec.partition("=")
-    if not sep or not host or not endpoint.startswith(("http://", "https://")):
+    """`docker.io=https://mirror.local` → ("docker.io", "https://mirror.local").
+
+    The registry becomes a directory name and the URL a TOML key, so both are held to their
+    grammar here: a value that could escape <config-dir>/certs.d or the TOML string is refused.
+    """
+    from urllib.parse import urlsplit
+
+    host, sep, endpoint = (part.strip() for part in spec.partition("="))
+    if not sep or not host or not endpoint:
+        raise ConfigError(f"bad --registry-mirror {spec!r}", _MIRROR_FORM)
+    if not _REGISTRY.match(host):
         raise ConfigError(
-            f"bad --registry-mirror {spec!r}",
-            "use REGISTRY=URL, e.g. --registry-mirror docker.io=https://mirror.local",
+            f"bad --registry-mirror {spec!r}: {host!r} is not a registry host name",
+            _MIRROR_FORM,
         )
-    return host.strip(), endpoint.strip().rstrip("/")
+    try:
+        url = urlsplit(endpoint)
+        url.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        url = None
+    if (
+        url is None
+        or url.scheme not in ("http", "https")
+        or not url.hostname
+        or _URL_FORBIDDEN.search(endpoint)
+    ):
+        raise ConfigError(
+            f"bad --registry-mirror {spec!r}: {endpoint!r} is not an http(s) URL", _MIRROR_FORM
+        )
+    return host, endpoint.rstrip("/")
 
 
 def systemd_manages_cgroups() -> bool:
@@ -148,13 +180,19 @@ def load_overrides(paths: Paths) -> dict[str, Any]:
 
 
 def hosts_toml(registry: str, mirrors: list[str]) -> str:
+    """containerd's hosts.toml for `registry`: pulls go to the mirrors in order, then upstream.
+
+    Written with tomli-w, never by string formatting: a URL is data, not TOML.
+    """
+    import tomli_w
+
     server = UPSTREAM_SERVERS.get(registry, f"https://{registry}")
-    lines = [f'server = "{server}"', ""]
-    for mirror in mirrors:
-        if mirror.rstrip("/") == server:
-            continue
-        lines += [f'[host."{mirror}"]', '  capabilities = ["pull", "resolve"]', ""]
-    return "\n".join(lines)
+    hosts = {
+        mirror: {"capabilities": ["pull", "resolve"]}
+        for mirror in mirrors
+        if mirror.rstrip("/") != server
+    }
+    return tomli_w.dumps({"server": server, "host": hosts} if hosts else {"server": server})
 
 
 def render(config: Mapping[str, Any]) -> str:

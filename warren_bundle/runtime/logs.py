@@ -20,8 +20,11 @@ BACKUPS = 3
 
 
 def open_for_child(path: Path) -> int:
+    """The log, for appending. Never through a symlink: we run as root, and a link planted in
+    the logs dir would make us append to whatever file it names (O_NOFOLLOW: ELOOP instead)."""
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+    return os.open(path, flags, 0o640)
 
 
 def append_line(path: Path, line: str) -> None:

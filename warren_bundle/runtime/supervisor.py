@@ -26,7 +26,7 @@ from warren_bundle.errors import (
     path_error,
 )
 from warren_bundle.fsutil import LockTimeout, locked, written_path
-from warren_bundle.paths import DEFAULT_DATA_DIR, Paths, system_socket_path
+from warren_bundle.paths import DEFAULT_DATA_DIR, Paths, check_socket_path, system_socket_path
 from warren_bundle.runtime import health, logs, pidfile, statefile
 from warren_bundle.runtime.adoption import adoptable_pid
 from warren_bundle.runtime.childenv import child_env
@@ -193,7 +193,7 @@ class ContainerdManager:
         self._set_state(State.RUNNING)
 
     def _start_embedded(self) -> None:
-        from warren_bundle.extract import ensure_extracted
+        from warren_bundle.extract import check_safe, ensure_extracted
         from warren_bundle.hostinfo import check_supported
         from warren_bundle.runtime.leftovers import remove_stale_unpack_dirs
 
@@ -204,6 +204,8 @@ class ContainerdManager:
                 f"embedded containerd runs on Linux only (this host is {goos})",
                 "use LimaManager / 'warren lima up' on macOS",
             )
+        check_socket_path(self.paths.socket)
+        check_safe(self.paths)  # before the first log line: nothing written through a bad dir
         self._stopping.clear()
         self.fatal_reason = None
         self._serve_metrics()  # first: a busy port must leave nothing behind, not even the run dir
