@@ -206,13 +206,16 @@ def remove_containers(paths: Paths) -> None:
 def kill_processes_under(*dirs: Path) -> None:
     """SIGKILL every process whose executable or command line lives under one of `dirs`."""
     prefixes = tuple(str(d) + "/" for d in dirs)
+    exact = {str(d) for d in dirs}  # `--run-dir /tmp/x/run` names the dir itself
     victims = []
     for proc in psutil.process_iter(["exe", "cmdline"]):
         with suppress(psutil.Error):
             exe = (proc.info.get("exe") or "").removesuffix(" (deleted)")
             cmd = " ".join(proc.info.get("cmdline") or [])
             if proc.pid != os.getpid() and (
-                exe.startswith(prefixes) or any(p in cmd for p in prefixes)
+                exe.startswith(prefixes)
+                or any(p in cmd for p in prefixes)
+                or exact.intersection(proc.info.get("cmdline") or [])
             ):
                 victims.append(proc)
     for proc in victims:

@@ -10,17 +10,22 @@ from warren_bundle.runtime import health, pidfile
 
 def check_pidfiles(inputs: Inputs) -> Check:
     name = "pidfiles"
+    paths = inputs.paths
     stale, live = [], []
+    # A pidfile counts as live only when it leads to what warren would signal: the bundled
+    # containerd of this run dir, or the supervisor holding its lock (runtime/pidfile.py).
+    ours = {"supervisor": pidfile.supervisor(paths), "containerd": pidfile.containerd(paths)}
     for label, path in (
-        ("supervisor", inputs.paths.supervisor_pidfile),
-        ("containerd", inputs.paths.containerd_pidfile),
+        ("supervisor", paths.supervisor_pidfile),
+        ("containerd", paths.containerd_pidfile),
     ):
         if not path.exists():
             continue
         record = pidfile.read(path)
+        proc = ours[label]
         if record is None:
             stale.append(f"{path} is unreadable")
-        elif pidfile.alive(record) is None:
+        elif proc is None or proc.pid != record.pid:
             stale.append(f"{path} names pid {record.pid}, which is gone or another program")
         else:
             live.append(f"{label} pid {record.pid}")
