@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from warren_bundle.airgap import ImportCache
 from warren_bundle.images import (
     ArchiveResult,
-    ImportCache,
     find_archives,
     image_names,
     open_archive,

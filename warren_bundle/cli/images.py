@@ -89,7 +89,7 @@ def status_command(wait_s: float | None, as_json: bool) -> None:
     Exit 1 when an archive failed, 6 when --wait ran out, 7 when containerd is not running.
     """
     paths = current().paths
-    from warren_bundle.images import current_report, wait_for_report
+    from warren_bundle.airgap import current_report, wait_for_report
 
     report = wait_for_report(paths, wait_s) if wait_s is not None else current_report(paths)
     if as_json:

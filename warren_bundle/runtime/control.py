@@ -360,7 +360,8 @@ def require_running(report: Mapping[str, Any]) -> None:
 
 def wait_for_images(paths: Paths, timeout: float) -> dict[str, Any] | None:
     """Return once the supervisor imported <data-dir>/images, so the next command finds them."""
-    from warren_bundle.images import find_archives, wait_for_report
+    from warren_bundle.airgap import wait_for_report
+    from warren_bundle.images import find_archives
 
     if not find_archives(paths.images_dir):
         return None

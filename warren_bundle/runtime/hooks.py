@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def import_airgap_images(mgr: ContainerdManager) -> threading.Thread | None:
-    from warren_bundle.images import auto_import
+    from warren_bundle.airgap import auto_import
 
     if mgr.use_external:
         return None  # the system containerd's images are its owner's business
