@@ -12,7 +12,7 @@ EXE := dist/warren-linux-$(ARCH)
 SOURCES := $(shell find warren_bundle -name '*.py') build/spec/warren.spec build/spec/warren-bundle.txt
 PYTEST_ARGS ?=
 
-.PHONY: all venv payload build run test test-frozen test-unit lint release bench clean help
+.PHONY: all venv payload build run test test-frozen test-unit test-payloads lint release bench clean help
 
 all: build
 
@@ -68,6 +68,11 @@ test-frozen: build
 	WARREN_TEST_EXE=$(abspath $(EXE)) $(PY) -m pytest -m "integration and not source_only" $(PYTEST_ARGS)
 
 test-unit: venv
+# The three frozen warrens (containerd 1.6, 1.7, 2.1) that tests/integration/test_upgrades.py
+# walks through; cached in /var/cache/warren-test/upgrades (WARREN_TEST_CACHE) by input hash.
+test-payloads: $(PAYLOAD) $(VENV)/.installed
+	$(PY) scripts/test_payloads.py
+
 	$(PY) -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
 
 lint: venv

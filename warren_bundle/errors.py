@@ -161,6 +161,10 @@ class UsageError(WarrenError):
     exit_code = ExitCode.USAGE
 
 
+class UpgradeRefused(WarrenError):
+    """A containerd version change (upgrade, downgrade, rollback) containerd does not support."""
+
+
 class ImageImportError(WarrenError):
     """One or more air-gap image archives could not be imported."""
 

@@ -1,9 +1,15 @@
-"""Cached, locked, atomic, verified extraction of the payload's binaries into <data>/bin.
+"""Cached, locked, atomic, verified extraction of the payload's binaries, one dir per digest.
+
+Each payload is extracted once into <data>/versions/<digest>/; <data>/bin (what users, configs and
+the unit see) is a symlink to the current one, switched atomically (a symlink under a temp name,
+then rename), and the previous one is kept: a new warren never rewrites a file that a running
+containerd or shim came from.
 
 Fast path (no lock, a few stat calls): the stamp <data>/bin/.manifest.json names this payload's
 digest and every file still has the size and mtime_ns recorded when it was written. Otherwise the
-slow path streams the payload into a temp dir beside bin/, checks every hash, and replaces the
-files one by one (a running containerd keeps its old inode), writing the stamp last.
+slow path streams the payload into a temp dir beside the version dir, checks every hash, replaces
+the files one by one (a process running one keeps its old inode), writes the stamp last, and only
+then points bin at the version.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from warren_bundle.hostinfo import host_arch
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import MANIFEST_FILE, Manifest, Payload
 
+MANIFEST_STAMP = ".manifest.json"  # in each version dir (and so, through the link, in bin/)
+
 if TYPE_CHECKING:
     import queue
 
@@ -51,6 +59,8 @@ if TYPE_CHECKING:
 STAMP_FORMAT = 1
 LOCK_TIMEOUT = 120.0
 _TMP_PREFIX = ".bin-new-"
+_LINK_PREFIX = ".bin-link-"
+_LEGACY_PREFIX = "legacy-"
 _CHUNK = 1 << 20
 
 
@@ -62,6 +72,8 @@ class ExtractResult:
     duration_s: float
     written: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    version_dir: Path | None = None
+    previous: str | None = None  # the digest bin pointed at before, when this call switched it
 
 
 # --- safety checks ----------------------------------------------------------------------------
@@ -130,11 +142,50 @@ def _check_ancestors_safe(path: Path) -> None:
             )
 
 
+def version_link_target(paths: Paths) -> str | None:
+    """The version name bin points at when bin is our own link (versions/<name>), else None."""
+    try:
+        target = os.readlink(paths.bin_dir)
+    except OSError:
+        return None
+    head, _, name = target.partition("/")
+    if head != paths.versions_dir.name or not name or "/" in name or name.startswith("."):
+        return None
+    return name
+
+
+def _check_bin_safe(paths: Paths) -> None:
+    """bin is a real dir (the old layout), or our own link into versions/: nothing else."""
+    try:
+        st = os.lstat(paths.bin_dir)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISLNK(st.st_mode):
+        _check_dir_safe(paths.bin_dir, "bin dir")
+        return
+    name = version_link_target(paths)
+    if name is None or st.st_uid not in (os.geteuid(), 0):
+        raise UnsafePathError(
+            f"bin dir {paths.bin_dir} is a symlink to {_readlink(paths.bin_dir)}, not to one of "
+            f"warren's own {paths.versions_dir.name}/<digest> dirs; refusing to write through it",
+            f"replace it with a real directory (rm {paths.bin_dir}) or pass --data-dir",
+        )
+    _check_dir_safe(paths.version_dir(name), "version dir")
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
 def check_safe(paths: Paths) -> None:
     """Everything warren writes or execs as root under the data dir: checked before any write."""
     _check_ancestors_safe(paths.data_dir.absolute())
     _check_dir_safe(paths.data_dir, "data dir")
-    _check_dir_safe(paths.bin_dir, "bin dir")
+    _check_dir_safe(paths.versions_dir, "versions dir")
+    _check_bin_safe(paths)
     _check_dir_safe(paths.logs_dir, "logs dir")
 
 
@@ -186,21 +237,31 @@ def _check_free_space(path: Path, needed: int) -> None:
 
 
 def read_stamp(paths: Paths) -> dict[str, Any] | None:
-    data = read_json(paths.stamp)
+    """The current version's stamp (read through bin)."""
+    return read_stamp_in(paths.bin_dir)
+
+
+def read_stamp_in(directory: Path) -> dict[str, Any] | None:
+    data = read_json(directory / MANIFEST_STAMP)
     return data if data is not None and data.get("format") == STAMP_FORMAT else None
 
 
 def _stamp_matches(paths: Paths, payload: Payload) -> bool:
-    stamp = read_stamp(paths)
-    if stamp is None or stamp.get("digest") != payload.digest:
+    return stamp_matches_in(paths.bin_dir, payload.digest, payload.manifest)
+
+
+def stamp_matches_in(directory: Path, digest: str, manifest: Manifest) -> bool:
+    """directory holds exactly these binaries, judged by its stamp and stat calls alone."""
+    stamp = read_stamp_in(directory)
+    if stamp is None or stamp.get("digest") != digest:
         return False
     recorded = stamp.get("files")
     if not isinstance(recorded, dict):
         return False
-    for entry in payload.manifest.files:
+    for entry in manifest.files:
         rec = recorded.get(entry.name)
         try:
-            st = os.lstat(paths.binary(entry.name))
+            st = os.lstat(directory / entry.name)
         except OSError:
             return False
         if (
@@ -220,10 +281,10 @@ def is_current(paths: Paths, payload: Payload) -> bool:
     return _stamp_matches(paths, payload)
 
 
-def _write_stamp(paths: Paths, payload: Payload) -> None:
+def _write_stamp(directory: Path, payload: Payload) -> None:
     files = {}
     for entry in payload.manifest.files:
-        st = os.stat(paths.binary(entry.name))
+        st = os.stat(directory / entry.name)
         files[entry.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": entry.sha256}
     data = {
         "format": STAMP_FORMAT,
@@ -234,7 +295,8 @@ def _write_stamp(paths: Paths, payload: Payload) -> None:
         "files": files,
         "written_at": time.time(),
     }
-    atomic_write(paths.stamp, json.dumps(data, indent=2, sort_keys=True), 0o644, durable=True)
+    stamp = directory / MANIFEST_STAMP
+    atomic_write(stamp, json.dumps(data, indent=2, sort_keys=True), 0o644, durable=True)
 
 
 # --- verification -----------------------------------------------------------------------------
@@ -243,9 +305,13 @@ def _write_stamp(paths: Paths, payload: Payload) -> None:
 def damaged_files(paths: Paths, manifest: Manifest) -> list[str]:
     """Names of installed binaries whose content no longer matches the manifest, or that
     another user could have written (group/other-writable, or not ours)."""
+    return damaged_files_in(paths.bin_dir, manifest)
+
+
+def damaged_files_in(directory: Path, manifest: Manifest) -> list[str]:
     bad = []
     for entry in manifest.files:
-        path = paths.binary(entry.name)
+        path = directory / entry.name
         try:
             ok = not _unsafe_file(os.lstat(path)) and sha256_file(path) == entry.sha256
         except OSError:
@@ -277,13 +343,18 @@ def _extract_lock(paths: Paths, timeout: float) -> Iterator[None]:
 def _remove_stale_temp_dirs(paths: Paths) -> None:
     import shutil
 
-    for leftover in paths.data_dir.glob(f"{_TMP_PREFIX}*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    # atomic_write's temp file from a stamp write that was killed (bin/..manifest.json.XXXXXXXX);
-    # under the lock nobody else writes the stamp.
-    for leftover in paths.bin_dir.glob(f".{paths.stamp.name}.*"):
-        with suppress(OSError):
-            leftover.unlink()
+    for parent in (paths.data_dir, paths.versions_dir):
+        for leftover in parent.glob(f"{_TMP_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for link in parent.glob(f"{_LINK_PREFIX}*"):
+            with suppress(OSError):
+                link.unlink()
+    # atomic_write's temp file from a stamp write that was killed (..manifest.json.XXXXXXXX);
+    # under the lock nobody else writes a stamp.
+    for directory in (paths.bin_dir, *paths.versions_dir.glob("*")):
+        for leftover in directory.glob(f".{MANIFEST_STAMP}.*"):
+            with suppress(OSError):
+                leftover.unlink()
 
 
 def _os_error(exc: OSError, where: Path) -> WarrenError:
@@ -402,16 +473,62 @@ def _unpack_to(payload: Payload, tmp: Path) -> None:
         raise PayloadError(f"{payload.origin} lacks {', '.join(missing)}")
 
 
-def _install(paths: Paths, payload: Payload, tmp: Path) -> list[str]:
+def _install(target: Path, payload: Payload, tmp: Path) -> list[str]:
+    """Move the checked files from tmp into the version dir `target`, stamp last."""
+    _makedirs(target)
     # Drop the stamp first: if we die between two replaces, the next run sees no stamp and repairs.
     with suppress(FileNotFoundError):
-        paths.stamp.unlink()
+        (target / MANIFEST_STAMP).unlink()
     names = [f.name for f in payload.manifest.files]
     for name in names:
-        os.replace(tmp / name, paths.binary(name))
-    fsync_dir(paths.bin_dir)
-    _write_stamp(paths, payload)
+        os.replace(tmp / name, target / name)
+    fsync_dir(target)
+    _write_stamp(target, payload)
     return names
+
+
+def _migrate_legacy_bin(paths: Paths) -> None:
+    """The old layout (bin a real dir): move it into versions/ and leave bin a link to it.
+
+    A rename keeps every inode, so a containerd or shim running from it is untouched.
+    """
+    if not os.path.isdir(paths.bin_dir) or os.path.islink(paths.bin_dir):
+        return
+    stamp = read_stamp_in(paths.bin_dir)
+    digest = stamp.get("digest") if stamp else None
+    name = digest if isinstance(digest, str) and len(digest) == 64 else None
+    if name is None or paths.version_dir(name).exists():
+        name = f"{_LEGACY_PREFIX}{time.time_ns()}"
+    os.rename(paths.bin_dir, paths.version_dir(name))
+    switch_to(paths, name)
+
+
+def switch_to(paths: Paths, name: str) -> str | None:
+    """Point bin at versions/<name> atomically (a link under a temp name, then rename).
+
+    Returns the version bin pointed at before (recorded as the previous one), if it changed.
+    Call under the extraction lock.
+    """
+    before = version_link_target(paths)
+    if before == name and os.path.islink(paths.bin_dir):
+        return None
+    link = paths.data_dir / f"{_LINK_PREFIX}{os.getpid()}-{time.time_ns()}"
+    os.symlink(f"{paths.versions_dir.name}/{name}", link)
+    try:
+        os.replace(link, paths.bin_dir)
+    except BaseException:
+        with suppress(OSError):
+            link.unlink()
+        raise
+    fsync_dir(paths.data_dir)
+    if before is not None:
+        atomic_write(
+            paths.previous_file,
+            json.dumps({"digest": before, "switched_at": time.time()}) + "\n",
+            0o644,
+            durable=True,
+        )
+    return before
 
 
 def _check_arch(payload: Payload) -> None:
@@ -453,25 +570,49 @@ def ensure_extracted(
         if not force and _stamp_matches(paths, payload):
             return ExtractResult(paths.bin_dir, payload.digest, True, time.perf_counter() - started)
         _remove_stale_temp_dirs(paths)
-        _makedirs(paths.bin_dir)
+        _makedirs(paths.versions_dir)
         check_safe(paths)
-        _check_exec_allowed(paths.data_dir)
-        _check_free_space(paths.data_dir, sum(f.size for f in payload.manifest.files))
-        import shutil
-        import tempfile
-
         try:
-            tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=paths.data_dir))
+            _migrate_legacy_bin(paths)
         except OSError as exc:
-            raise _os_error(exc, paths.data_dir) from exc
+            raise _os_error(exc, paths.bin_dir) from exc
+        check_safe(paths)
+        target = paths.version_dir(payload.digest)
+        written: list[str] = []
+        if force or not stamp_matches_in(target, payload.digest, payload.manifest):
+            written = _extract_into(paths, payload, target)
         try:
-            _unpack_to(payload, tmp)
-            try:
-                written = _install(paths, payload, tmp)
-            except OSError as exc:
-                raise _os_error(exc, paths.bin_dir) from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            previous = switch_to(paths, payload.digest)
+        except OSError as exc:
+            raise _os_error(exc, paths.bin_dir) from exc
     return ExtractResult(
-        paths.bin_dir, payload.digest, False, time.perf_counter() - started, written, repaired
+        paths.bin_dir,
+        payload.digest,
+        False,
+        time.perf_counter() - started,
+        written,
+        repaired,
+        target,
+        previous,
     )
+
+
+def _extract_into(paths: Paths, payload: Payload, target: Path) -> list[str]:
+    _check_dir_safe(target, "version dir")
+    _check_exec_allowed(paths.data_dir)
+    _check_free_space(paths.data_dir, sum(f.size for f in payload.manifest.files))
+    import shutil
+    import tempfile
+
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=paths.versions_dir))
+    except OSError as exc:
+        raise _os_error(exc, paths.versions_dir) from exc
+    try:
+        _unpack_to(payload, tmp)
+        try:
+            return _install(target, payload, tmp)
+        except OSError as exc:
+            raise _os_error(exc, target) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -104,6 +104,24 @@ class Paths:
         return self.bin_dir / ".manifest.json"
 
     @property
+    def versions_dir(self) -> Path:
+        """One dir per payload digest: <data>/versions/<digest>; bin is a symlink to one."""
+        return self.data_dir / "versions"
+
+    def version_dir(self, digest: str) -> Path:
+        return self.versions_dir / digest
+
+    @property
+    def previous_file(self) -> Path:
+        """The version bin pointed at before the last switch (what rollback goes back to)."""
+        return self.versions_dir / ".previous.json"
+
+    @property
+    def pin_file(self) -> Path:
+        """Written by `warren rollback`: containerd runs this version whatever warren starts it."""
+        return self.versions_dir / ".pinned.json"
+
+    @property
     def extract_lock(self) -> Path:
         return self.data_dir / ".extract.lock"
 

@@ -76,6 +76,7 @@ def test_cold_extraction_installs_verified_executables(paths: Paths, payload_a: 
         assert stat.S_IMODE(paths.binary(name).stat().st_mode) == 0o755
     assert read_stamp(paths)["digest"] == payload_a.digest  # type: ignore[index]
     assert not list(paths.data_dir.glob(".bin-new-*"))
+    assert not list(paths.versions_dir.glob(".bin-new-*"))
 
 
 def test_cache_hit_writes_nothing(paths: Paths, payload_a: Payload) -> None:
@@ -181,6 +182,7 @@ def test_damaged_payload_exits_3_and_leaves_bin_untouched(
     assert snapshot(paths) == before
     assert read_stamp(paths)["digest"] == payload_a.digest  # type: ignore[index]
     assert not list(paths.data_dir.glob(".bin-new-*"))
+    assert not list(paths.versions_dir.glob(".bin-new-*"))
 
 
 def test_missing_payload_exits_3(paths: Paths, base: Path) -> None:
@@ -195,7 +197,9 @@ def test_digest_mismatch_raises_before_install(paths: Paths, payload_a: Payload)
     with pytest.raises(PayloadError, match="fails its digest"):
         ensure_extracted(paths, wrong)
     assert not paths.stamp.exists()
-    assert not any(paths.bin_dir.iterdir())
+    # Nothing installed anywhere: no bin link, no version dir with a binary in it.
+    assert not os.path.lexists(paths.bin_dir)
+    assert not list(paths.versions_dir.glob("*/*"))
 
 
 def test_symlinked_bin_dir_is_refused(base: Path, paths: Paths, payload_a: Payload) -> None:
@@ -283,7 +287,7 @@ def test_kill9_mid_extraction_then_next_run_succeeds(base: Path, staged_payload:
         proc = _extract_proc(paths, staged_payload)
         wait_for(
             lambda: (
-                any(p.iterdir() for p in paths.data_dir.glob(".bin-new-*"))
+                any(p.iterdir() for p in paths.versions_dir.glob(".bin-new-*"))
                 or proc.poll() is not None
             ),
             timeout=60,
@@ -292,7 +296,7 @@ def test_kill9_mid_extraction_then_next_run_succeeds(base: Path, staged_payload:
         )
         proc.send_signal(signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL, "extraction finished before it could be killed"
-        assert list(paths.data_dir.glob(".bin-new-*")), "the crash left its temp dir behind"
+        assert list(paths.versions_dir.glob(".bin-new-*")), "the crash left its temp dir behind"
 
         stamp = read_stamp(paths)
         if stamp is not None:  # killed before installing: the old set is intact
@@ -302,7 +306,7 @@ def test_kill9_mid_extraction_then_next_run_succeeds(base: Path, staged_payload:
         result = ensure_extracted(paths, new)
         assert installed_hashes(paths) == expected_hashes(new)
         assert is_current(paths, new)
-        assert result.cached or not list(paths.data_dir.glob(".bin-new-*"))
+        assert result.cached or not list(paths.versions_dir.glob(".bin-new-*"))
     finally:
         shutil.rmtree(run_base, ignore_errors=True)
 

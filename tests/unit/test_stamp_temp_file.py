@@ -23,17 +23,20 @@ from warren_bundle.paths import Paths
 from warren_bundle.payload.format import read_file
 
 paths = Paths(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+payload = read_file(Path(sys.argv[5]))
+# The stamp is written in the version dir, before bin is pointed at it.
+stamp = paths.version_dir(payload.digest) / paths.stamp.name
 
 def kill_in_stamp_write(frame, event, arg):
     caller = frame.f_back
     if (
         event == "call" and frame.f_code.co_name == "fdopen" and caller is not None
-        and caller.f_code.co_name == "atomic_write" and caller.f_locals.get("path") == paths.stamp
+        and caller.f_code.co_name == "atomic_write" and caller.f_locals.get("path") == stamp
     ):
         os.kill(os.getpid(), signal.SIGKILL)
 
 sys.setprofile(kill_in_stamp_write)
-ensure_extracted(paths, read_file(Path(sys.argv[5])))
+ensure_extracted(paths, payload)
 """
 
 
@@ -54,11 +57,14 @@ def test_a_stamp_temp_file_left_by_a_kill_is_removed_by_the_next_extraction(
         timeout=60,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
-    temp_files = list(paths.bin_dir.glob(f".{paths.stamp.name}.*"))
+    version_dir = paths.version_dir(payload.digest)
+    temp_files = list(version_dir.glob(f".{paths.stamp.name}.*"))
     assert temp_files, "the kill left no temp file of the stamp"
     assert not paths.stamp.exists()
+    assert not (version_dir / paths.stamp.name).exists()
 
     result = ensure_extracted(paths, payload)
     assert not result.cached
     assert is_current(paths, payload)
     assert [p.name for p in paths.bin_dir.iterdir() if p.name.startswith(".")] == [paths.stamp.name]
+    assert paths.bin_dir.resolve() == version_dir.resolve()

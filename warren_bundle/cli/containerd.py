@@ -38,11 +38,15 @@ def containerd() -> None:
 @run_options
 def run(**opts: Any) -> None:
     """Run containerd in the foreground, supervised, until SIGTERM or Ctrl-C."""
-    from warren_bundle.runtime.control import require_root
+    from warren_bundle.runtime.control import replace_other_version, require_root
     from warren_bundle.runtime.foreground import run_foreground
 
     require_root("containerd run")
-    mgr = RunOptions(**opts).manager(current())
+    options = RunOptions(**opts)
+    replaced = replace_other_version(current().paths, current().payload, options.force)
+    if replaced:
+        say(f"warren: {replaced}")
+    mgr = options.manager(current())
     mgr.add_event_listener(lambda line: say(f"warren: {line}"))
     if run_foreground(mgr, _announce_ready):
         say("warren: containerd stopped")
@@ -95,6 +99,8 @@ def start(as_json: bool, images_timeout: float, **opts: Any) -> None:
     ]
     if failed:
         say(f"warren: {len(failed)} image archive(s) failed to import; see 'warren images status'")
+    if report.get("upgrade") and not report.get("already_running"):
+        say(f"warren: {report['upgrade']}")
     verb = "already running" if report.get("already_running") else "started"
     click.echo(
         f"containerd {verb}: {report.get('socket')} (pid {report.get('containerd_pid')}, "
@@ -143,6 +149,7 @@ def print_embedded_status(r: dict[str, Any]) -> None:
         ("socket", f"{r.get('socket')} ({'answers' if answers else 'no answer'})"),
         ("server", (r.get("server_version") or "-") if answers else "-"),
         ("bundled", f"containerd {r.get('containerd_version')}, runc {r.get('runc_version')}"),
+        ("binaries", r.get("version_dir") or "-"),
         ("data dir", r.get("data_dir")),
         ("log", r.get("log")),
     ]
@@ -156,6 +163,8 @@ def print_embedded_status(r: dict[str, Any]) -> None:
         table.append(("last exit", f"pid {last.get('pid')} {last.get('reason')}{ago}"))
     if r.get("fatal_reason"):
         table.append(("fatal", r["fatal_reason"]))
+    if r.get("upgrade"):
+        table.append(("upgrade", r["upgrade"]))
     rows(table)
 
 

@@ -101,8 +101,21 @@ def _register_subcommands() -> None:
     from warren_bundle.cli.lima import lima
     from warren_bundle.cli.observe import doctor, metrics
     from warren_bundle.cli.selfcheck import selfcheck
+    from warren_bundle.cli.versions import rollback, versions
 
-    for command in (extract, containerd, socket, ctr, images, metrics, doctor, lima, selfcheck):
+    for command in (
+        extract,
+        containerd,
+        socket,
+        ctr,
+        images,
+        metrics,
+        doctor,
+        lima,
+        selfcheck,
+        versions,
+        rollback,
+    ):
         cli.add_command(command)
 
 

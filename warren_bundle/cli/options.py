@@ -95,6 +95,12 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Serve Prometheus /metrics there (a bare port binds 127.0.0.1; "
             "0.0.0.0:PORT exposes it). Off by default.",
         ),
+        click.option(
+            "--force",
+            is_flag=True,
+            help="Change containerd's version even where containerd does not support the step "
+            "(a downgrade across a minor line, a skipped minor): it may not read its data.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -109,6 +115,7 @@ class RunOptions:
     health_interval: float
     containerd_debug: bool
     metrics_addr: str | None = None
+    force: bool = False
 
     def args(self) -> list[str]:
         """The same options for the detached `containerd run` that `start` launches."""
@@ -122,6 +129,8 @@ class RunOptions:
             args.append("--containerd-debug")
         if self.metrics_addr:
             args += ["--metrics-addr", self.metrics_addr]
+        if self.force:
+            args.append("--force")
         return args
 
     def config_options(self) -> ConfigOptions:
@@ -149,4 +158,5 @@ class RunOptions:
                 ready_timeout=self.ready_timeout, health_interval=self.health_interval
             ),
             metrics_addr=self.metrics_addr,
+            force_version=self.force,
         )

@@ -10,7 +10,12 @@ and that process is left alone.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+
+import psutil
 
 from warren_bundle.paths import Paths
 from warren_bundle.runtime import pidfile
@@ -25,14 +30,25 @@ def adoptable_pid(
     is_serving: Probe,
     settings: Settings,
     log: Callable[[str], None],
+    binary_path: Path | None = None,
 ) -> int | None:
+    """binary_path: the containerd we would run (<data>/versions/<digest>/containerd). A bundled
+    containerd of another version is stopped gracefully (its shims keep running), not adopted."""
     sock = str(paths.socket)
+    binary = str(binary_path or paths.binary("containerd"))
     ours = pidfile.containerd(paths)
     if ours is not None:
         pid: int | None = ours.pid
+        if binary_path is not None and pidfile.exe_of(ours) not in (binary, None):
+            log(
+                f"containerd pid {ours.pid} runs {pidfile.exe_of(ours)}, not {binary}; "
+                "stopping it to start this version (its containers keep running)"
+            )
+            _stop_gracefully(ours, settings.stop_timeout)
+            pidfile.discard(paths.containerd_pidfile)
+            return None
     else:
         # Scanning every process is only worth it when something answers on our socket.
-        binary = str(paths.binary("containerd"))
         pid = processes.find(binary, sock) if is_serving(sock, 0.5) else None
     if pid is None:
         pidfile.discard(paths.containerd_pidfile)
@@ -43,3 +59,14 @@ def adoptable_pid(
         pidfile.discard(paths.containerd_pidfile)
         return None
     return pid
+
+
+def _stop_gracefully(proc: psutil.Process, timeout: float) -> None:
+    """SIGTERM to containerd's pid only (shims survive), its grace, then SIGKILL."""
+    with suppress(psutil.Error):
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except psutil.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout)

@@ -52,7 +52,12 @@ class EmbeddedBackend:
         control.require_root("containerd start")
         check_safe(self.paths)  # before the log is opened for the detached supervisor
         timeout = (30.0 if ready_timeout is None else ready_timeout) + 15
+        replaced = control.replace_other_version(
+            self.paths, _option(self.global_args, "--payload"), "--force" in run_args
+        )
         report = dict(control.start_detached(self.global_args, run_args, self.paths, timeout))
+        if replaced:
+            report["replaced"] = replaced
         if not report.get("already_running"):
             report["images"] = control.wait_for_images(self.paths, images_timeout)
         return report
@@ -145,6 +150,13 @@ class LimaBackend:
                 "start it with 'warren lima up' (or 'warren containerd start'), or pass --socket",
             )
         return SocketAnswer("lima", path, probe if validate else None)
+
+
+def _option(args: list[str], name: str) -> str | None:
+    for i, arg in enumerate(args[:-1]):
+        if arg == name:
+            return args[i + 1]
+    return None
 
 
 def backend_for(

@@ -108,12 +108,15 @@ def hosts_dir(paths: Paths) -> Path:
     return paths.config_dir / "certs.d"
 
 
-def build_config(paths: Paths, containerd_version: str, opts: ConfigOptions) -> dict[str, Any]:
+def build_config(
+    paths: Paths, containerd_version: str, opts: ConfigOptions, bin_dir: Path | None = None
+) -> dict[str, Any]:
+    """bin_dir: the version dir containerd runs from (its own runc); default <data>/bin."""
     version = config_version_for(containerd_version)
     systemd = systemd_manages_cgroups() if opts.systemd_cgroup is None else opts.systemd_cgroup
     # Our own runc root: the default one is shared with a system containerd on the same host.
     runc_options = {
-        "BinaryName": str(paths.binary("runc")),
+        "BinaryName": str((bin_dir or paths.bin_dir) / "runc"),
         "Root": str(paths.runc_root),
         "SystemdCgroup": systemd,
     }
@@ -201,9 +204,11 @@ def render(config: Mapping[str, Any]) -> str:
     return tomli_w.dumps(config)
 
 
-def write_config(paths: Paths, containerd_version: str, opts: ConfigOptions) -> Path:
+def write_config(
+    paths: Paths, containerd_version: str, opts: ConfigOptions, bin_dir: Path | None = None
+) -> Path:
     """Write config.toml (0600) and the registry hosts files; return the config path."""
-    config = build_config(paths, containerd_version, opts)
+    config = build_config(paths, containerd_version, opts, bin_dir)
     mirrors = {**DEFAULT_MIRRORS, **{k: list(v) for k, v in opts.registry_mirrors.items()}}
     try:
         for registry, endpoints in mirrors.items():

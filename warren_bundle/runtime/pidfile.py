@@ -120,15 +120,25 @@ def _cmdline(proc: psutil.Process) -> list[str]:
 
 
 def is_bundled_containerd(proc: psutil.Process, paths: Paths) -> bool:
-    """`proc` runs <data-dir>/bin/containerd with this run dir's socket on its command line."""
+    """`proc` runs the bundled containerd (<data-dir>/bin/containerd, or the containerd of one
+    of <data-dir>/versions/<digest>/) with this run dir's socket on its command line."""
     try:
         exe = _exe_or_name(proc)
     except (psutil.Error, OSError):
         return False
     binary = str(paths.binary("containerd"))
-    if exe not in (binary, Path(binary).name[:_COMM_LEN]):
+    in_versions = Path(exe).name == "containerd" and Path(exe).parent.parent == paths.versions_dir
+    if exe not in (binary, Path(binary).name[:_COMM_LEN]) and not in_versions:
         return False
     return str(paths.socket) in _cmdline(proc)
+
+
+def exe_of(proc: psutil.Process) -> str | None:
+    """The process's executable ("(deleted)" stripped), None when it cannot be read."""
+    try:
+        return _clean_exe(proc.exe())
+    except (psutil.Error, OSError):
+        return None
 
 
 def _own_executable() -> str | None:

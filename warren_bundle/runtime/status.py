@@ -41,6 +41,8 @@ class StatusReport(TypedDict, total=False):
     containerd_version: str | None
     runc_version: str | None
     payload_digest: str | None
+    version_dir: str | None  # <data>/versions/<digest> that containerd runs from
+    upgrade: str | None  # "upgraded containerd 1.6.20 → 1.7.24; 3 containers kept running"
     server_version: str | None
     data_dir: str
     run_dir: str
@@ -57,6 +59,7 @@ class StatusReport(TypedDict, total=False):
     socket_answers: bool
     socket_error: str | None
     already_running: bool
+    replaced: str | None  # what `start` stopped to replace a supervisor of another version
     images: dict[str, object] | None
 
 
@@ -79,9 +82,12 @@ def report_of(mgr: ContainerdManager) -> StatusReport:
         "last_exit": last,
         "fatal_reason": mgr.fatal_reason,
         "socket": mgr.socket_path,
-        "containerd_version": payload.manifest.containerd_version if payload else None,
-        "runc_version": payload.manifest.runc_version if payload else None,
+        "containerd_version": mgr.containerd_version
+        or (payload.manifest.containerd_version if payload else None),
+        "runc_version": mgr.runc_version or (payload.manifest.runc_version if payload else None),
         "payload_digest": payload.digest if payload else None,
+        "version_dir": str(mgr.version_dir) if mgr.version_dir else None,
+        "upgrade": mgr.upgrade,
         "server_version": mgr.server_version,
         "data_dir": str(mgr.paths.data_dir),
         "run_dir": str(mgr.paths.run_dir),

@@ -71,6 +71,7 @@ class ContainerdManager:
         metrics_addr: str | None = None,
         processes: Processes | None = None,
         probe: Probe | None = None,
+        force_version: bool = False,
     ) -> None:
         self.paths = paths or Paths.resolve(data_dir=data_dir)
         self.use_external = use_external
@@ -99,6 +100,12 @@ class ContainerdManager:
         self._monitor: threading.Thread | None = None
         self._mutex = threading.RLock()
         self._listeners: list[EventListener] = []
+        self.force_version = force_version
+        self.version_dir: Path | None = None  # <data>/versions/<digest>: what containerd runs
+        self.containerd_version: str | None = None  # of version_dir (a pin may differ from ours)
+        self.runc_version: str | None = None
+        self.version_digest: str | None = None
+        self.upgrade: str | None = None  # "upgraded containerd 1.6.20 → 1.7.24; …"
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -193,7 +200,7 @@ class ContainerdManager:
         self._set_state(State.RUNNING)
 
     def _start_embedded(self) -> None:
-        from warren_bundle.extract import check_safe, ensure_extracted
+        from warren_bundle.extract import check_safe
         from warren_bundle.hostinfo import check_supported
         from warren_bundle.runtime.leftovers import remove_stale_unpack_dirs
 
@@ -219,20 +226,24 @@ class ContainerdManager:
             for leftover in remove_stale_unpack_dirs():  # of one-file warrens killed with SIGKILL
                 self._log(f"removed {leftover}: an unpack dir no process uses")
             self.payload = payload = self._resolve_payload()
-            result = ensure_extracted(self.paths, payload)
-            self.timings.extraction_s = result.duration_s
-            self.timings.extraction_cached = result.cached
+            before = self._install_version(payload)
             try:
-                write_config(self.paths, payload.manifest.containerd_version, self.config_options)
+                write_config(
+                    self.paths,
+                    self.containerd_version or "",
+                    self.config_options,
+                    bin_dir=self.version_dir,
+                )
             except OSError as exc:
                 where = written_path(exc) or self.paths.config_file
                 raise path_error(exc, where, "--config-dir") from exc
             previous = statefile.read(self.paths)  # the last supervisor's, before we write ours
             self._set_state(State.STARTING)  # STOPPED -> STARTING
-            self._log(f"starting containerd {payload.manifest.containerd_version}")
+            self._log(f"starting containerd {self.containerd_version} from {self.version_dir}")
             if not self._adopt(previous):
                 self._remove_stale_socket()
                 self._spawn_until_ready()
+            self._after_version_change(before)
             self._write_pidfile(self.paths.supervisor_pidfile, pidfile.record_for(os.getpid()))
         except BaseException:
             if self._proc is not None:
@@ -248,6 +259,105 @@ class ContainerdManager:
         monitor = Monitor(self)
         self._monitor = threading.Thread(target=monitor.run, name="monitor", daemon=True)
         self._monitor.start()
+
+    def _install_version(self, payload: Payload) -> tuple[str | None, str | None]:
+        """Extract our payload (or keep the version `warren rollback` pinned) and point bin at
+        it; refuse, before anything is switched, a change containerd does not support.
+
+        Returns the (digest, containerd version) that bin pointed at before.
+        """
+        from warren_bundle import versions
+        from warren_bundle.extract import (
+            ensure_extracted,
+            read_stamp,
+            read_stamp_in,
+            stamp_matches_in,
+        )
+        from warren_bundle.payload.format import Manifest
+
+        # What last ran on this root (a `warren extract` alone changes nothing containerd read).
+        before = versions.last_run(self.paths)
+        if before[0] is None:
+            stamp = read_stamp(self.paths) or {}
+            before = (stamp.get("digest"), stamp.get("containerd_version"))
+        pinned = versions.pinned_name(self.paths)
+        if pinned is not None and pinned != payload.digest:
+            pin_dir = self.paths.version_dir(pinned)
+            pin_stamp = read_stamp_in(pin_dir) or {}
+            try:
+                manifest = Manifest.from_dict(pin_stamp["manifest"])
+            except (KeyError, TypeError, ValueError):
+                manifest = None
+            if manifest is not None and stamp_matches_in(pin_dir, pinned, manifest):
+                if before[0] != pinned:
+                    from warren_bundle.extract import _extract_lock, switch_to
+
+                    with _extract_lock(self.paths, 30.0):
+                        switch_to(self.paths, pinned)
+                self._log(
+                    f"containerd {manifest.containerd_version} is pinned by 'warren rollback'; "
+                    f"this warren carries {payload.manifest.containerd_version} "
+                    "('warren versions --unpin' lets it run)"
+                )
+                self._use_version(
+                    pin_dir, pinned, manifest.containerd_version, manifest.runc_version
+                )
+                return before
+            versions.pin(self.paths, None)  # the pinned version is gone or damaged
+        if before[0] != payload.digest:
+            warning = versions.check_upgrade(
+                before[1], payload.manifest.containerd_version, self.force_version
+            )
+            if warning:
+                self._log(warning)
+        result = ensure_extracted(self.paths, payload)
+        self.timings.extraction_s = result.duration_s
+        self.timings.extraction_cached = result.cached
+        self._use_version(
+            self.paths.version_dir(payload.digest),
+            payload.digest,
+            payload.manifest.containerd_version,
+            payload.manifest.runc_version,
+        )
+        return before
+
+    def _use_version(self, directory: Path, digest: str, containerd: str, runc: str) -> None:
+        self.version_dir = directory
+        self.version_digest = digest
+        self.containerd_version = containerd
+        self.runc_version = runc
+
+    def _after_version_change(self, before: tuple[str | None, str | None]) -> None:
+        """Say what an upgrade kept running, remember the highest version, prune old dirs."""
+        from warren_bundle import versions
+
+        with suppress(OSError):
+            versions.record_run(self.paths, self.containerd_version or "", self.version_digest)
+        if before[0] is None or before[0] == self.version_digest:
+            return
+        kept = versions.running_containers(self.paths)
+        old = before[1] or "?"
+        verb = (
+            "upgraded"
+            if (versions.parse_version(old) or (0,))
+            <= (versions.parse_version(self.containerd_version) or (0,))
+            else "switched"
+        )
+        self.upgrade = (
+            f"{verb} containerd {old} → {self.containerd_version}; "
+            f"{kept} container{'s' if kept != 1 else ''} kept running"
+        )
+        self._log(self.upgrade)
+        try:
+            removed = versions.prune(self.paths)
+        except Exception as exc:  # pruning must never fail a start
+            self._log(f"could not prune old versions: {exc}")
+            return
+        for version in removed:
+            self._log(
+                f"removed unused version {version.containerd_version} ({version.path}, "
+                f"{versions.human_size(version.size_bytes)})"
+            )
 
     def _resolve_payload(self) -> Payload:
         from warren_bundle.payload.format import Payload, locate
@@ -310,7 +420,14 @@ class ContainerdManager:
 
     def _adopt(self, previous: StatusReport | None) -> bool:
         """Take over a healthy containerd left by a dead supervisor instead of starting another."""
-        pid = adoptable_pid(self.paths, self._processes, self._is_serving, self.settings, self._log)
+        pid = adoptable_pid(
+            self.paths,
+            self._processes,
+            self._is_serving,
+            self.settings,
+            self._log,
+            self._bin() / "containerd",
+        )
         if pid is None:
             return False
         self._proc = self._processes.adopt(pid)
@@ -328,10 +445,14 @@ class ContainerdManager:
             with suppress(FileNotFoundError):
                 sock.unlink()
 
+    def _bin(self) -> Path:
+        """The version dir containerd runs from (its shims and runc come from there too)."""
+        return self.version_dir or self.paths.bin_dir
+
     def _command(self) -> list[str]:
         p = self.paths
         return [
-            str(p.binary("containerd")),
+            str(self._bin() / "containerd"),
             *("--config", str(p.config_file), "--address", str(p.socket)),
             *("--root", str(p.containerd_root), "--state", str(p.state_dir)),
         ]
@@ -339,7 +460,7 @@ class ContainerdManager:
     def _spawn(self) -> Watched:
         log_fd = logs.open_for_child(self.paths.log_file)
         try:
-            env = child_env(prepend_path=self.paths.bin_dir)
+            env = child_env(prepend_path=self._bin())
             proc = self._processes.spawn(self._command(), log_fd, env)
         finally:
             os.close(log_fd)

@@ -1,0 +1,318 @@
+"""Extracted versions: which containerd upgrades are supported, what is kept, what is in use.
+
+Each payload lives in <data>/versions/<digest>/ (extract.py); bin links to the current one. A
+version is in use while a running shim (or containerd) came from it: its /proc/<pid>/exe lies
+in that dir ("(deleted)" stripped), or a task bundle's shim-binary-path names a file in it.
+Only versions nobody uses are pruned, and never the current or the previous one (rollback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from warren_bundle.errors import UpgradeRefused
+from warren_bundle.fsutil import atomic_write, read_json
+from warren_bundle.paths import Paths
+
+# containerd's own support statement: upgrades go one minor at a time, and 1.7 (the last 1.x
+# LTS) is the line that moves to 2.x; downgrades across a minor line are not supported.
+LTS_TO_2 = (1, 7)
+SUPPORTED_PATH = "1.6 → 1.7 → 2.0/2.1, one minor at a time"
+_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_version(text: str | None) -> tuple[int, int, int] | None:
+    match = _VERSION.match(text or "")
+    if not match:
+        return None
+    return int(match[1]), int(match[2]), int(match[3] or 0)
+
+
+def _minor(v: tuple[int, int, int]) -> str:
+    return f"{v[0]}.{v[1]}"
+
+
+def upgrade_problem(old: str | None, new: str | None) -> str | None:
+    """Why containerd cannot go from `old` to `new` on the same root and state, or None."""
+    a, b = parse_version(old), parse_version(new)
+    if a is None or b is None or a[:2] == b[:2]:
+        return None  # same minor line (patch up or down), or nothing known to compare
+    if b < a:
+        return (
+            f"containerd {new} is a downgrade from {old} across a minor line, which containerd "
+            "does not support on the same data"
+        )
+    if a[0] == b[0] and b[1] == a[1] + 1:
+        return None  # the next minor
+    if a[:2] == LTS_TO_2 and b[0] == 2 and b[1] <= 1:
+        return None  # 1.7 LTS → 2.0 / 2.1
+    return f"containerd {old} → {new} skips a minor line, which containerd does not support"
+
+
+def check_upgrade(old: str | None, new: str | None, force: bool) -> str | None:
+    """Raise UpgradeRefused unless the change is supported or forced; a warning when forced."""
+    problem = upgrade_problem(old, new)
+    if problem is None:
+        return None
+    if not force:
+        raise UpgradeRefused(
+            problem + "; nothing was stopped",
+            f"upgrade along {SUPPORTED_PATH} (each step one warren), or pass --force "
+            "if you know better",
+        )
+    return (
+        f"--force: {problem}; containerd may fail to read its metadata, snapshots or "
+        "running tasks (keep a backup of the data dir)"
+    )
+
+
+def rollback_problem(current: str | None, previous: str | None, highest: str | None) -> str | None:
+    """Why containerd cannot go back from `current` to `previous`, or None.
+
+    The same minor line is always fine; one minor back within 1.x (1.7 → 1.6) is fine while no
+    containerd 2.x has run on this root (2.x migrates the config to version 3 and the metadata
+    it writes is not read by 1.x).
+    """
+    a, b, top = parse_version(current), parse_version(previous), parse_version(highest)
+    if a is None or b is None:
+        return None
+    if a[:2] == b[:2]:
+        return None
+    if b > a:
+        return f"the previous version {previous} is newer than {current}: use that warren"
+    if top is not None and top[0] >= 2 and b[0] < 2:
+        return (
+            f"containerd {highest} has run on this data and containerd 2.x data cannot be "
+            f"read back by {previous}"
+        )
+    if a[0] == b[0] and b[1] == a[1] - 1:
+        return None
+    return f"containerd does not support going back from {current} to {previous}"
+
+
+# --- what is extracted ------------------------------------------------------------------------
+
+
+@dataclass
+class Version:
+    name: str
+    path: Path
+    containerd_version: str | None
+    runc_version: str | None
+    current: bool
+    previous: bool
+    pinned: bool
+    size_bytes: int
+    used_by: list[int] = field(default_factory=list)  # pids of running shims / containerd
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "digest": self.name,
+            "path": str(self.path),
+            "containerd_version": self.containerd_version,
+            "runc_version": self.runc_version,
+            "current": self.current,
+            "previous": self.previous,
+            "pinned": self.pinned,
+            "size_bytes": self.size_bytes,
+            "in_use_by": self.used_by,
+        }
+
+
+def current_name(paths: Paths) -> str | None:
+    from warren_bundle.extract import version_link_target
+
+    return version_link_target(paths)
+
+
+def previous_name(paths: Paths) -> str | None:
+    data = read_json(paths.previous_file)
+    name = data.get("digest") if data else None
+    return (
+        name
+        if isinstance(name, str) and (paths.version_dir(name) / ".manifest.json").exists()
+        else None
+    )
+
+
+def pinned_name(paths: Paths) -> str | None:
+    data = read_json(paths.pin_file)
+    name = data.get("digest") if data else None
+    return name if isinstance(name, str) else None
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for entry in path.iterdir():
+        try:
+            st = entry.lstat()
+        except OSError:
+            continue
+        total += st.st_blocks * 512
+    return total
+
+
+def _stamp(path: Path) -> dict[str, Any]:
+    return read_json(path / ".manifest.json") or {}
+
+
+def _under(exe: str, versions: Path) -> str | None:
+    """The version name of an executable inside <versions>/<name>/, else None."""
+    path = Path(exe.removesuffix(" (deleted)"))
+    if path.parent.parent == versions:
+        return path.parent.name
+    return None
+
+
+def in_use(paths: Paths) -> dict[str, list[int]]:
+    """Version name → pids of running processes that came from it (shims, containerd, runc)."""
+    versions = paths.versions_dir
+    used: dict[str, list[int]] = {}
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        pids = []
+    for pid in pids:
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            continue
+        name = _under(exe, versions)
+        if name is not None:
+            used.setdefault(name, []).append(pid)
+    # containerd ≥1.7 records the shim it started in each task bundle.
+    for record in paths.state_dir.glob("io.containerd.runtime.v2.task/*/*/shim-binary-path"):
+        try:
+            name = _under(record.read_text().strip(), versions)
+            alive = _bundle_alive(record.parent)
+        except OSError:
+            continue
+        if name is not None and alive is not None:
+            used.setdefault(name, [])
+            if alive not in used[name]:
+                used[name].append(alive)
+    return {k: sorted(v) for k, v in used.items()}
+
+
+def _bundle_alive(bundle: Path) -> int | None:
+    """The pid of the bundle's shim (or its init process) while it runs."""
+    for name in ("shim.pid", "init.pid"):
+        try:
+            pid = int((bundle / name).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if os.path.exists(f"/proc/{pid}"):
+            return pid
+    return None
+
+
+def running_containers(paths: Paths) -> int:
+    """Tasks whose init process still runs (each bundle under containerd's state dir)."""
+    count = 0
+    for bundle in paths.state_dir.glob("io.containerd.runtime.v2.task/*/*"):
+        try:
+            pid = int((bundle / "init.pid").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if os.path.exists(f"/proc/{pid}"):
+            count += 1
+    return count
+
+
+def list_versions(paths: Paths) -> list[Version]:
+    if not paths.versions_dir.is_dir():
+        return []
+    current, previous, pinned = current_name(paths), previous_name(paths), pinned_name(paths)
+    used = in_use(paths)
+    found = []
+    for path in sorted(paths.versions_dir.iterdir()):
+        if path.name.startswith(".") or not path.is_dir() or path.is_symlink():
+            continue
+        stamp = _stamp(path)
+        found.append(
+            Version(
+                path.name,
+                path,
+                stamp.get("containerd_version"),
+                stamp.get("runc_version"),
+                path.name == current,
+                path.name == previous,
+                path.name == pinned,
+                _dir_size(path),
+                used.get(path.name, []),
+            )
+        )
+    return found
+
+
+def prune(paths: Paths, keep_previous: bool = True) -> list[Version]:
+    """Remove version dirs that are not current, not previous, and that no running process
+    came from; the removed ones. Under the extraction lock: nobody is extracting meanwhile."""
+    from warren_bundle.extract import _extract_lock
+
+    removed: list[Version] = []
+    if not paths.versions_dir.is_dir():
+        return removed
+    with _extract_lock(paths, 30.0):
+        for version in list_versions(paths):
+            if version.current or version.pinned or version.used_by:
+                continue
+            if keep_previous and version.previous:
+                continue
+            shutil.rmtree(version.path)
+            removed.append(version)
+    return removed
+
+
+def highest_run(paths: Paths) -> str | None:
+    data = read_json(paths.versions_dir / ".highest.json")
+    value = data.get("containerd_version") if data else None
+    return value if isinstance(value, str) else None
+
+
+def last_run(paths: Paths) -> tuple[str | None, str | None]:
+    """(digest, containerd version) of the last containerd that became ready on this root."""
+    data = read_json(paths.versions_dir / ".last-run.json") or {}
+    digest, version = data.get("digest"), data.get("containerd_version")
+    return (
+        digest if isinstance(digest, str) else None,
+        version if isinstance(version, str) else None,
+    )
+
+
+def record_run(paths: Paths, version: str, digest: str | None = None) -> None:
+    """Remember the containerd that ran on this root last, and the highest one (what a rollback
+    must respect)."""
+    if digest is not None:
+        atomic_write(
+            paths.versions_dir / ".last-run.json",
+            json.dumps({"digest": digest, "containerd_version": version, "at": time.time()}) + "\n",
+            0o644,
+        )
+    top = parse_version(highest_run(paths))
+    mine = parse_version(version)
+    if mine is None or (top is not None and top >= mine):
+        return
+    atomic_write(
+        paths.versions_dir / ".highest.json",
+        json.dumps({"containerd_version": version, "at": time.time()}) + "\n",
+        0o644,
+    )
+
+
+def pin(paths: Paths, name: str | None) -> None:
+    if name is None:
+        paths.pin_file.unlink(missing_ok=True)
+        return
+    atomic_write(paths.pin_file, json.dumps({"digest": name, "at": time.time()}) + "\n", 0o644)
+
+
+def human_size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
