@@ -255,12 +255,12 @@ def list_versions(paths: Paths) -> list[Version]:
 def prune(paths: Paths, keep_previous: bool = True) -> list[Version]:
     """Remove version dirs that are not current, not previous, and that no running process
     came from; the removed ones. Under the extraction lock: nobody is extracting meanwhile."""
-    from warren_bundle.extract import _extract_lock
+    from warren_bundle.extract import extract_lock
 
     removed: list[Version] = []
     if not paths.versions_dir.is_dir():
         return removed
-    with _extract_lock(paths, 30.0):
+    with extract_lock(paths, 30.0):
         for version in list_versions(paths):
             if version.current or version.pinned or version.used_by:
                 continue

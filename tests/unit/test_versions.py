@@ -205,3 +205,19 @@ def test_versions_cli_lists_json_with_sizes(
     assert all(v["size_bytes"] > 0 for v in found.values())
     human = run_warren(paths, "versions", payload=tmp_path / "payload-b")
     assert "(current)" in human.stdout and "(previous)" in human.stdout
+
+
+def test_prepare_extracts_beside_the_running_version_without_switching(
+    paths: Paths, payload_a: Payload, payload_b: Payload
+) -> None:
+    from warren_bundle.extract import prepare
+
+    ensure_extracted(paths, payload_a)
+    assert sorted(prepare(paths, payload_b)) == sorted(BINARIES)
+    assert os.readlink(paths.bin_dir) == f"versions/{payload_a.digest}", "bin not switched"
+    assert prepare(paths, payload_b) == [], "complete: nothing written again"
+
+    result = ensure_extracted(paths, payload_b)
+
+    assert result.written == [] and result.previous == payload_a.digest
+    assert installed_hashes(paths) == expected_hashes(payload_b)

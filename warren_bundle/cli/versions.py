@@ -71,7 +71,7 @@ def rollback(ready_timeout: float) -> None:
     """Go back to the previous version, when containerd supports it; restart containerd onto it."""
     from warren_bundle import versions as v
     from warren_bundle.errors import UpgradeRefused, WarrenError
-    from warren_bundle.extract import _extract_lock, read_stamp, read_stamp_in, switch_to
+    from warren_bundle.extract import extract_lock, read_stamp, read_stamp_in, switch_to
     from warren_bundle.runtime import control
 
     ctx = current()
@@ -96,7 +96,7 @@ def rollback(ready_timeout: float) -> None:
     running = control.supervisor_process(paths) is not None
     if running:
         say(f"warren: {control.stop(paths)}")
-    with _extract_lock(paths, 30.0):
+    with extract_lock(paths, 30.0):
         switch_to(paths, previous)
     v.pin(paths, previous)
     if not running:

@@ -11,6 +11,7 @@ and that process is left alone.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -22,6 +23,7 @@ from warren_bundle.runtime import pidfile
 from warren_bundle.runtime.process import Processes
 from warren_bundle.runtime.readiness import Probe
 from warren_bundle.runtime.settings import Settings
+from warren_bundle.runtime.status import StatusReport
 
 
 def adoptable_pid(
@@ -70,3 +72,13 @@ def _stop_gracefully(proc: psutil.Process, timeout: float) -> None:
         except psutil.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout)
+
+
+def adopted_since(previous: StatusReport | None, record: pidfile.PidRecord) -> float:
+    """When the adopted containerd became ready: what the last supervisor recorded for this same
+    process, else the process's own start time. Adoption does not make containerd younger."""
+    started = (previous or {}).get("started_at")
+    same = (previous or {}).get("containerd_pid") == record.pid
+    if same and isinstance(started, int | float) and started >= record.create_time - 1:
+        return float(started)
+    return record.create_time or time.time()

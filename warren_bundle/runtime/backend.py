@@ -52,7 +52,9 @@ class EmbeddedBackend:
         control.require_root("containerd start")
         check_safe(self.paths)  # before the log is opened for the detached supervisor
         timeout = (30.0 if ready_timeout is None else ready_timeout) + 15
-        replaced = control.replace_other_version(
+        from warren_bundle.runtime.upgrade import replace_other_version
+
+        replaced = replace_other_version(
             self.paths, _option(self.global_args, "--payload"), "--force" in run_args
         )
         report = dict(control.start_detached(self.global_args, run_args, self.paths, timeout))

@@ -116,33 +116,6 @@ def start_detached(
     )
 
 
-def replace_other_version(paths: Paths, payload_arg: str | None, force: bool) -> str | None:
-    """When this run dir's supervisor runs another payload than ours, stop it gracefully (its
-    containerd gets SIGTERM; shims and containers keep running) so that ours starts instead.
-
-    The change is checked first (versions.check_upgrade): a refused one stops nothing. Returns
-    what was stopped, or None when there was nothing to replace.
-    """
-    from warren_bundle import versions
-    from warren_bundle.payload.format import locate
-
-    sup = supervisor_process(paths)
-    if sup is None:
-        return None
-    report = state.read(paths) or {}
-    if report.get("supervisor_pid") != sup.pid:
-        return None  # still starting: let start_detached wait for it
-    ours = locate(payload_arg)
-    running_dir = report.get("version_dir")
-    running = Path(running_dir).name if running_dir else report.get("payload_digest")
-    if running == ours.digest or versions.pinned_name(paths) is not None:
-        return None
-    old = report.get("containerd_version") or report.get("server_version")
-    warning = versions.check_upgrade(old, ours.manifest.containerd_version, force)
-    done = stop(paths)
-    return f"{warning}; {done}" if warning else done
-
-
 def _await_other(
     paths: Paths, sup: psutil.Process, deadline: float, timeout: float
 ) -> StatusReport:

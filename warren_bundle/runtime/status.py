@@ -69,6 +69,7 @@ def report_of(mgr: ContainerdManager) -> StatusReport:
     alive = proc is not None and proc.alive()
     now = time.time()
     payload = mgr.payload
+    version = mgr.version
     last = cast("ExitReport", asdict(mgr.last_exit)) if mgr.last_exit else None
     return {
         "state": mgr.state.value,
@@ -82,11 +83,14 @@ def report_of(mgr: ContainerdManager) -> StatusReport:
         "last_exit": last,
         "fatal_reason": mgr.fatal_reason,
         "socket": mgr.socket_path,
-        "containerd_version": mgr.containerd_version
-        or (payload.manifest.containerd_version if payload else None),
-        "runc_version": mgr.runc_version or (payload.manifest.runc_version if payload else None),
+        "containerd_version": version.containerd
+        if version
+        else (payload.manifest.containerd_version if payload else None),
+        "runc_version": version.runc
+        if version
+        else (payload.manifest.runc_version if payload else None),
         "payload_digest": payload.digest if payload else None,
-        "version_dir": str(mgr.version_dir) if mgr.version_dir else None,
+        "version_dir": str(version.directory) if version else None,
         "upgrade": mgr.upgrade,
         "server_version": mgr.server_version,
         "data_dir": str(mgr.paths.data_dir),

@@ -18,17 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from warren_bundle.errors import (
-    AlreadyRunning,
-    PermissionDeniedError,
     PlatformError,
     ReadinessTimeout,
     SocketNotFoundError,
     path_error,
 )
-from warren_bundle.fsutil import LockTimeout, locked, written_path
+from warren_bundle.fsutil import written_path
 from warren_bundle.paths import DEFAULT_DATA_DIR, Paths, check_socket_path, system_socket_path
-from warren_bundle.runtime import health, logs, pidfile, statefile
-from warren_bundle.runtime.adoption import adoptable_pid
+from warren_bundle.runtime import health, logs, pidfile, rundir, statefile, upgrade
+from warren_bundle.runtime.adoption import adoptable_pid, adopted_since
 from warren_bundle.runtime.childenv import child_env
 from warren_bundle.runtime.config import ConfigOptions, write_config
 from warren_bundle.runtime.monitor import Monitor
@@ -101,10 +99,8 @@ class ContainerdManager:
         self._mutex = threading.RLock()
         self._listeners: list[EventListener] = []
         self.force_version = force_version
-        self.version_dir: Path | None = None  # <data>/versions/<digest>: what containerd runs
-        self.containerd_version: str | None = None  # of version_dir (a pin may differ from ours)
-        self.runc_version: str | None = None
-        self.version_digest: str | None = None
+        # <data>/versions/<digest> containerd runs from (a rollback's pin may differ from ours)
+        self.version: upgrade.Installed | None = None
         self.upgrade: str | None = None  # "upgraded containerd 1.6.20 → 1.7.24; …"
 
     # --- public API ---------------------------------------------------------------------------
@@ -217,8 +213,8 @@ class ContainerdManager:
         self.fatal_reason = None
         self._serve_metrics()  # first: a busy port must leave nothing behind, not even the run dir
         try:
-            self._make_run_dir()
-            self._acquire_lock()
+            rundir.make(self.paths)
+            self._lock = rundir.lock(self.paths, self.settings.lock_timeout)
         except BaseException:
             self._close_metrics()
             raise
@@ -226,24 +222,24 @@ class ContainerdManager:
             for leftover in remove_stale_unpack_dirs():  # of one-file warrens killed with SIGKILL
                 self._log(f"removed {leftover}: an unpack dir no process uses")
             self.payload = payload = self._resolve_payload()
-            before = self._install_version(payload)
+            before, version = upgrade.install_version(
+                self.paths, payload, self.force_version, self._log, self.timings
+            )
+            self.version = version
             try:
                 write_config(
-                    self.paths,
-                    self.containerd_version or "",
-                    self.config_options,
-                    bin_dir=self.version_dir,
+                    self.paths, version.containerd, self.config_options, bin_dir=version.directory
                 )
             except OSError as exc:
                 where = written_path(exc) or self.paths.config_file
                 raise path_error(exc, where, "--config-dir") from exc
             previous = statefile.read(self.paths)  # the last supervisor's, before we write ours
             self._set_state(State.STARTING)  # STOPPED -> STARTING
-            self._log(f"starting containerd {self.containerd_version} from {self.version_dir}")
+            self._log(f"starting containerd {version.containerd} from {version.directory}")
             if not self._adopt(previous):
                 self._remove_stale_socket()
                 self._spawn_until_ready()
-            self._after_version_change(before)
+            self.upgrade = upgrade.after_change(self.paths, before, version, self._log)
             self._write_pidfile(self.paths.supervisor_pidfile, pidfile.record_for(os.getpid()))
         except BaseException:
             if self._proc is not None:
@@ -260,105 +256,6 @@ class ContainerdManager:
         self._monitor = threading.Thread(target=monitor.run, name="monitor", daemon=True)
         self._monitor.start()
 
-    def _install_version(self, payload: Payload) -> tuple[str | None, str | None]:
-        """Extract our payload (or keep the version `warren rollback` pinned) and point bin at
-        it; refuse, before anything is switched, a change containerd does not support.
-
-        Returns the (digest, containerd version) that bin pointed at before.
-        """
-        from warren_bundle import versions
-        from warren_bundle.extract import (
-            ensure_extracted,
-            read_stamp,
-            read_stamp_in,
-            stamp_matches_in,
-        )
-        from warren_bundle.payload.format import Manifest
-
-        # What last ran on this root (a `warren extract` alone changes nothing containerd read).
-        before = versions.last_run(self.paths)
-        if before[0] is None:
-            stamp = read_stamp(self.paths) or {}
-            before = (stamp.get("digest"), stamp.get("containerd_version"))
-        pinned = versions.pinned_name(self.paths)
-        if pinned is not None and pinned != payload.digest:
-            pin_dir = self.paths.version_dir(pinned)
-            pin_stamp = read_stamp_in(pin_dir) or {}
-            try:
-                manifest = Manifest.from_dict(pin_stamp["manifest"])
-            except (KeyError, TypeError, ValueError):
-                manifest = None
-            if manifest is not None and stamp_matches_in(pin_dir, pinned, manifest):
-                if before[0] != pinned:
-                    from warren_bundle.extract import _extract_lock, switch_to
-
-                    with _extract_lock(self.paths, 30.0):
-                        switch_to(self.paths, pinned)
-                self._log(
-                    f"containerd {manifest.containerd_version} is pinned by 'warren rollback'; "
-                    f"this warren carries {payload.manifest.containerd_version} "
-                    "('warren versions --unpin' lets it run)"
-                )
-                self._use_version(
-                    pin_dir, pinned, manifest.containerd_version, manifest.runc_version
-                )
-                return before
-            versions.pin(self.paths, None)  # the pinned version is gone or damaged
-        if before[0] != payload.digest:
-            warning = versions.check_upgrade(
-                before[1], payload.manifest.containerd_version, self.force_version
-            )
-            if warning:
-                self._log(warning)
-        result = ensure_extracted(self.paths, payload)
-        self.timings.extraction_s = result.duration_s
-        self.timings.extraction_cached = result.cached
-        self._use_version(
-            self.paths.version_dir(payload.digest),
-            payload.digest,
-            payload.manifest.containerd_version,
-            payload.manifest.runc_version,
-        )
-        return before
-
-    def _use_version(self, directory: Path, digest: str, containerd: str, runc: str) -> None:
-        self.version_dir = directory
-        self.version_digest = digest
-        self.containerd_version = containerd
-        self.runc_version = runc
-
-    def _after_version_change(self, before: tuple[str | None, str | None]) -> None:
-        """Say what an upgrade kept running, remember the highest version, prune old dirs."""
-        from warren_bundle import versions
-
-        with suppress(OSError):
-            versions.record_run(self.paths, self.containerd_version or "", self.version_digest)
-        if before[0] is None or before[0] == self.version_digest:
-            return
-        kept = versions.running_containers(self.paths)
-        old = before[1] or "?"
-        verb = (
-            "upgraded"
-            if (versions.parse_version(old) or (0,))
-            <= (versions.parse_version(self.containerd_version) or (0,))
-            else "switched"
-        )
-        self.upgrade = (
-            f"{verb} containerd {old} → {self.containerd_version}; "
-            f"{kept} container{'s' if kept != 1 else ''} kept running"
-        )
-        self._log(self.upgrade)
-        try:
-            removed = versions.prune(self.paths)
-        except Exception as exc:  # pruning must never fail a start
-            self._log(f"could not prune old versions: {exc}")
-            return
-        for version in removed:
-            self._log(
-                f"removed unused version {version.containerd_version} ({version.path}, "
-                f"{versions.human_size(version.size_bytes)})"
-            )
-
     def _resolve_payload(self) -> Payload:
         from warren_bundle.payload.format import Payload, locate
 
@@ -366,38 +263,11 @@ class ContainerdManager:
             return self._payload_arg
         return locate(self._payload_arg)
 
-    def _make_run_dir(self) -> None:
-        try:
-            self.paths.run_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
-        except PermissionError as exc:
-            raise PermissionDeniedError(
-                f"cannot create {self.paths.run_dir}: permission denied",
-                "run warren with sudo (containerd needs root), or pass --run-dir",
-            ) from exc
-        except OSError as exc:
-            raise path_error(exc, self.paths.run_dir, "--run-dir", "create") from exc
-
     def _write_pidfile(self, path: Path, record: pidfile.PidRecord) -> None:
         try:
             pidfile.write(path, record)
         except OSError as exc:
             raise path_error(exc, path, "--run-dir") from exc
-
-    def _acquire_lock(self) -> None:
-        stack = ExitStack()
-        try:
-            lock = locked(self.paths.supervisor_lock, self.settings.lock_timeout, mode=0o644)
-            stack.enter_context(lock)
-        except OSError as exc:
-            raise path_error(exc, self.paths.supervisor_lock, "--run-dir", "open") from exc
-        except LockTimeout:
-            other = pidfile.read(self.paths.supervisor_pidfile)
-            who = f"pid {other.pid}" if other else "another process"
-            raise AlreadyRunning(
-                f"warren is already running ({who}) for {self.paths.run_dir}",
-                "use 'warren containerd status', or stop it with 'warren containerd stop'",
-            ) from None
-        self._lock = stack
 
     def _release_lock(self) -> None:
         if self._lock is not None:
@@ -420,20 +290,14 @@ class ContainerdManager:
 
     def _adopt(self, previous: StatusReport | None) -> bool:
         """Take over a healthy containerd left by a dead supervisor instead of starting another."""
-        pid = adoptable_pid(
-            self.paths,
-            self._processes,
-            self._is_serving,
-            self.settings,
-            self._log,
-            self._bin() / "containerd",
-        )
+        seams = (self._processes, self._is_serving, self.settings, self._log)
+        pid = adoptable_pid(self.paths, *seams, self._bin() / "containerd")
         if pid is None:
             return False
         self._proc = self._processes.adopt(pid)
         self._write_pidfile(self.paths.containerd_pidfile, self._proc.record)
         self.adopted = True
-        self.started_at = _adopted_since(previous, self._proc.record)
+        self.started_at = adopted_since(previous, self._proc.record)
         self.timings.socket_ready_s = 0.0
         self._probe_version()
         self._log(f"adopted running containerd pid {pid}")
@@ -447,7 +311,7 @@ class ContainerdManager:
 
     def _bin(self) -> Path:
         """The version dir containerd runs from (its shims and runc come from there too)."""
-        return self.version_dir or self.paths.bin_dir
+        return self.version.directory if self.version else self.paths.bin_dir
 
     def _command(self) -> list[str]:
         p = self.paths
@@ -533,13 +397,3 @@ class ContainerdManager:
                 listener(message)
 
     event = _log  # for ready hooks: report a line the way the supervisor does
-
-
-def _adopted_since(previous: StatusReport | None, record: pidfile.PidRecord) -> float:
-    """When the adopted containerd became ready: what the last supervisor recorded for this same
-    process, else the process's own start time. Adoption does not make containerd younger."""
-    started = (previous or {}).get("started_at")
-    same = (previous or {}).get("containerd_pid") == record.pid
-    if same and isinstance(started, int | float) and started >= record.create_time - 1:
-        return float(started)
-    return record.create_time or time.time()
