@@ -24,6 +24,7 @@ help:
 	@echo "make payload  fetch, verify and stage the payload only (SOURCE=auto|upstream|mirror|dir|debian)"
 	@echo "make release  artifacts + SHA256SUMS + install.sh in dist/"
 	@echo "make release-arm64  dist/warren-linux-arm64, frozen under qemu-user emulation (root)"
+	@echo "make test-vm  the release in booted Debian guests under QEMU (bookworm cgroup v2/v1, bullseye)"
 	@echo "make bench    benchmarks against their baselines (bench/results.json)"
 	@echo "make lint     ruff (style) and mypy --strict (types)"
 
@@ -67,13 +68,22 @@ test: build
 test-frozen: build
 	WARREN_TEST_EXE=$(abspath $(EXE)) $(PY) -m pytest -m "integration and not source_only" $(PYTEST_ARGS)
 
-test-unit: venv
 # The three frozen warrens (containerd 1.6, 1.7, 2.1) that tests/integration/test_upgrades.py
 # walks through; cached in /var/cache/warren-test/upgrades (WARREN_TEST_CACHE) by input hash.
 test-payloads: $(PAYLOAD) $(VENV)/.installed
 	$(PY) scripts/test_payloads.py
 
+test-unit: venv
 	$(PY) -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
+
+# Booted Debian guests under QEMU (TCG) run the release as its users do (curl | sh, systemd,
+# reboots, kill -9, purge): tests/vm/. Guest roots are cached in WARREN_VM_CACHE
+# (/var/cache/warren-vm) by suite + package list; each run boots throw-away overlays. Root, and
+# qemu-system-x86 qemu-utils debootstrap e2fsprogs. VM_GUESTS: a pytest -k filter.
+.PHONY: test-vm
+VM_GUESTS ?=
+test-vm: release
+	$(PY) -m pytest -m vm tests/vm $(if $(VM_GUESTS),-k '$(VM_GUESTS)') $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check warren_bundle scripts tests bench

@@ -22,6 +22,10 @@
 #                            be written for a host image, or checked, without systemd)
 #   WARREN_SKIP_ENABLE=true  write the unit but neither enable nor start it
 #   WARREN_SKIP_START=true   enable the unit but do not start it
+#   WARREN_SHUTDOWN_GRACE    seconds containers get between SIGTERM and SIGKILL when the host
+#                            shuts down or reboots (default 10). 'systemctl stop' of the service
+#                            alone leaves containers running (KillMode=process); only a shutdown
+#                            stops them, instead of waiting out systemd's 90 s final-kill timeout
 #   WARREN_DATA_DIR, WARREN_RUN_DIR, WARREN_CONFIG_DIR   non-default warren dirs: written into the
 #                            unit's environment, and purged by 'warren-uninstall.sh --purge'
 #   WARREN_PLATFORM, WARREN_ARCH   force the OS (linux|darwin) and arch (amd64|arm64) detected
@@ -170,6 +174,9 @@ choose_paths() {
     check_path WARREN_DATA_DIR "$DATA_DIR"
     check_path WARREN_RUN_DIR "$RUN_DIR"
     check_path WARREN_CONFIG_DIR "$CONFIG_DIR"
+    case "${WARREN_SHUTDOWN_GRACE:-10}" in
+        '' | *[!0-9]*) fatal "$EXIT_USAGE" "WARREN_SHUTDOWN_GRACE='${WARREN_SHUTDOWN_GRACE:-}' is not a whole number of seconds; use e.g. 10" ;;
+    esac
     BIN="$BIN_DIR/warren"
     UNINSTALL="$BIN_DIR/warren-uninstall.sh"
     UNIT="$SYSTEMD_DIR/$SERVICE_NAME"
@@ -324,6 +331,9 @@ ExecStartPre=-/sbin/modprobe overlay
 ExecStart=$BIN containerd run
 # Only warren gets the stop signal: it stops containerd, and shims and containers keep running.
 KillMode=process
+EOF
+    shutdown_kill_line
+    cat <<EOF
 Delegate=yes
 Restart=always
 RestartSec=5
@@ -336,6 +346,22 @@ OOMScoreAdjust=-999
 [Install]
 WantedBy=multi-user.target
 EOF
+}
+
+# At shutdown only (the manager is "stopping"): SIGTERM to the containers (the children of warren's
+# shims), the grace, SIGKILL to those left, then the shims. Written into the unit with $ as $$.
+shutdown_kill_line() {
+    grace=${WARREN_SHUTDOWN_GRACE:-10}
+    printf '# At shutdown or reboot: containers get SIGTERM, %s s, then SIGKILL (WARREN_SHUTDOWN_GRACE).\n' "$grace"
+    # shellcheck disable=SC2016 # the $ are for the shell systemd runs, not this one
+    printf '%s' 'ExecStopPost=/bin/sh -c '"'"'case "$(systemctl is-system-running 2>/dev/null)" in stopping) ;; *) exit 0 ;; esac; ' \
+        'shims=""; kids=""; for p in /proc/[0-9]*; do case "$(readlink "$p/exe" 2>/dev/null)" in '"$DATA_DIR"'/*containerd-shim-runc-v2*) ' \
+        'shims="$shims ${p#/proc/}"; kids="$kids $(cat "$p"/task/*/children 2>/dev/null)" ;; esac; done; ' \
+        '[ -n "$shims" ] || exit 0; set -- $kids; alive=""; if [ $# -gt 0 ]; then echo "warren: shutdown: SIGTERM to containers $*"; kill -TERM "$@" 2>/dev/null; ' \
+        'i=0; while [ $i -lt '"$((grace * 5))"' ]; do alive=""; for c; do [ -d "/proc/$c" ] && alive="$alive $c"; done; [ -z "$alive" ] && break; sleep 0.2; i=$((i + 1)); done; ' \
+        'if [ -n "$alive" ]; then echo "warren: shutdown: SIGKILL to containers$alive after '"$grace"' s"; kill -KILL $alive 2>/dev/null; sleep 0.5; fi; fi; ' \
+        'kill -KILL $shims 2>/dev/null; exit 0'"'" | sed 's/\$/$$/g'
+    printf '\n'
 }
 
 UNIT_WRITTEN=false
@@ -406,6 +432,7 @@ SERVICE_NAME='$SERVICE_NAME'
 BIN='$BIN'
 BIN_OWNED='$BIN_OWNED'
 CREATED_DIRS='$CREATED_DIRS'
+CNI_DIRS='$CNI_DIRS'
 DATA_DIR='$DATA_DIR'
 RUN_DIR='$RUN_DIR'
 CONFIG_DIR='$CONFIG_DIR'
@@ -482,8 +509,26 @@ rm -f "\$SELF"
 for dir in \$(printf '%s\\n' \$CREATED_DIRS | sort -r); do
     rmdir "\$dir" 2>/dev/null || true
 done
+# containerd's CRI plugin creates its default CNI conf dir when it starts: gone again if it was
+# not there before warren and nothing was put in it.
+# shellcheck disable=SC2086 # as above
+for dir in \$(printf '%s\\n' \$CNI_DIRS | sort -r); do
+    if [ -d "\$dir" ] && ! rmdir "\$dir" 2>/dev/null; then
+        info "left \$dir: it is not empty (CNI configs put there since warren was installed)"
+    fi
+done
 info "warren uninstalled"
 EOF
+}
+
+# The CNI conf dir containerd's CRI plugin creates by default, and its parent, when absent now.
+note_cni_dirs() {
+    CNI_DIRS=$(previous_value CNI_DIRS)
+    if [ "$OS" != linux ]; then return 0; fi
+    for dir in /etc/cni /etc/cni/net.d; do
+        case " $CNI_DIRS " in *" $dir "*) continue ;; esac
+        if [ ! -e "$dir" ]; then CNI_DIRS="${CNI_DIRS:+$CNI_DIRS }$dir"; fi
+    done
 }
 
 write_uninstaller() {
@@ -543,6 +588,7 @@ main() {
         fi
     fi
     setup_service
+    note_cni_dirs
     write_uninstaller
     enable_service
     if [ "$OS" = darwin ]; then

@@ -38,7 +38,14 @@ def _command_end(args: list[str]) -> int | None:
     return None
 
 
-def with_runc_defaults(args: list[str], runc_binary: str, runc_root: str) -> list[str]:
+def with_runc_defaults(
+    args: list[str], runc_binary: str, runc_root: str, *, systemd_cgroup: bool | None = None
+) -> list[str]:
+    """Add --runc-binary/--runc-root (bundled runc, warren's own state) to `ctr run` and
+    `ctr containers create`; where systemd manages cgroups (`systemd_cgroup`, detected when None,
+    as the generated config does) also --runc-systemd-cgroup and a systemd cgroup parent,
+    `warren.slice:warren:<id>`: ctr's own runc options replace the config's SystemdCgroup, and the
+    container would otherwise land outside any slice (cgroupfs path /<namespace>/<id>)."""
     end = _command_end(args)
     if end is None:
         return list(args)
@@ -47,6 +54,35 @@ def with_runc_defaults(args: list[str], runc_binary: str, runc_root: str) -> lis
         extra += ["--runc-binary", runc_binary]
     if not any(a == "--runc-root" or a.startswith("--runc-root=") for a in args):
         extra += ["--runc-root", runc_root]
+    if systemd_cgroup is None:
+        from warren_bundle.runtime.config import systemd_manages_cgroups
+
+        systemd_cgroup = systemd_manages_cgroups()
+    # ctr run/create flags that take no value; any other flag takes one (unless written --f=v).
+    bool_flags = {
+        "--rm", "--null-io", "--detach", "-d", "--cni", "--runc-systemd-cgroup", "--remap-labels",
+        "--net-host", "--privileged", "--read-only", "--tty", "-t", "--allow-new-privs",
+        "--seccomp", "--rootfs", "--no-pivot", "--help", "-h",
+    }  # fmt: skip
+    given = {a.split("=", 1)[0] for a in args[end:] if a.startswith("-")}
+    if systemd_cgroup and "--cgroup" not in given:
+        positional: list[str] = []
+        i = end
+        while i < len(args) and len(positional) < 2:
+            arg = args[i]
+            if arg == "--":
+                positional += args[i + 1 : i + 3]
+                break
+            if arg.startswith("-"):
+                i += 1 if "=" in arg or arg in bool_flags else 2
+                continue
+            positional.append(arg)
+            i += 1
+        # Without an id ctr fails on its own, with its own message.
+        if len(positional) == 2:
+            if "--runc-systemd-cgroup" not in given:
+                extra += ["--runc-systemd-cgroup"]
+            extra += ["--cgroup", f"warren.slice:warren:{positional[1]}"]
     return [*args[:end], *extra, *args[end:]]
 
 

@@ -300,7 +300,40 @@ def test_warren_error_is_one_line() -> None:
     ],
 )
 def test_ctr_run_gets_bundled_runc_and_own_root(args: list[str], expected: list[str]) -> None:
-    assert with_runc_defaults(args, "B", "R") == expected
+    assert with_runc_defaults(args, "B", "R", systemd_cgroup=False) == expected
+
+
+_RUNC = ["--runc-binary", "B", "--runc-root", "R"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["run", "--rm", "img", "web", "echo", "hi"],
+            ["run", *_RUNC, "--runc-systemd-cgroup", "--cgroup", "warren.slice:warren:web",
+             "--rm", "img", "web", "echo", "hi"],
+        ),
+        (
+            ["-n", "k8s.io", "run", "-d", "--env", "A=1", "--label=x=y", "img", "c1"],
+            ["-n", "k8s.io", "run", *_RUNC, "--runc-systemd-cgroup", "--cgroup",
+             "warren.slice:warren:c1", "-d", "--env", "A=1", "--label=x=y", "img", "c1"],
+        ),
+        (
+            ["c", "create", "--runc-systemd-cgroup", "img", "x"],
+            ["c", "create", *_RUNC, "--cgroup", "warren.slice:warren:x",
+             "--runc-systemd-cgroup", "img", "x"],
+        ),
+        # The caller's own cgroup wins; no id: left to ctr's own error.
+        (["run", "--cgroup", "", "img", "x"], ["run", *_RUNC, "--cgroup", "", "img", "x"]),
+        (["run", "img"], ["run", *_RUNC, "img"]),
+        (["images", "ls"], ["images", "ls"]),
+    ],
+)  # fmt: skip
+def test_ctr_run_gets_a_systemd_slice_when_systemd_manages_cgroups(
+    args: list[str], expected: list[str]
+) -> None:
+    assert with_runc_defaults(args, "B", "R", systemd_cgroup=True) == expected
 
 
 def test_tail_reaches_into_rotated_backups(tmp_path: Path) -> None:

@@ -1,0 +1,525 @@
+"""Guest side of the VM test layer: runs inside a booted Debian guest, as root, from the oneshot
+unit warren-vm-scenario.service (scripts/vm/build-image.sh), once per boot.
+
+The host (tests/vm/harness.py) puts on the 9p share, mounted at /mnt/share:
+  guest.json       {"guest": NAME, "scenarios": [...], "expect_install_failure": bool}
+  release/         what `make release` wrote: install.sh, SHA256SUMS, warren-linux-amd64
+  busybox.tar      an OCI archive of busybox (tests/support busybox_image), airgap.tar another
+and reads back:
+  results.jsonl    one line per step: guest, phase, step, status (ok|fail|xfail|skip), seconds,
+                   output (the last lines of what the step ran), detail
+  journal-*.txt    `journalctl -u warren-containerd` at the end of each phase
+  state.json       the phase the next boot runs (reboots keep going where they left off)
+Markers on the console ("WARREN-VM-MARK <name>") let the host time shutdowns and boots.
+
+Phases: install (1, 3; then a reboot with a container running: 2) -> after-reboot (4; then a
+reboot without a container: the baseline of 2) -> purge (5) -> upgrade (7: the hook) -> power off.
+stdlib only, Python 3.9 (bullseye).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SHARE = Path("/mnt/share")
+RESULTS = SHARE / "results.jsonl"
+STATE = SHARE / "state.json"
+PORT = 8080
+URL = f"http://127.0.0.1:{PORT}"
+WARREN = "/usr/local/bin/warren"
+# Checks that are not about warren's CLI use the extracted ctr directly: under TCG every launch
+# of the one-file warren costs seconds.
+CTR = "/var/lib/warren/bin/ctr --address /run/warren-containerd/containerd.sock"
+UNINSTALL = "/usr/local/bin/warren-uninstall.sh"
+SERVICE = "warren-containerd.service"
+IMAGE = "docker.io/library/busybox:warren-test"
+AIRGAP_IMAGE = "docker.io/library/busybox:warren-airgap"
+IMAGES_DIR = Path("/var/lib/warren/images")
+# Churn of any booted Debian, not warren's: left out of the before/after file lists.
+CHURN = (
+    "/proc", "/sys", "/dev", "/tmp", "/var/tmp", "/mnt/share", "/var/log", "/var/cache",
+    "/var/lib/systemd", "/var/lib/dpkg", "/var/lib/apt", "/run/systemd", "/run/udev", "/run/user",
+    "/run/log", "/run/initramfs", "/run/mount", "/run/lock", "/run/utmp", "/run/dbus",
+    "/run/credentials", "/root/.cache", "/etc/machine-id", "/etc/.pwd.lock", "/lost+found",
+    "/var/lib/python",
+)  # fmt: skip
+
+CONFIG: dict[str, Any] = {}
+KILL9: dict[str, str] = {}
+PHASE = ""
+
+
+class StepFailed(Exception):
+    pass
+
+
+def console(text: str) -> None:
+    try:
+        with open("/dev/console", "w") as tty:
+            tty.write(text + "\n")
+    except OSError:
+        pass
+    print(text, flush=True)
+
+
+def mark(name: str) -> None:
+    console(f"WARREN-VM-MARK {name}")
+
+
+def record(step: str, status: str, seconds: float, output: str = "", detail: str = "") -> None:
+    row = {
+        "guest": CONFIG.get("guest", "?"),
+        "phase": PHASE,
+        "step": step,
+        "status": status,
+        "seconds": round(seconds, 2),
+        "output": "\n".join(output.strip().splitlines()[-40:]),
+        "detail": detail,
+    }
+    with open(RESULTS, "a") as fp:
+        fp.write(json.dumps(row) + "\n")
+        fp.flush()
+        os.fsync(fp.fileno())
+    console(f"WARREN-VM-STEP {PHASE}/{step} {status} {seconds:.1f}s {detail}")
+
+
+def sh(cmd: str, timeout: float = 300, check: bool = True) -> str:
+    """Run `cmd` with sh; its output (stdout+stderr). A non-zero exit fails the step."""
+    proc = subprocess.run(
+        ["sh", "-c", cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        text=True,
+    )
+    if check and proc.returncode != 0:
+        raise StepFailed(f"`{cmd}` exited {proc.returncode}:\n{proc.stdout}")
+    return proc.stdout
+
+
+def poll(what: str, probe: Callable[[], str | None], timeout: float) -> str:
+    """Call `probe` until it returns a string (success), up to `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        try:
+            got = probe()
+            if got is not None:
+                return got
+        except (StepFailed, subprocess.TimeoutExpired) as exc:
+            last = str(exc)
+        if time.monotonic() > deadline:
+            raise StepFailed(f"{what}: not within {timeout:.0f} s\n{last}")
+        time.sleep(0.5)
+
+
+def step(name: str, fn: Callable[[], str | tuple[str, str]], soft: bool = False) -> str:
+    """Run one step, record ok/fail with its time; a failure ends the phase (re-raised) unless
+    `soft`: a check whose failure leaves the host as it was for the steps after it."""
+    started = time.monotonic()
+    try:
+        got = fn()
+    except Exception as exc:
+        text = str(exc) if isinstance(exc, StepFailed) else traceback.format_exc()
+        record(name, "fail", time.monotonic() - started, text, text.splitlines()[0] if text else "")
+        if soft:
+            return ""
+        raise
+    output, detail = got if isinstance(got, tuple) else (got, "")
+    record(name, "ok", time.monotonic() - started, output, detail)
+    return output
+
+
+# --- pieces --------------------------------------------------------------------------------------
+
+
+def serve_release() -> str:
+    with open("/tmp/http.log", "w") as log:
+        _serve(log)
+
+    def probe() -> str | None:
+        try:
+            with urllib.request.urlopen(f"{URL}/SHA256SUMS", timeout=2) as rsp:
+                return str(rsp.read().decode())
+        except OSError:
+            return None
+
+    return poll("release served on 127.0.0.1", probe, 30)
+
+
+def _serve(log: Any) -> None:
+    subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(PORT)],
+        cwd=str(SHARE / "release"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def status_running() -> str:
+    def probe() -> str | None:
+        out = sh(f"{WARREN} containerd status", check=False, timeout=60)
+        return out if re.search(r"\bRUNNING\b", out) else None
+
+    return poll("warren containerd status RUNNING", probe, 120)
+
+
+def main_pid() -> int:
+    return int(sh(f"systemctl show -p MainPID --value {SERVICE}").strip() or 0)
+
+
+def task_pid(name: str) -> int:
+    out = sh(f"{CTR} tasks ls", timeout=60)
+    for line in out.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == name:
+            if fields[2] != "RUNNING":
+                raise StepFailed(f"task {name} is {fields[2]}:\n{out}")
+            return int(fields[1])
+    raise StepFailed(f"no task {name}:\n{out}")
+
+
+def file_list() -> list[str]:
+    out = sh("find / -xdev 2>/dev/null; find /run 2>/dev/null", timeout=300, check=False)
+    keep = set()
+    for path in out.splitlines():
+        if any(path == c or path.startswith(c + "/") for c in CHURN):
+            continue
+        keep.add(path)
+    return sorted(keep)
+
+
+def save_journal(label: str) -> None:
+    out = sh(f"journalctl -b -u {SERVICE} --no-pager -o short-monotonic", check=False, timeout=60)
+    (SHARE / f"journal-{PHASE}-{label}.txt").write_text(out)
+
+
+def set_phase(name: str) -> None:
+    STATE.write_text(json.dumps({"phase": name}))
+    os.sync()
+
+
+def end_boot(how: str, label: str) -> None:
+    """Reboot or power off; the marker lets the host time the shutdown."""
+    save_journal(label)
+    os.sync()
+    mark(f"shutdown-start {label}")
+    subprocess.run(["systemctl", "--no-block", how], check=False)
+    # The unit is oneshot: return, so systemd's own stop ordering applies as it does for users.
+
+
+# --- phases ---------------------------------------------------------------------------------------
+
+
+def check_cgroup(pid: int) -> tuple[str, str]:
+    text = Path(f"/proc/{pid}/cgroup").read_text()
+    bad = []
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers in ("", "name=systemd") or controllers.startswith("cpu"):
+            ok = ".slice/" in path or f"/{SERVICE}" in path
+            if not ok:
+                bad.append(line)
+    if bad:
+        raise StepFailed(
+            "container not in a systemd slice or the service's subtree:\n" + "\n".join(bad)
+        )
+    first = text.splitlines()[0] if text else ""
+    return text, first
+
+
+def phase_install() -> None:
+    def files_before() -> tuple[str, str]:
+        paths = file_list()
+        (SHARE / "files-before.txt").write_text("\n".join(paths))
+        return "", f"{len(paths)} paths"
+
+    step("files-before", files_before)
+    # A persistent journal: the next boot reads the shutdown's lines (journalctl -b -1).
+    step("persistent-journal", lambda: sh("mkdir -p /var/log/journal && journalctl --flush"))
+    step("serve-release", serve_release)
+    if CONFIG.get("expect_install_failure"):
+        started = time.monotonic()
+        proc = subprocess.run(
+            ["sh", "-c", f"curl -sfL {URL}/install.sh | WARREN_BASE_URL={URL} sh -"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+            timeout=600,
+        )  # fmt: skip
+        took = time.monotonic() - started
+        out = proc.stdout + f"\n(exit {proc.returncode})"
+        glibc = sh("ldd --version | head -n 1", check=False).strip()
+        if proc.returncode == 0:
+            record("install-old-host", "fail", took, out, f"install succeeded on {glibc}: xpass")
+        else:
+            reason = next((ln for ln in proc.stdout.splitlines() if "GLIBC" in ln), "")
+            record("install-old-host", "xfail", took, out, f"{glibc}: {reason or out.strip()}")
+        mine = [WARREN, UNINSTALL, f"/etc/systemd/system/{SERVICE}", "/var/lib/warren"]
+        left = [p for p in mine if os.path.lexists(p)]
+        record("nothing-installed", "fail" if left else "ok", 0, "\n".join(left),
+               f"left: {' '.join(left)}" if left else "nothing written")  # fmt: skip
+        return
+    step(
+        "curl-sh-install",
+        lambda: sh(f"curl -sfL {URL}/install.sh | WARREN_BASE_URL={URL} sh -", timeout=600),
+    )
+    step(
+        "service-enabled-active",
+        lambda: sh(f"systemctl is-enabled {SERVICE} && systemctl is-active {SERVICE}"),
+    )
+    step("status-running", status_running)
+
+    def systemd_driver() -> tuple[str, str]:
+        text = Path("/etc/warren-containerd/config.toml").read_text()
+        found = re.findall(r"(?im)^\s*SystemdCgroup\s*=\s*(\w+)", text)
+        if found != ["true"]:
+            raise StepFailed(f"SystemdCgroup in config.toml: {found}\n{text}")
+        return text, "SystemdCgroup = true"
+
+    step("config-systemd-cgroup", systemd_driver)
+    step("import-image", lambda: sh(f"{CTR} images import {SHARE}/busybox.tar", 300))
+
+    def run_prints() -> tuple[str, str]:
+        out = sh(f"{WARREN} ctr run --rm {IMAGE} hello echo hello-from-the-guest", 300)
+        if "hello-from-the-guest" not in out:
+            raise StepFailed(f"the container did not print its line:\n{out}")
+        return out, out.strip().splitlines()[-1]
+
+    step("ctr-run-prints", run_prints)
+    step("ctr-run-detached", lambda: sh(f"{WARREN} ctr run -d {IMAGE} sleeper sleep 100000", 300))
+    step("container-cgroup", lambda: check_cgroup(task_pid("sleeper")))
+
+    # (3) kill -9 of the service's main process.
+    def kill9() -> tuple[str, str]:
+        before = main_pid()
+        container = task_pid("sleeper")
+        os.kill(before, 9)
+        started = time.monotonic()
+
+        def restarted() -> str | None:
+            if main_pid() in (0, before):
+                return None
+            out = sh(f"{WARREN} containerd status", check=False, timeout=60)
+            return out if re.search(r"\bRUNNING\b", out) else None
+
+        status = poll("systemd restarts warren after kill -9", restarted, 120)
+        took = time.monotonic() - started
+        if not Path(f"/proc/{container}").exists():
+            raise StepFailed(f"the container (pid {container}) died with the supervisor\n{status}")
+        again = task_pid("sleeper")
+        shown = sh(f"systemctl show -p NRestarts -p MainPID {SERVICE}")
+        KILL9.update(status=status, main=str(main_pid()), before=str(before))
+        return status + "\n" + shown, f"back in {took:.1f} s; container pid {again} kept"
+
+    step("kill9-restart-container-survives", kill9)
+
+    def status_says() -> tuple[str, str]:
+        """After a kill -9: the supervisor status names is the one systemd runs, and it tells
+        that containerd was adopted (or restarted)."""
+        status = sh(f"{WARREN} containerd status", check=False, timeout=60)
+        pid = re.search(r"(?m)^supervisor pid\s+(\d+)", status)
+        problems = []
+        if not pid or pid.group(1) != KILL9["main"]:
+            problems.append(
+                f"supervisor pid {pid.group(1) if pid else '?'} is not systemd's MainPID "
+                f"{KILL9['main']} (the killed one was {KILL9['before']})"
+            )
+        if not re.search(r"(?i)adopt|last exit|killed|signal 9|SIGKILL", status):
+            problems.append("nothing says the supervisor was killed and containerd adopted")
+        if problems:
+            raise StepFailed("; ".join(problems) + "\n" + status)
+        return status, "status tells the adoption"
+
+    step("kill9-status-says", status_says, soft=True)
+
+    def stop_keeps_containers() -> tuple[str, str]:
+        container = task_pid("sleeper")
+        sh(f"systemctl stop {SERVICE}", 180)
+        alive = Path(f"/proc/{container}").exists()
+        sh(f"systemctl start {SERVICE}", 180)
+        status_running()
+        if not alive:
+            raise StepFailed("systemctl stop killed the container (KillMode=process expected)")
+        return sh(f"{CTR} tasks ls"), f"container pid {container} survived a service stop"
+
+    step("stop-leaves-containers", stop_keeps_containers)
+
+    def place_archive() -> str:
+        IMAGES_DIR.mkdir(parents=True, exist_ok=True)
+        sh(f"cp {SHARE}/airgap.tar {IMAGES_DIR}/airgap.tar")
+        return sh(f"ls -la {IMAGES_DIR}")
+
+    step("place-airgap-archive", place_archive)
+    step("container-running-before-reboot", lambda: str(task_pid("sleeper")))
+    set_phase("after-reboot")
+    end_boot("reboot", "with-container")
+
+
+def images_report() -> dict[str, Any]:
+    """`warren images status`, once the automatic import of this start is done."""
+    out = sh(f"{WARREN} images status --wait 300 --json", check=False, timeout=330)
+    try:
+        data = json.loads(out)
+    except ValueError:
+        raise StepFailed(f"warren images status --json is not JSON:\n{out}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def airgap_result(report: dict[str, Any]) -> str:
+    for row in report.get("results") or []:
+        if str(row.get("archive", row.get("path", ""))).endswith("airgap.tar"):
+            return str(row.get("status"))
+    return "absent"
+
+
+def previous_shutdown() -> tuple[str, str]:
+    """The service's journal lines of the last shutdown (persistent journal), if kept."""
+    out = sh(f"journalctl -b -1 -u {SERVICE} --no-pager -o short-monotonic", check=False)
+    (SHARE / f"journal-{PHASE}-previous-boot.txt").write_text(out)
+    said = [ln for ln in out.splitlines() if "warren: shutdown" in ln]
+    return out, "; ".join(ln.split(": ", 1)[-1] for ln in said) or "no shutdown lines"
+
+
+def phase_after_reboot() -> None:
+    step("journal-of-the-shutdown", previous_shutdown, soft=True)
+
+    def up_by_itself() -> tuple[str, str]:
+        active = sh(f"systemctl is-active {SERVICE}", check=False).strip()
+        status = status_running()
+        return status, f"is-active={active} without a start"
+
+    step("service-up-after-reboot", up_by_itself)
+
+    def images_kept() -> tuple[str, str]:
+        out = sh(f"{CTR} images ls -q", timeout=60)
+        if IMAGE not in out.split():
+            raise StepFailed(f"{IMAGE} is gone after the reboot:\n{out}")
+        return out, f"{IMAGE} kept"
+
+    step("images-kept", images_kept)
+
+    def airgap_imported() -> tuple[str, str]:
+        def probe() -> str | None:
+            report = images_report()
+            return json.dumps(report) if airgap_result(report) in ("imported", "failed") else None
+
+        text = poll("airgap archive imported at start", probe, 180)
+        report = json.loads(text)
+        if airgap_result(report) != "imported":
+            raise StepFailed(f"airgap.tar: {airgap_result(report)}\n{text}")
+        for ns in ("default", "k8s.io"):
+            out = sh(f"{CTR} -n {ns} images ls -q", timeout=60)
+            if AIRGAP_IMAGE not in out.split():
+                raise StepFailed(f"{AIRGAP_IMAGE} not in namespace {ns}:\n{out}")
+        return text, "imported into default and k8s.io"
+
+    step("airgap-imported", airgap_imported)
+
+    def imported_once() -> tuple[str, str]:
+        sh(f"systemctl restart {SERVICE}", 180)
+        status_running()
+
+        def probe() -> str | None:
+            report = images_report()
+            return json.dumps(report) if airgap_result(report) not in ("absent", "") else None
+
+        text = poll("images report after a restart", probe, 180)
+        got = airgap_result(json.loads(text))
+        if got == "imported":
+            raise StepFailed(f"airgap.tar imported again after a restart:\n{text}")
+        return text, f"after a restart: {got}"
+
+    step("airgap-imported-once", imported_once)
+
+    def container_gone() -> tuple[str, str]:
+        out = sh(f"{CTR} tasks ls", timeout=60)
+        running = [ln for ln in out.splitlines()[1:] if "RUNNING" in ln]
+        return out, f"{len(running)} task(s) running after the reboot"
+
+    step("tasks-after-reboot", container_gone)
+    set_phase("purge")
+    end_boot("reboot", "idle")
+
+
+def phase_purge() -> None:
+    step("journal-of-the-shutdown", previous_shutdown, soft=True)
+    step("service-up-again", status_running)
+    step("uninstall-purge", lambda: sh(f"{UNINSTALL} --purge", 300))
+
+    def same_files() -> tuple[str, str]:
+        before = set((SHARE / "files-before.txt").read_text().splitlines())
+        after = set(file_list())
+        (SHARE / "files-after.txt").write_text("\n".join(sorted(after)))
+        left = sorted(after - before)
+        gone = sorted(before - after)
+        if left or gone:
+            text = "left over:\n" + "\n".join(left) + "\nremoved:\n" + "\n".join(gone)
+            raise StepFailed(
+                f"file list differs from before the install ({len(left)} left)\n{text}"
+            )
+        return "", f"{len(after)} paths, as before the install"
+
+    step("files-as-before", same_files)
+    set_phase("upgrade")
+    phase_upgrade()
+
+
+def phase_upgrade() -> None:
+    """(7) The hook for the upgrade scenario: scripts/vm/upgrade.sh on the share, when the host
+    puts it there (tests/vm/harness.py UPGRADE_HOOK), runs here with the release URL in
+    WARREN_VM_URL and a clean host; it prints its output and exits non-zero on failure."""
+    hook = SHARE / "upgrade.sh"
+    if "upgrade" not in CONFIG.get("scenarios", []) or not hook.exists():
+        record("upgrade", "skip", 0, "", "no upgrade scenario yet (scripts/vm/upgrade.sh hook)")
+    else:
+        step("upgrade", lambda: sh(f"WARREN_VM_URL={URL} sh {hook}", 900))
+    set_phase("done")
+
+
+PHASES = {
+    "install": phase_install,
+    "after-reboot": phase_after_reboot,
+    "purge": phase_purge,
+    "upgrade": phase_upgrade,
+}
+
+
+def main() -> int:
+    global PHASE
+    CONFIG.update(json.loads((SHARE / "guest.json").read_text()))
+    PHASE = json.loads(STATE.read_text())["phase"] if STATE.exists() else "install"
+    mark(f"boot {PHASE}")
+    if PHASE == "done":
+        end_boot("poweroff", "final")
+        return 0
+    if PHASE in ("after-reboot", "purge", "upgrade"):
+        # A serve for the upgrade hook, and the same footing as the first boot.
+        step("serve-release", serve_release)
+    try:
+        PHASES[PHASE]()
+    except Exception:
+        save_journal("failed")
+        record("phase-aborted", "fail", 0, traceback.format_exc(), f"phase {PHASE} stopped")
+        set_phase("done")
+        end_boot("poweroff", "after-failure")
+        return 1
+    if CONFIG.get("expect_install_failure") or json.loads(STATE.read_text())["phase"] == "done":
+        set_phase("done")
+        end_boot("poweroff", "final")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Host side of the VM test layer: cached Debian guests booted under QEMU (TCG), the release
+carried in over 9p, results and timings carried out.
+
+  python -m tests.vm.harness [GUEST...]    boot the guests, print the report (make test-vm runs
+                                           the pytest layer tests/vm/, which uses this)
+
+Guest roots are debootstrapped once by scripts/vm/build-image.sh into WARREN_VM_CACHE
+(/var/cache/warren-vm, keyed by suite + package list); every run boots a throw-away qcow2 overlay
+of the cached image. Nested KVM hangs at boot on the machines this was written on ("Probing
+EDD"), so the accelerator is TCG (WARREN_VM_ACCEL to change it) and the kernel gets edd=off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("WARREN_VM_CACHE", "/var/cache/warren-vm"))
+RELEASE = Path(os.environ.get("WARREN_VM_RELEASE", REPO / "dist"))
+ACCEL = os.environ.get("WARREN_VM_ACCEL", "tcg,thread=multi")
+MEMORY = os.environ.get("WARREN_VM_MEMORY", "2048")
+SMP = os.environ.get("WARREN_VM_SMP", "2")
+RELEASE_FILES = ("install.sh", "SHA256SUMS", "warren-linux-amd64")
+# (7) The upgrade scenario's hook: a script put on the share as upgrade.sh runs in the guest after
+# the purge scenario, on a clean host, with the release served at $WARREN_VM_URL.
+UPGRADE_HOOK = Path(os.environ.get("WARREN_VM_UPGRADE_HOOK", REPO / "scripts/vm/upgrade.sh"))
+
+
+@dataclass(frozen=True)
+class Guest:
+    name: str
+    suite: str
+    cmdline: str = ""
+    expect_install_failure: bool = False
+    # Seconds for the whole run (all boots) before the host kills QEMU.
+    timeout: float = float(os.environ.get("WARREN_VM_TIMEOUT", "1500"))
+
+
+GUESTS = {
+    g.name: g
+    for g in (
+        Guest("bookworm-cgroup2", "bookworm"),
+        Guest("bookworm-cgroup1", "bookworm", "systemd.unified_cgroup_hierarchy=0"),
+        # (6) The older host: glibc 2.31, systemd 247. The release needs glibc 2.35 today.
+        Guest("bullseye", "bullseye", expect_install_failure=True, timeout=420),
+    )
+}
+
+
+@dataclass
+class Run:
+    guest: Guest
+    rc: int | None = None
+    timed_out: bool = False
+    wall: float = 0.0
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    console: list[tuple[float, str]] = field(default_factory=list)
+    marks: list[tuple[float, str]] = field(default_factory=list)
+    journals: dict[str, str] = field(default_factory=dict)
+    out_dir: Path | None = None
+
+    def failed_steps(self) -> list[dict[str, Any]]:
+        return [s for s in self.steps if s["status"] == "fail"]
+
+    def shutdowns(self) -> dict[str, float]:
+        """Seconds from each 'shutdown-start LABEL' mark to the kernel's last line of that boot."""
+        found: dict[str, float] = {}
+        for i, (t, line) in enumerate(self.console):
+            if "WARREN-VM-MARK shutdown-start" in line and "]: WARREN-VM" not in line:
+                label = line.split("shutdown-start", 1)[1].strip()
+                for t2, later in self.console[i + 1 :]:
+                    if "reboot: Restarting system" in later or "reboot: Power down" in later:
+                        found[label] = round(t2 - t, 1)
+                        break
+        return found
+
+    def boots(self) -> list[float]:
+        """Seconds from QEMU start or a reboot to the scenario unit's first mark of that boot."""
+        out = []
+        since = 0.0
+        for t, line in self.console:
+            if "reboot: Restarting system" in line:
+                since = t
+            elif "WARREN-VM-MARK boot" in line and "]: WARREN-VM" not in line:
+                out.append(round(t - since, 1))
+        return out
+
+    def console_tail(self, n: int = 60) -> str:
+        return "\n".join(line for _, line in self.console[-n:])
+
+    def explain(self) -> str:
+        """The first failed step, the service's journal and the console tail."""
+        parts = []
+        for s in self.failed_steps()[:1]:
+            parts.append(
+                f"step {s['phase']}/{s['step']} failed after {s['seconds']} s: {s['detail']}"
+            )
+            parts.append(s["output"])
+        if self.timed_out:
+            parts.append(f"QEMU killed after {self.guest.timeout:.0f} s (no power-off)")
+        elif self.rc not in (0, None):
+            parts.append(f"QEMU exited {self.rc}")
+        for name, text in self.journals.items():
+            lines = [ln for ln in text.splitlines() if ln.strip()][-40:]
+            parts.append(f"--- journalctl -u warren-containerd ({name}), last lines:")
+            parts.extend(lines)
+        parts.append("--- console tail:")
+        parts.append(self.console_tail())
+        return "\n".join(parts)
+
+
+def build_image(suite: str) -> Path:
+    out = subprocess.run(
+        ["sh", str(REPO / "scripts/vm/build-image.sh"), suite],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "WARREN_VM_CACHE": str(CACHE)},
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def busybox_archives(dest: Path) -> None:
+    sys.path.insert(0, str(REPO / "tests"))
+    from support import TEST_IMAGE, busybox_image
+
+    busybox_image(dest / "busybox.tar", TEST_IMAGE)
+    busybox_image(dest / "airgap.tar", "docker.io/library/busybox:warren-airgap")
+
+
+def prepare_share(share: Path, guest: Guest, scenarios: list[str]) -> None:
+    release = share / "release"
+    release.mkdir(parents=True)
+    for name in RELEASE_FILES:
+        src = RELEASE / name
+        if not src.is_file():
+            raise FileNotFoundError(f"{src} is missing: run make release first")
+        shutil.copy2(src, release / name)
+    busybox_archives(share)
+    shutil.copy2(REPO / "scripts/vm/guest.py", share / "guest.py")
+    (share / "guest-run.sh").write_text(
+        "#!/bin/sh\nPYTHONDONTWRITEBYTECODE=1 exec python3 /mnt/share/guest.py\n"
+    )
+    if "upgrade" in scenarios and UPGRADE_HOOK.is_file():
+        shutil.copy2(UPGRADE_HOOK, share / "upgrade.sh")
+    config = {
+        "guest": guest.name,
+        "scenarios": scenarios,
+        "expect_install_failure": guest.expect_install_failure,
+    }
+    (share / "guest.json").write_text(json.dumps(config))
+
+
+def run_guest(guest: Guest, scenarios: list[str] | None = None, keep: Path | None = None) -> Run:
+    """Boot `guest` on a fresh overlay until it powers off (every phase), within its timeout."""
+    image = build_image(guest.suite)
+    work = Path(tempfile.mkdtemp(prefix=f"warren-vm-{guest.name}.", dir=keep or CACHE / "runs"))
+    share = work / "share"
+    prepare_share(share, guest, scenarios or ["install", "upgrade"])
+    overlay = work / "overlay.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image / "base.qcow2"),
+         str(overlay)],
+        check=True,
+    )  # fmt: skip
+    append = f"root=/dev/vda rw console=ttyS0 edd=off panic=-1 {guest.cmdline}".strip()
+    cmd = [
+        "qemu-system-x86_64", "-accel", ACCEL, "-cpu", "max", "-m", MEMORY, "-smp", SMP,
+        "-display", "none", "-serial", "stdio", "-monitor", "none", "-nic", "none",
+        "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"),
+        "-append", append,
+        "-drive", f"file={overlay},if=virtio,format=qcow2",
+        "-virtfs", f"local,path={share},mount_tag=share,security_model=none,id=share",
+    ]  # fmt: skip
+    run = Run(guest, out_dir=work)
+    started = time.monotonic()
+    log = (work / "console.log").open("w")
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            t = time.monotonic() - started
+            run.console.append((t, line))
+            log.write(f"{t:8.2f} {line}\n")
+            log.flush()
+            if "WARREN-VM-MARK" in line and "]: WARREN-VM" not in line:
+                run.marks.append((t, line))
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        run.rc = proc.wait(timeout=guest.timeout)
+    except subprocess.TimeoutExpired:
+        run.timed_out = True
+        proc.kill()
+        proc.wait()
+    thread.join(timeout=10)
+    log.close()
+    run.wall = round(time.monotonic() - started, 1)
+    results = share / "results.jsonl"
+    if results.exists():
+        run.steps = [json.loads(ln) for ln in results.read_text().splitlines() if ln.strip()]
+    for journal in sorted(share.glob("journal-*.txt")):
+        run.journals[journal.stem.removeprefix("journal-")] = journal.read_text()
+    (work / "run.json").write_text(json.dumps(summary(run), indent=2))
+    if not keep and not run.failed_steps() and not run.timed_out:
+        overlay.unlink(missing_ok=True)
+    return run
+
+
+def summary(run: Run) -> dict[str, Any]:
+    return {
+        "guest": run.guest.name,
+        "wall_s": run.wall,
+        "qemu_rc": run.rc,
+        "timed_out": run.timed_out,
+        "boots_s": run.boots(),
+        "shutdowns_s": run.shutdowns(),
+        "steps": [
+            {k: s[k] for k in ("phase", "step", "status", "seconds", "detail")} for s in run.steps
+        ],
+        "dir": str(run.out_dir),
+    }
+
+
+def report(runs: list[Run]) -> str:
+    lines = []
+    for run in runs:
+        lines.append(
+            f"== {run.guest.name}: {run.wall:.0f} s wall, boots {run.boots()} s, "
+            f"shutdowns {run.shutdowns()} s, qemu rc {run.rc}{' TIMEOUT' if run.timed_out else ''}"
+        )
+        for s in run.steps:
+            lines.append(
+                f"   {s['status']:5} {s['seconds']:7.1f}s  {s['phase']}/{s['step']}  {s['detail']}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(GUESTS)
+    (CACHE / "runs").mkdir(parents=True, exist_ok=True)
+    runs = [run_guest(GUESTS[n]) for n in names]
+    print(report(runs))
+    bad = [r for r in runs if r.failed_steps() or r.timed_out]
+    for r in bad:
+        print(f"\n##### {r.guest.name} failed\n{r.explain()}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
