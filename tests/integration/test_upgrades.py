@@ -220,10 +220,19 @@ def test_walk_from_16_to_21_keeps_a_container_running(
 
 
 def test_rollback_from_17_to_16(exes: dict[str, Path], upaths: Paths, busybox_tar: Path) -> None:
-    w16, w17 = Warren(exes["1.6"], upaths), Warren(exes["1.7"], upaths)
+    w16, w17, w21 = (Warren(exes[m], upaths) for m in ("1.6", "1.7", "2.1"))
     w16("containerd", "start")
     w16("ctr", "images", "import", str(busybox_tar))
     c1 = start_container(w16, "c1")
+    # 1.6 → 2.1 skips a minor: refused before anything stops, whichever way it is asked.
+    pid = json.loads(upaths.containerd_pidfile.read_text())["pid"]
+    for args in (("containerd", "start"), ("containerd", "run")):
+        refused = w21(*args, ok=False)
+        assert refused.returncode == 1, refused.stderr
+        assert "1.6.20 → 2.1.9 skips a minor line" in refused.stderr
+        assert "1.6 → 1.7 → 2.0/2.1" in refused.stderr
+    assert json.loads(upaths.containerd_pidfile.read_text())["pid"] == pid
+    assert not [v for v in w16.json("versions")["versions"] if v["containerd_version"] == "2.1.9"]
     w16("containerd", "stop")
     w17("containerd", "start")
     v16 = version_of(w17, "1.6")

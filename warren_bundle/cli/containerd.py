@@ -100,6 +100,8 @@ def start(as_json: bool, images_timeout: float, **opts: Any) -> None:
     ]
     if failed:
         say(f"warren: {len(failed)} image archive(s) failed to import; see 'warren images status'")
+    if report.get("replaced"):
+        say(f"warren: {report['replaced']}")
     if report.get("upgrade") and not report.get("already_running"):
         say(f"warren: {report['upgrade']}")
     verb = "already running" if report.get("already_running") else "started"
