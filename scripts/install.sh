@@ -328,6 +328,9 @@ EOF
     done
     cat <<EOF
 ExecStartPre=-/sbin/modprobe overlay
+EOF
+    leftover_kill_line
+    cat <<EOF
 ExecStart=$BIN containerd run
 # Only warren gets the stop signal: it stops containerd, and shims and containers keep running.
 KillMode=process
@@ -346,6 +349,20 @@ OOMScoreAdjust=-999
 [Install]
 WantedBy=multi-user.target
 EOF
+}
+
+# The one-file warren runs as two processes: the bootloader (systemd's main PID) and its child, the
+# supervisor. A SIGKILL of the main PID cannot be forwarded, so the supervisor lives on in the
+# unit's cgroup and every restart would fail with "already running". Before each start, a warren
+# left in this unit's cgroup is killed (SIGKILL, as its parent was): the new supervisor adopts the
+# containerd it leaves, and containers keep running.
+leftover_kill_line() {
+    printf '# Before a start: kill a supervisor left by a SIGKILL of the main process; containerd is adopted.\n'
+    # shellcheck disable=SC2016 # the $ are for the shell systemd runs, not this one
+    printf '%s' 'ExecStartPre=-/bin/sh -c '"'"'for p in /proc/[0-9]*; do case "$(readlink "$p/exe" 2>/dev/null)" in "'"$BIN"'" | "'"$BIN"' (deleted)") ;; *) continue ;; esac; ' \
+        'grep -q "/'"$SERVICE_NAME"'" "$p/cgroup" 2>/dev/null || continue; ' \
+        'echo "warren: killing supervisor ${p#/proc/}, left running by a killed main process; its containerd is adopted"; kill -KILL "${p#/proc/}"; done; exit 0'"'" | sed 's/\$/$$/g'
+    printf '\n'
 }
 
 # At shutdown only (the manager is "stopping"): SIGTERM to the containers (the children of warren's

@@ -213,7 +213,8 @@ def set_phase(name: str) -> None:
 
 
 def end_boot(how: str, label: str) -> None:
-    """Reboot or power off; the marker lets the host time the shutdown."""
+    """Power off (the host boots the disk again for the next phase: a reboot, as the guest
+    sees it); the marker lets the host time the shutdown."""
     save_journal(label)
     os.sync()
     mark(f"shutdown-start {label}")
@@ -321,6 +322,9 @@ def phase_install() -> None:
         again = task_pid("sleeper")
         shown = sh(f"systemctl show -p NRestarts -p MainPID {SERVICE}")
         KILL9.update(status=status, main=str(main_pid()), before=str(before))
+        time.sleep(15)  # a restart loop ("already running") shows within RestartSec + a start
+        KILL9["main"] = str(main_pid())
+        KILL9["restarts"] = sh(f"systemctl show -p NRestarts --value {SERVICE}").strip()
         return status + "\n" + shown, f"back in {took:.1f} s; container pid {again} kept"
 
     step("kill9-restart-container-survives", kill9)
@@ -336,6 +340,17 @@ def phase_install() -> None:
                 f"supervisor pid {pid.group(1) if pid else '?'} is not systemd's MainPID "
                 f"{KILL9['main']} (the killed one was {KILL9['before']})"
             )
+        elif pid:
+            # The one-file warren: systemd's main PID is the bootloader, the supervisor its child.
+            stat = Path(f"/proc/{pid.group(1)}/stat").read_text().rsplit(")", 1)[1].split()
+            if stat[1] != KILL9["main"]:
+                problems.append(f"supervisor {pid.group(1)} is not a child of MainPID")
+        restarts = sh(f"systemctl show -p NRestarts --value {SERVICE}").strip()
+        if restarts != KILL9["restarts"]:
+            problems.append(f"systemd restarted the unit again since: NRestarts {restarts}")
+        looped = sh(f"journalctl -b -u {SERVICE} --no-pager | grep 'already running'", check=False)
+        if looped.strip():
+            problems.append("restarts failed: " + looped.strip().splitlines()[-1])
         if not re.search(r"(?i)adopt|last exit|killed|signal 9|SIGKILL", status):
             problems.append("nothing says the supervisor was killed and containerd adopted")
         if problems:
@@ -364,7 +379,7 @@ def phase_install() -> None:
     step("place-airgap-archive", place_archive)
     step("container-running-before-reboot", lambda: str(task_pid("sleeper")))
     set_phase("after-reboot")
-    end_boot("reboot", "with-container")
+    end_boot("poweroff", "with-container")
 
 
 def images_report() -> dict[str, Any]:
@@ -450,7 +465,7 @@ def phase_after_reboot() -> None:
 
     step("tasks-after-reboot", container_gone)
     set_phase("purge")
-    end_boot("reboot", "idle")
+    end_boot("poweroff", "idle")
 
 
 def phase_purge() -> None:

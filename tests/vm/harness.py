@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("WARREN_VM_CACHE", "/var/cache/warren-vm"))
@@ -30,6 +30,7 @@ RELEASE = Path(os.environ.get("WARREN_VM_RELEASE", REPO / "dist"))
 ACCEL = os.environ.get("WARREN_VM_ACCEL", "tcg,thread=multi")
 MEMORY = os.environ.get("WARREN_VM_MEMORY", "2048")
 SMP = os.environ.get("WARREN_VM_SMP", "2")
+MAX_BOOTS = 5
 RELEASE_FILES = ("install.sh", "SHA256SUMS", "warren-linux-amd64")
 # (7) The upgrade scenario's hook: a script put on the share as upgrade.sh runs in the guest after
 # the purge scenario, on a clean host, with the release served at $WARREN_VM_URL.
@@ -85,11 +86,11 @@ class Run:
         return found
 
     def boots(self) -> list[float]:
-        """Seconds from QEMU start or a reboot to the scenario unit's first mark of that boot."""
+        """Seconds from each QEMU start to the scenario unit's first mark of that boot."""
         out = []
         since = 0.0
         for t, line in self.console:
-            if "reboot: Restarting system" in line:
+            if line.startswith("WARREN-VM-HOST boot"):
                 since = t
             elif "WARREN-VM-MARK boot" in line and "]: WARREN-VM" not in line:
                 out.append(round(t - since, 1))
@@ -184,7 +185,38 @@ def run_guest(guest: Guest, scenarios: list[str] | None = None, keep: Path | Non
     ]  # fmt: skip
     run = Run(guest, out_dir=work)
     started = time.monotonic()
-    log = (work / "console.log").open("w")
+    deadline = started + guest.timeout
+    # One QEMU per guest boot: the guest powers off where a user's host would reboot (the same
+    # systemd shutdown), and the next QEMU boots the same disk. A reboot inside one TCG QEMU
+    # booted several times slower here than a fresh one.
+    with (work / "console.log").open("w") as log:
+        for boot in range(MAX_BOOTS):
+            phase = guest_phase(share)
+            if phase == "done":
+                break
+            run.console.append((time.monotonic() - started, f"WARREN-VM-HOST boot {boot} {phase}"))
+            if not boot_once(run, cmd, log, started, deadline) or guest_phase(share) == phase:
+                break  # killed, failed, or the scenario did not run: explain() tells
+    run.wall = round(time.monotonic() - started, 1)
+    run.wall = round(time.monotonic() - started, 1)
+    results = share / "results.jsonl"
+    if results.exists():
+        run.steps = [json.loads(ln) for ln in results.read_text().splitlines() if ln.strip()]
+    for journal in sorted(share.glob("journal-*.txt")):
+        run.journals[journal.stem.removeprefix("journal-")] = journal.read_text()
+    (work / "run.json").write_text(json.dumps(summary(run), indent=2))
+    if not keep and not run.failed_steps() and not run.timed_out:
+        overlay.unlink(missing_ok=True)
+    return run
+
+
+def guest_phase(share: Path) -> str:
+    state = share / "state.json"
+    return str(json.loads(state.read_text())["phase"]) if state.exists() else "install"
+
+
+def boot_once(run: Run, cmd: list[str], log: IO[str], started: float, deadline: float) -> bool:
+    """One QEMU until the guest powers off; False when it had to be killed at the deadline."""
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -203,23 +235,13 @@ def run_guest(guest: Guest, scenarios: list[str] | None = None, keep: Path | Non
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
     try:
-        run.rc = proc.wait(timeout=guest.timeout)
+        run.rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         run.timed_out = True
         proc.kill()
         proc.wait()
     thread.join(timeout=10)
-    log.close()
-    run.wall = round(time.monotonic() - started, 1)
-    results = share / "results.jsonl"
-    if results.exists():
-        run.steps = [json.loads(ln) for ln in results.read_text().splitlines() if ln.strip()]
-    for journal in sorted(share.glob("journal-*.txt")):
-        run.journals[journal.stem.removeprefix("journal-")] = journal.read_text()
-    (work / "run.json").write_text(json.dumps(summary(run), indent=2))
-    if not keep and not run.failed_steps() and not run.timed_out:
-        overlay.unlink(missing_ok=True)
-    return run
+    return not run.timed_out and run.rc == 0
 
 
 def summary(run: Run) -> dict[str, Any]:
