@@ -199,15 +199,34 @@ def run_guest(guest: Guest, scenarios: list[str] | None = None, keep: Path | Non
                 break  # killed, failed, or the scenario did not run: explain() tells
     run.wall = round(time.monotonic() - started, 1)
     run.wall = round(time.monotonic() - started, 1)
+    collect(run, share)
+    (work / "run.json").write_text(json.dumps(summary(run), indent=2))
+    if not keep and not run.failed_steps() and not run.timed_out:
+        overlay.unlink(missing_ok=True)
+    return run
+
+
+def load_run(guest: Guest, work: Path) -> Run:
+    """A finished run read back from its directory (WARREN_VM_RESULTS: re-check without booting)."""
+    run = Run(guest, out_dir=work)
+    for raw in (work / "console.log").read_text(errors="replace").splitlines():
+        t, _, line = raw.strip().partition(" ")
+        try:
+            run.console.append((float(t), line))
+        except ValueError:
+            continue
+    saved = json.loads((work / "run.json").read_text())
+    run.rc, run.timed_out, run.wall = saved["qemu_rc"], saved["timed_out"], saved["wall_s"]
+    collect(run, work / "share")
+    return run
+
+
+def collect(run: Run, share: Path) -> None:
     results = share / "results.jsonl"
     if results.exists():
         run.steps = [json.loads(ln) for ln in results.read_text().splitlines() if ln.strip()]
     for journal in sorted(share.glob("journal-*.txt")):
         run.journals[journal.stem.removeprefix("journal-")] = journal.read_text()
-    (work / "run.json").write_text(json.dumps(summary(run), indent=2))
-    if not keep and not run.failed_steps() and not run.timed_out:
-        overlay.unlink(missing_ok=True)
-    return run
 
 
 def guest_phase(share: Path) -> str:
