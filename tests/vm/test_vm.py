@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,23 @@ GRACE_S = 10
 SHUTDOWN_SLACK_S = 8
 
 
+_STARTED: dict[str, Future[harness.Run]] = {}
+# Guests boot concurrently (WARREN_VM_PARALLEL, default all): TCG guests wait on their own I/O and
+# timers much of the time, and on 2 cores three at once finish well before three in a row.
+PARALLEL = int(os.environ.get("WARREN_VM_PARALLEL", str(len(harness.GUESTS))))
+
+
+def _one(name: str) -> harness.Run:
+    # WARREN_VM_RESULTS=DIR: check the runs already in DIR (warren-vm-<guest>.*) again.
+    done = sorted(Path(os.environ.get("WARREN_VM_RESULTS", "/nonexistent")).glob(
+        f"warren-vm-{name}.*/run.json"))  # fmt: skip
+    if done:
+        return harness.load_run(harness.GUESTS[name], done[-1].parent)
+    return harness.run_guest(harness.GUESTS[name])
+
+
 def guest_run(name: str) -> harness.Run:
-    if name not in _RUNS:
+    if not _STARTED:
         for tool in ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4"):
             if not shutil.which(tool):
                 pytest.fail(f"{tool} is not installed (apt-get install qemu-system-x86 qemu-utils "
@@ -35,14 +51,33 @@ def guest_run(name: str) -> harness.Run:
         if not (harness.RELEASE / "install.sh").is_file():
             pytest.fail(f"no release in {harness.RELEASE}: run make release")
         (harness.CACHE / "runs").mkdir(parents=True, exist_ok=True)
-        # WARREN_VM_RESULTS=DIR: check the runs already in DIR (warren-vm-<guest>.*) again.
-        done = sorted(Path(os.environ.get("WARREN_VM_RESULTS", "/nonexistent")).glob(
-            f"warren-vm-{name}.*/run.json"))  # fmt: skip
-        if done:
-            _RUNS[name] = harness.load_run(harness.GUESTS[name], done[-1].parent)
-        else:
-            _RUNS[name] = harness.run_guest(harness.GUESTS[name])
+        # Images first, one at a time (debootstrap on a cold cache), then every selected guest.
+        for suite in sorted({g.suite for g in harness.GUESTS.values()}):
+            harness.build_image(suite)
+        pool = ThreadPoolExecutor(max_workers=max(1, PARALLEL))
+        for guest in _SELECTED or [name]:
+            _STARTED[guest] = pool.submit(_one, guest)
+        pool.shutdown(wait=False)
+    if name not in _STARTED:
+        _STARTED[name] = ThreadPoolExecutor(max_workers=1).submit(_one, name)
+    if name not in _RUNS:
+        _RUNS[name] = _STARTED[name].result()
     return _RUNS[name]
+
+
+_SELECTED: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _selected_guests(request: pytest.FixtureRequest) -> None:
+    """The guests the selected tests need: only those boot."""
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        name = callspec.params.get("guest") if callspec else None
+        if name is None and "bullseye" in item.name:
+            name = "bullseye"
+        if name and name not in _SELECTED:
+            _SELECTED.append(name)
 
 
 def steps(run: harness.Run, phase: str | None = None) -> dict[str, dict[str, Any]]:
