@@ -335,16 +335,15 @@ def phase_install() -> None:
         status = sh(f"{WARREN} containerd status", check=False, timeout=60)
         pid = re.search(r"(?m)^supervisor pid\s+(\d+)", status)
         problems = []
-        if not pid or pid.group(1) != KILL9["main"]:
+        # The one-file warren: systemd's main PID is the bootloader, the supervisor its child.
+        parent = ""
+        if pid and Path(f"/proc/{pid.group(1)}/stat").exists():
+            parent = Path(f"/proc/{pid.group(1)}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        if not pid or KILL9["main"] not in (pid.group(1), parent):
             problems.append(
-                f"supervisor pid {pid.group(1) if pid else '?'} is not systemd's MainPID "
-                f"{KILL9['main']} (the killed one was {KILL9['before']})"
+                f"supervisor pid {pid.group(1) if pid else '?'} is neither systemd's MainPID "
+                f"{KILL9['main']} nor its child (the killed one was {KILL9['before']})"
             )
-        elif pid:
-            # The one-file warren: systemd's main PID is the bootloader, the supervisor its child.
-            stat = Path(f"/proc/{pid.group(1)}/stat").read_text().rsplit(")", 1)[1].split()
-            if stat[1] != KILL9["main"]:
-                problems.append(f"supervisor {pid.group(1)} is not a child of MainPID")
         restarts = sh(f"systemctl show -p NRestarts --value {SERVICE}").strip()
         if restarts != KILL9["restarts"]:
             problems.append(f"systemd restarted the unit again since: NRestarts {restarts}")
