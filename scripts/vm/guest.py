@@ -174,7 +174,8 @@ def status_running() -> str:
         out = sh(f"{WARREN} containerd status", check=False, timeout=60)
         return out if re.search(r"\bRUNNING\b", out) else None
 
-    return poll("warren containerd status RUNNING", probe, 120)
+    # A cold start under TCG on a loaded host: a first ready timeout (30 s) and a restart happen.
+    return poll("warren containerd status RUNNING", probe, 300)
 
 
 def main_pid() -> int:
