@@ -502,11 +502,12 @@ elif [ -f "\$BIN" ]; then
 fi
 
 if [ "\$purge" = true ] && [ -r /proc/self/mountinfo ]; then
-    # Shims and containerd run from \$DATA_DIR/bin; their mounts live under the data and run dirs.
+    # Shims and containerd run from \$DATA_DIR/versions/<digest> (bin links there); their mounts
+    # live under the data and run dirs.
     for proc in /proc/[0-9]*; do
         exe=\$(readlink "\$proc/exe" 2>/dev/null || true)
         case "\$exe" in
-            "\$DATA_DIR"/bin/*) kill -9 "\${proc#/proc/}" 2>/dev/null || true ;;
+            "\$DATA_DIR"/bin/* | "\$DATA_DIR"/versions/*) kill -9 "\${proc#/proc/}" 2>/dev/null || true ;;
         esac
     done
     awk -v d="\$DATA_DIR/" -v r="\$RUN_DIR/" 'index(\$5, d) == 1 || index(\$5, r) == 1 {print \$5}' \\

@@ -15,11 +15,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from warren_bundle.errors import UpgradeRefused
 from warren_bundle.fsutil import atomic_write, read_json
 from warren_bundle.paths import Paths
+
+if TYPE_CHECKING:
+    from warren_bundle.payload.format import Payload
 
 # containerd's own support statement: upgrades go one minor at a time, and 1.7 (the last 1.x
 # LTS) is the line that moves to 2.x; downgrades across a minor line are not supported.
@@ -140,6 +143,20 @@ def previous_name(paths: Paths) -> str | None:
         if isinstance(name, str) and (paths.version_dir(name) / ".manifest.json").exists()
         else None
     )
+
+
+def config_target(paths: Paths, payload: Payload) -> tuple[str, Path]:
+    """The containerd version and version dir a start would write the config for: the pinned
+    version (after a rollback) when one is pinned and extracted, else this payload's."""
+    from warren_bundle.extract import read_stamp_in
+
+    pinned = pinned_name(paths)
+    if pinned is not None and pinned != payload.digest:
+        stamp = read_stamp_in(paths.version_dir(pinned)) or {}
+        version = stamp.get("containerd_version")
+        if isinstance(version, str):
+            return version, paths.version_dir(pinned)
+    return payload.manifest.containerd_version, paths.version_dir(payload.digest)
 
 
 def pinned_name(paths: Paths) -> str | None:

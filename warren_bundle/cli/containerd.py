@@ -198,8 +198,9 @@ def show_config(**opts: Any) -> None:
     """Print the containerd config warren would write."""
     from warren_bundle.payload.format import locate
     from warren_bundle.runtime.config import build_config, render
+    from warren_bundle.versions import config_target
 
     ctx = current()
-    version = locate(ctx.payload).manifest.containerd_version
+    version, directory = config_target(ctx.paths, locate(ctx.payload))
     options = RunOptions(**opts).config_options()
-    click.echo(render(build_config(ctx.paths, version, options)), nl=False)
+    click.echo(render(build_config(ctx.paths, version, options, directory)), nl=False)
