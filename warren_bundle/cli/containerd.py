@@ -18,11 +18,11 @@ from warren_bundle.cli.options import RunOptions, positive_seconds, run_options
 from warren_bundle.cli.output import emit_json, rows, say
 
 if TYPE_CHECKING:
-    from warren_bundle.runtime.backend import EmbeddedBackend, LimaBackend
+    from warren_bundle.runtime.backend import Backend
     from warren_bundle.runtime.supervisor import ContainerdManager
 
 
-def backend() -> EmbeddedBackend | LimaBackend:
+def backend() -> Backend:
     from warren_bundle.runtime.backend import backend_for
 
     ctx = current()

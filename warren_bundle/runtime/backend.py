@@ -161,9 +161,7 @@ def _option(args: list[str], name: str) -> str | None:
     return None
 
 
-def backend_for(
-    paths: Paths, global_args: list[str], progress: Callable[[str], None]
-) -> EmbeddedBackend | LimaBackend:
+def backend_for(paths: Paths, global_args: list[str], progress: Callable[[str], None]) -> Backend:
     from warren_bundle.hostinfo import host_os
 
     if host_os() == "darwin":

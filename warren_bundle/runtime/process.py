@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from pathlib import Path
 from typing import Protocol
 
 import psutil
@@ -152,7 +151,3 @@ class OsProcesses:
             os.kill(pid, signal.SIGKILL)
         with suppress(psutil.Error):
             psutil.Process(pid).wait(timeout)
-
-
-def binary_path(bin_dir: Path, name: str) -> str:
-    return str(bin_dir / name)
