@@ -90,7 +90,12 @@ def read_stamp_in(directory: Path) -> dict[str, Any] | None:
 
 
 def _stamp_matches(paths: Paths, payload: Payload) -> bool:
-    return stamp_matches_in(paths.bin_dir, payload.digest, payload.manifest)
+    # Current only in the versioned layout (bin a link into versions/): an old single-dir bin
+    # holding this very payload must still take the slow path, which moves it into versions/,
+    # or containerd would be started from a version dir that does not exist.
+    return paths.bin_dir.is_symlink() and stamp_matches_in(
+        paths.bin_dir, payload.digest, payload.manifest
+    )
 
 
 def stamp_matches_in(directory: Path, digest: str, manifest: Manifest) -> bool:

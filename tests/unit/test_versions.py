@@ -87,6 +87,23 @@ def test_the_old_single_dir_layout_is_moved_into_versions(
     assert versions.previous_name(paths) == payload_a.digest
 
 
+def test_an_old_single_dir_bin_of_the_same_payload_is_moved_too(
+    paths: Paths, payload_a: Payload
+) -> None:
+    # A launcher-only update: the host's old-layout bin holds this very payload.
+    ensure_extracted(paths, payload_a)
+    real = paths.version_dir(payload_a.digest)
+    os.unlink(paths.bin_dir)
+    os.rename(real, paths.bin_dir)
+
+    assert not is_current(paths, payload_a), "the old layout is never current"
+    ensure_extracted(paths, payload_a)
+
+    assert paths.bin_dir.is_symlink()
+    assert (real / "containerd").is_file(), "the version dir a start runs from exists"
+    assert installed_hashes(paths) == expected_hashes(payload_a)
+
+
 def test_a_foreign_symlink_named_like_ours_is_refused(
     tmp_path: Path, paths: Paths, payload_a: Payload
 ) -> None:
