@@ -9,6 +9,9 @@ FETCH_ARGS ?=
 PAYLOAD_DIR := build/payload/linux-$(ARCH)
 PAYLOAD := $(PAYLOAD_DIR)/payload.tar.zst
 EXE := dist/warren-linux-$(ARCH)
+RELEASE_DIR ?= dist
+# The static flavour (staticx) of $(EXE), which make release publishes beside it.
+STATIC_EXE := $(RELEASE_DIR)/warren-linux-$(ARCH)-static
 SOURCES := $(shell find warren_bundle -name '*.py') build/spec/warren.spec build/spec/warren-bundle.txt
 PYTEST_ARGS ?=
 
@@ -60,13 +63,22 @@ run: build
 
 # Every layer from source (unit, integration, e2e), then the integration suites again with the
 # frozen file standing in for `python -m warren_bundle` (WARREN_TEST_EXE): the artifact is the
-# product. pytest's exit 5 (no test selected) fails either step.
-test: build
+# product; then the supervisor's lifecycle and reliability suites with the static build (the
+# other file `make release` publishes). pytest's exit 5 (no test selected) fails any step.
+test: release
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-frozen
+	$(MAKE) --no-print-directory test-static
 
 test-frozen: build
 	WARREN_TEST_EXE=$(abspath $(EXE)) $(PY) -m pytest -m "integration and not source_only" $(PYTEST_ARGS)
+
+STATIC_SUITES := tests/integration/test_supervisor_lifecycle.py \
+  tests/integration/test_reliability_control.py tests/integration/test_images.py
+.PHONY: test-static
+test-static: $(STATIC_EXE)
+	WARREN_TEST_EXE=$(abspath $(STATIC_EXE)) $(PY) -m pytest -m "integration and not source_only" \
+	  $(STATIC_SUITES) $(PYTEST_ARGS)
 
 # The three frozen warrens (containerd 1.6, 1.7, 2.1) that tests/integration/test_upgrades.py
 # walks through; cached in /var/cache/warren-test/upgrades (WARREN_TEST_CACHE) by input hash.
@@ -103,7 +115,6 @@ clean:
 # --- release: what this host can build, plus install.sh and SHA256SUMS, in RELEASE_DIR ---------
 # The release workflow (.github/workflows/release.yml) builds linux/darwin x amd64/arm64 on native
 # runners from upstream artifacts (fetch_and_verify.py --release) and sets RELEASE_REQUIRE_UPSTREAM.
-RELEASE_DIR ?= dist
 RELEASE_REPO ?= warren-bundle/warren-bundle
 RELEASE_REQUIRE_UPSTREAM ?= 0
 RELEASE_ASSETS := warren-linux-amd64 warren-linux-arm64 warren-darwin-amd64 warren-darwin-arm64 \
@@ -113,7 +124,6 @@ RELEASE_ASSETS := warren-linux-amd64 warren-linux-arm64 warren-darwin-amd64 warr
 STATIC_PYTHON ?= /usr/bin/python3.11
 STATIC_VENV ?= build/cache/static-venv
 STATIC_WORK ?= build/cache/pyinstaller-static
-STATIC_EXE := $(RELEASE_DIR)/warren-linux-$(ARCH)-static
 BULLSEYE_ROOT ?= /var/tmp/warren-bullseye
 # staticx --no-compress: its xz archive costs ~350 ms per launch; uncompressed ~40 ms and +3 MB.
 
