@@ -2,8 +2,11 @@
 unit warren-vm-scenario.service (scripts/vm/build-image.sh), once per boot.
 
 The host (tests/vm/harness.py) puts on the 9p share, mounted at /mnt/share:
-  guest.json       {"guest": NAME, "scenarios": [...], "expect_install_failure": bool}
-  release/         what `make release` wrote: install.sh, SHA256SUMS, warren-linux-amd64
+  guest.json       {"guest": NAME, "flavour": "dynamic"|"static" (which build the installer must
+                   pick here), "upgrade": bool}
+  release/         what `make release` wrote: install.sh, SHA256SUMS, warren-linux-amd64 and
+                   warren-linux-amd64-static; release/next/: the next release (containerd 1.7),
+                   for the upgrade scenario, when guest.json's "upgrade" is set
   busybox.tar      an OCI archive of busybox (tests/support busybox_image), airgap.tar another
 and reads back:
   results.jsonl    one line per step: guest, phase, step, status (ok|fail|xfail|skip), seconds,
@@ -12,8 +15,9 @@ and reads back:
   state.json       the phase the next boot runs (reboots keep going where they left off)
 Markers on the console ("WARREN-VM-MARK <name>") let the host time shutdowns and boots.
 
-Phases: install (1, 3; then a reboot with a container running: 2) -> after-reboot (4; then a
-reboot without a container: the baseline of 2) -> purge (5) -> upgrade (7: the hook) -> power off.
+Phases: install (1, 3, 6 on the older guest; then a reboot with a container running: 2) ->
+after-reboot (4; 7: the next release installed over this one with a container running; then a
+reboot without a container: the baseline of 2) -> purge (5) -> power off.
 stdlib only, Python 3.9 (bullseye).
 """
 
@@ -253,30 +257,22 @@ def phase_install() -> None:
     # A persistent journal: the next boot reads the shutdown's lines (journalctl -b -1).
     step("persistent-journal", lambda: sh("mkdir -p /var/log/journal && journalctl --flush"))
     step("serve-release", serve_release)
-    if CONFIG.get("expect_install_failure"):
-        started = time.monotonic()
-        proc = subprocess.run(
-            ["sh", "-c", f"curl -sfL {URL}/install.sh | WARREN_BASE_URL={URL} sh -"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-            timeout=600,
-        )  # fmt: skip
-        took = time.monotonic() - started
-        out = proc.stdout + f"\n(exit {proc.returncode})"
-        glibc = sh("ldd --version | head -n 1", check=False).strip()
-        if proc.returncode == 0:
-            record("install-old-host", "fail", took, out, f"install succeeded on {glibc}: xpass")
-        else:
-            reason = next((ln for ln in proc.stdout.splitlines() if "GLIBC" in ln), "")
-            record("install-old-host", "xfail", took, out, f"{glibc}: {reason or out.strip()}")
-        mine = [WARREN, UNINSTALL, f"/etc/systemd/system/{SERVICE}", "/var/lib/warren"]
-        left = [p for p in mine if os.path.lexists(p)]
-        record("nothing-installed", "fail" if left else "ok", 0, "\n".join(left),
-               f"left: {' '.join(left)}" if left else "nothing written")  # fmt: skip
-        return
     step(
         "curl-sh-install",
         lambda: sh(f"curl -sfL {URL}/install.sh | WARREN_BASE_URL={URL} sh -", timeout=600),
     )
+
+    def installed_flavour() -> tuple[str, str]:
+        """(6) With no options the installer picks the build that runs here: the default one
+        where the host's glibc is new enough, the static one (its own libc) where not."""
+        out = sh(f"{WARREN} version")
+        glibc = sh("ldd --version | head -n 1", check=False).strip()
+        want = f"({CONFIG.get('flavour', 'dynamic')} build)"
+        if want not in out.splitlines()[0]:
+            raise StepFailed(f"expected the {want} on {glibc}:\n{out}")
+        return out, f"{out.splitlines()[0]} on {glibc}"
+
+    step("installed-flavour", installed_flavour)
     step(
         "service-enabled-active",
         lambda: sh(f"systemctl is-enabled {SERVICE} && systemctl is-active {SERVICE}"),
@@ -464,8 +460,154 @@ def phase_after_reboot() -> None:
         return out, f"{len(running)} task(s) running after the reboot"
 
     step("tasks-after-reboot", container_gone)
+    if CONFIG.get("upgrade"):
+        try:
+            upgrade_steps()
+        except Exception:  # recorded as its step's failure; the reboot and purge still run
+            sh(f"{CTR} tasks kill -s SIGKILL keeper; sleep 2; {CTR} tasks delete keeper; "
+               f"{CTR} containers rm keeper", check=False, timeout=120)  # fmt: skip
+    else:
+        record("upgrade", "skip", 0, "", str(CONFIG.get("no_upgrade_reason", "not asked")))
     set_phase("purge")
     end_boot("poweroff", "idle")
+
+
+def socket_answers() -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect("/run/warren-containerd/containerd.sock")
+        except OSError:
+            return False
+    return True
+
+
+def server_version() -> str:
+    out = sh(f"{CTR} version", timeout=60)
+    found = re.findall(r"(?m)^\s*Version:\s*(\S+)", out)
+    if len(found) < 2:
+        raise StepFailed(f"no server version:\n{out}")
+    return found[1]
+
+
+def upgrade_steps() -> None:
+    """(7) The next release (containerd 1.7) installed over this one by install.sh, as a user
+    upgrades: the service restarts on the new binary, a running container keeps running, is
+    exec'd into, stopped and deleted under the new containerd; the old version dir is kept
+    while its shim runs and pruned after."""
+    kept: dict[str, Any] = {}
+
+    def before() -> tuple[str, str]:
+        sh(f"{WARREN} ctr run -d {IMAGE} keeper sleep 100000", 300)
+        kept["pid"] = task_pid("keeper")
+        kept["version"] = server_version()
+        kept["bin"] = os.path.realpath("/var/lib/warren/bin")
+        return "", f"containerd {kept['version']}, container pid {kept['pid']}"
+
+    step("upgrade-container-started", before)
+
+    def install_next() -> tuple[str, str]:
+        import threading
+
+        gaps: list[float] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            down_since = None
+            while not done.is_set():
+                up = socket_answers()
+                now = time.monotonic()
+                if not up and down_since is None:
+                    down_since = now
+                elif up and down_since is not None:
+                    gaps.append(now - down_since)
+                    down_since = None
+                time.sleep(0.1)
+            if down_since is not None:
+                gaps.append(time.monotonic() - down_since)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            out = sh(f"curl -sfL {URL}/next/install.sh | WARREN_BASE_URL={URL}/next sh -", 600)
+            version = poll("the new containerd answers", lambda: (
+                v if (v := server_version()) != kept["version"] else None), 300)  # fmt: skip
+        finally:
+            done.set()
+            watcher.join(5)
+        kept["new"] = version
+        return out, (f"containerd {kept['version']} -> {version}; socket down "
+                     f"{sum(gaps):.1f} s in {len(gaps)} gap(s)")  # fmt: skip
+
+    step("install-next-release", install_next)
+
+    def container_kept() -> tuple[str, str]:
+        pid = task_pid("keeper")
+        if pid != kept["pid"] or not Path(f"/proc/{pid}").exists():
+            raise StepFailed(f"container pid {kept['pid']} -> {pid} across the upgrade")
+        out = sh(f"{CTR} tasks exec --exec-id probe keeper echo exec-after-upgrade", 120)
+        if "exec-after-upgrade" not in out:
+            raise StepFailed(f"exec into the kept container printed:\n{out}")
+        return out, f"container pid {pid} kept running and exec'd into"
+
+    step("container-kept-across-upgrade", container_kept)
+
+    def status_says() -> tuple[str, str]:
+        out = sh(f"{WARREN} containerd status --json", timeout=120)
+        said = str(json.loads(out).get("upgrade") or "")
+        # ctr shows Debian's full versions (1.6.20~ds1), warren the release's (1.6.20).
+        got = re.match(r"upgraded containerd (\S+) → (\S+); (\d+) containers? kept running", said)
+        if not got or not (
+            kept["version"].startswith(got.group(1))
+            and kept["new"].startswith(got.group(2))
+            and int(got.group(3)) >= 1
+        ):
+            raise StepFailed(
+                f"status upgrade line {said!r}, expected upgraded containerd {kept['version']} "
+                f"→ {kept['new']}; N containers kept running (N >= 1):\n{out}"
+            )
+        return out, said
+
+    step("status-says-upgraded", status_says, soft=True)
+
+    def new_binary_dir() -> tuple[str, str]:
+        pid = sh("pidof containerd", check=False).split()
+        exes = {os.path.realpath(f"/proc/{p}/exe") for p in pid}
+        new_bin = os.path.realpath("/var/lib/warren/bin")
+        if exes != {f"{new_bin}/containerd"} or new_bin == kept["bin"]:
+            raise StepFailed(f"containerd runs {exes}; bin -> {new_bin} (before: {kept['bin']})")
+        listed = sh(f"{WARREN} versions", timeout=120)
+        if not Path(kept["bin"]).is_dir():
+            raise StepFailed(f"the old version dir {kept['bin']} is gone while its shim runs")
+        return listed, f"containerd from {new_bin}; old dir kept while its shim runs"
+
+    step("containerd-from-new-version-dir", new_binary_dir)
+
+    def removed_and_pruned() -> tuple[str, str]:
+        sh(f"{CTR} tasks kill -s SIGKILL keeper", 120)
+
+        def stopped() -> str | None:
+            rows = [ln for ln in sh(f"{CTR} tasks ls").splitlines() if ln.startswith("keeper ")]
+            return "" if not rows or "STOPPED" in rows[0] else None
+
+        poll("keeper stopped", stopped, 120)
+        sh(f"{CTR} tasks delete keeper", 120)
+        sh(f"{CTR} containers rm keeper", 120)
+        out = sh(f"{WARREN} ctr run --rm {IMAGE} fresh echo new-after-upgrade", 300)
+        if "new-after-upgrade" not in out:
+            raise StepFailed(f"a new container after the upgrade printed:\n{out}")
+        # The old dir stays as the rollback target ("previous"), no longer in use by a shim.
+        pruned = sh(f"{WARREN} versions --prune", timeout=120)
+        old = [ln for ln in pruned.splitlines() if Path(kept["bin"]).name[:12] in ln]
+        if not old or "previous" not in old[0] or "in use" in old[0]:
+            raise StepFailed(f"the old version after its shim exited: {old}\n{pruned}")
+        return out + pruned, "stopped and deleted under the new containerd; old dir: " + (
+            old[0].strip()
+        )
+
+    step("removed-under-new-kept-as-previous", removed_and_pruned)
 
 
 def phase_purge() -> None:
@@ -487,19 +629,6 @@ def phase_purge() -> None:
         return "", f"{len(after)} paths, as before the install"
 
     step("files-as-before", same_files)
-    set_phase("upgrade")
-    phase_upgrade()
-
-
-def phase_upgrade() -> None:
-    """(7) The hook for the upgrade scenario: scripts/vm/upgrade.sh on the share, when the host
-    puts it there (tests/vm/harness.py UPGRADE_HOOK), runs here with the release URL in
-    WARREN_VM_URL and a clean host; it prints its output and exits non-zero on failure."""
-    hook = SHARE / "upgrade.sh"
-    if "upgrade" not in CONFIG.get("scenarios", []) or not hook.exists():
-        record("upgrade", "skip", 0, "", "no upgrade scenario yet (scripts/vm/upgrade.sh hook)")
-    else:
-        step("upgrade", lambda: sh(f"WARREN_VM_URL={URL} sh {hook}", 900))
     set_phase("done")
 
 
@@ -507,7 +636,6 @@ PHASES = {
     "install": phase_install,
     "after-reboot": phase_after_reboot,
     "purge": phase_purge,
-    "upgrade": phase_upgrade,
 }
 
 
@@ -519,8 +647,8 @@ def main() -> int:
     if PHASE == "done":
         end_boot("poweroff", "final")
         return 0
-    if PHASE in ("after-reboot", "purge", "upgrade"):
-        # A serve for the upgrade hook, and the same footing as the first boot.
+    if PHASE in ("after-reboot", "purge"):
+        # The release (and the next one) served as on the first boot.
         step("serve-release", serve_release)
     try:
         PHASES[PHASE]()
@@ -530,7 +658,7 @@ def main() -> int:
         set_phase("done")
         end_boot("poweroff", "after-failure")
         return 1
-    if CONFIG.get("expect_install_failure") or json.loads(STATE.read_text())["phase"] == "done":
+    if json.loads(STATE.read_text())["phase"] == "done":
         set_phase("done")
         end_boot("poweroff", "final")
     return 0

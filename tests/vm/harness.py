@@ -31,10 +31,10 @@ ACCEL = os.environ.get("WARREN_VM_ACCEL", "tcg,thread=multi")
 MEMORY = os.environ.get("WARREN_VM_MEMORY", "2048")
 SMP = os.environ.get("WARREN_VM_SMP", "2")
 MAX_BOOTS = 5
-RELEASE_FILES = ("install.sh", "SHA256SUMS", "warren-linux-amd64")
-# (7) The upgrade scenario's hook: a script put on the share as upgrade.sh runs in the guest after
-# the purge scenario, on a clean host, with the release served at $WARREN_VM_URL.
-UPGRADE_HOOK = Path(os.environ.get("WARREN_VM_UPGRADE_HOOK", REPO / "scripts/vm/upgrade.sh"))
+RELEASE_FILES = ("install.sh", "SHA256SUMS", "warren-linux-amd64", "warren-linux-amd64-static")
+# (7) The next release for the upgrade scenario: the frozen warren with containerd 1.7 that
+# `make test-payloads` builds (scripts/test_payloads.py), published as release/next/.
+NEXT_EXE = os.environ.get("WARREN_VM_NEXT_EXE", "")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,10 @@ class Guest:
     name: str
     suite: str
     cmdline: str = ""
-    expect_install_failure: bool = False
+    # The build the installer must pick with no options: the static one where glibc is older.
+    flavour: str = "dynamic"
+    # The next release (containerd 1.7) is a dynamic build for bookworm's glibc.
+    upgrade: bool = True
     # Seconds for the whole run (all boots) before the host kills QEMU.
     timeout: float = float(os.environ.get("WARREN_VM_TIMEOUT", "1500"))
 
@@ -52,8 +55,8 @@ GUESTS = {
     for g in (
         Guest("bookworm-cgroup2", "bookworm"),
         Guest("bookworm-cgroup1", "bookworm", "systemd.unified_cgroup_hierarchy=0"),
-        # (6) The older host: glibc 2.31, systemd 247. The release needs glibc 2.35 today.
-        Guest("bullseye", "bullseye", expect_install_failure=True, timeout=420),
+        # (6) The older host: glibc 2.31, systemd 247: the installer must pick the static build.
+        Guest("bullseye", "bullseye", flavour="static", upgrade=False),
     )
 }
 
@@ -139,7 +142,20 @@ def busybox_archives(dest: Path) -> None:
     busybox_image(dest / "airgap.tar", "docker.io/library/busybox:warren-airgap")
 
 
-def prepare_share(share: Path, guest: Guest, scenarios: list[str]) -> None:
+def next_release() -> Path | None:
+    """The frozen containerd-1.7 warren of `make test-payloads` (built if missing)."""
+    if NEXT_EXE:
+        return Path(NEXT_EXE)
+    out = subprocess.run(
+        [str(REPO / ".venv/bin/python"), str(REPO / "scripts/test_payloads.py")],
+        check=True, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    built = json.loads(out.stdout[out.stdout.index("{") :])
+    found = [exe for version, exe in built.items() if version.startswith("1.7.")]
+    return Path(found[0]) if found else None
+
+
+def prepare_share(share: Path, guest: Guest) -> None:
     release = share / "release"
     release.mkdir(parents=True)
     for name in RELEASE_FILES:
@@ -147,27 +163,39 @@ def prepare_share(share: Path, guest: Guest, scenarios: list[str]) -> None:
         if not src.is_file():
             raise FileNotFoundError(f"{src} is missing: run make release first")
         shutil.copy2(src, release / name)
+    upgrade = guest.upgrade
+    if upgrade:
+        nxt = next_release()
+        if nxt is None or not nxt.is_file():
+            raise FileNotFoundError("no containerd-1.7 warren for the upgrade: make test-payloads")
+        (release / "next").mkdir()
+        shutil.copy2(nxt, release / "next" / "warren-linux-amd64")
+        shutil.copy2(release / "install.sh", release / "next" / "install.sh")
+        subprocess.run(
+            "sha256sum warren-linux-amd64 install.sh > SHA256SUMS",
+            shell=True, check=True, cwd=release / "next",
+        )  # fmt: skip
     busybox_archives(share)
     shutil.copy2(REPO / "scripts/vm/guest.py", share / "guest.py")
     (share / "guest-run.sh").write_text(
         "#!/bin/sh\nPYTHONDONTWRITEBYTECODE=1 exec python3 /mnt/share/guest.py\n"
     )
-    if "upgrade" in scenarios and UPGRADE_HOOK.is_file():
-        shutil.copy2(UPGRADE_HOOK, share / "upgrade.sh")
     config = {
         "guest": guest.name,
-        "scenarios": scenarios,
-        "expect_install_failure": guest.expect_install_failure,
-    }
+        "flavour": guest.flavour,
+        "upgrade": upgrade,
+        "no_upgrade_reason": "" if upgrade else (
+            "the next release (containerd 1.7) is a dynamic build for bookworm's glibc"),
+    }  # fmt: skip
     (share / "guest.json").write_text(json.dumps(config))
 
 
-def run_guest(guest: Guest, scenarios: list[str] | None = None, keep: Path | None = None) -> Run:
+def run_guest(guest: Guest, keep: Path | None = None) -> Run:
     """Boot `guest` on a fresh overlay until it powers off (every phase), within its timeout."""
     image = build_image(guest.suite)
     work = Path(tempfile.mkdtemp(prefix=f"warren-vm-{guest.name}.", dir=keep or CACHE / "runs"))
     share = work / "share"
-    prepare_share(share, guest, scenarios or ["install", "upgrade"])
+    prepare_share(share, guest)
     overlay = work / "overlay.qcow2"
     subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image / "base.qcow2"),
@@ -197,7 +225,6 @@ def run_guest(guest: Guest, scenarios: list[str] | None = None, keep: Path | Non
             run.console.append((time.monotonic() - started, f"WARREN-VM-HOST boot {boot} {phase}"))
             if not boot_once(run, cmd, log, started, deadline) or guest_phase(share) == phase:
                 break  # killed, failed, or the scenario did not run: explain() tells
-    run.wall = round(time.monotonic() - started, 1)
     run.wall = round(time.monotonic() - started, 1)
     collect(run, share)
     (work / "run.json").write_text(json.dumps(summary(run), indent=2))

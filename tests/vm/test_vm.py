@@ -154,30 +154,39 @@ def test_uninstall_purge_leaves_the_file_list_as_before(guest: str) -> None:
 
 
 @pytest.mark.parametrize("guest", BOOKWORM)
-def test_upgrade(guest: str) -> None:
-    """(7) The hook: scripts/vm/upgrade.sh (see harness.UPGRADE_HOOK, guest.phase_upgrade)."""
+def test_upgrade_by_the_installer_keeps_a_container_running(guest: str) -> None:
+    """(7) install.sh of the next release (containerd 1.7) over this one (1.6) with a container
+    running: the service restarts on the new binary, the container keeps running and is exec'd
+    into, stopped and deleted under 1.7; containerd runs from its own version dir, the old one is
+    kept while its shim runs, and status says what happened."""
     run = guest_run(guest)
-    s = steps(run).get("upgrade")
-    if s is None or s["status"] == "skip":
-        pytest.skip("upgrade scenario not written yet: scripts/vm/upgrade.sh is its hook")
-    require_ok(run, "upgrade")
+    require_ok(run, "upgrade-container-started", "install-next-release",
+               "container-kept-across-upgrade", "status-says-upgraded",
+               "containerd-from-new-version-dir", "removed-under-new-kept-as-previous")  # fmt: skip
 
 
-def test_bullseye_curl_sh_with_no_options() -> None:
-    """(6) The older host (glibc 2.31, systemd 247): curl | sh with no options. Expected to fail
-    today (XFAIL with the guest's exact message): the release needs glibc 2.35, and the portable
-    build is another issue. When it starts to pass, this test fails: drop the expectation."""
+def test_bullseye_curl_sh_with_no_options_runs_the_service_and_a_container() -> None:
+    """(6) The older host (glibc 2.31, systemd 247): curl | sh with no options picks the static
+    build (its own libc, and a payload with no libc needs), which runs the service and a
+    container; the rest of the walk (kill -9, reboots, purge) as on bookworm."""
     run = guest_run("bullseye")
-    s = steps(run).get("install-old-host")
-    assert s is not None, run.explain()
-    left = steps(run).get("nothing-installed")
-    assert left is not None and left["status"] == "ok", f"a failed install left files\n{left}"
-    if s["status"] == "xfail":
-        pytest.xfail(f"the release needs glibc 2.35 (another issue): {s['detail']}")
-    pytest.fail(
-        f"curl | sh on bullseye: {s['status']} {s['detail']}: expected the glibc failure; if the "
-        "portable build landed, make this a passing scenario\n" + run.explain()
+    require_ok(run, "curl-sh-install", "installed-flavour", "service-enabled-active",
+               "status-running", "config-systemd-cgroup", "ctr-run-prints", "container-cgroup",
+               "kill9-restart-container-survives", "stop-leaves-containers",
+               "service-up-after-reboot", "images-kept", "airgap-imported-once",
+               "uninstall-purge", "files-as-before")  # fmt: skip
+    shut = run.shutdowns()
+    with_c, idle = shut.get("with-container"), shut.get("idle")
+    assert with_c is not None and idle is not None, f"shutdowns not measured: {shut}"
+    assert with_c <= idle + GRACE_S + SHUTDOWN_SLACK_S, (
+        f"reboot with a container {with_c} s vs {idle} s without\n{run.explain()}"
     )
+
+
+@pytest.mark.parametrize("guest", BOOKWORM)
+def test_the_installer_picks_the_default_build_where_it_runs(guest: str) -> None:
+    """(6) The other side of the choice: on bookworm the default (dynamic) build is installed."""
+    require_ok(guest_run(guest), "installed-flavour")
 
 
 @pytest.fixture(scope="session", autouse=True)
