@@ -82,7 +82,8 @@ test-unit: venv
 # qemu-system-x86 qemu-utils debootstrap e2fsprogs. VM_GUESTS: a pytest -k filter.
 .PHONY: test-vm
 VM_GUESTS ?=
-test-vm: release
+# The upgrade scenario installs the containerd-1.7 warren of test-payloads over the release.
+test-vm: release test-payloads
 	$(PY) -m pytest -m vm tests/vm $(if $(VM_GUESTS),-k '$(VM_GUESTS)') $(PYTEST_ARGS)
 
 lint: venv
@@ -118,13 +119,12 @@ BULLSEYE_ROOT ?= /var/cache/warren-test/bullseye-root
 
 .PHONY: release-static release-sums check-static
 
-release: build
+# Both Linux flavours: the installer takes warren-linux-<arch> where it starts and the static one
+# where it does not (older glibc, musl).
+release: build $(STATIC_EXE)
 	@mkdir -p $(RELEASE_DIR)
 	@if [ "$(abspath $(EXE))" != "$(abspath $(RELEASE_DIR))/warren-linux-$(ARCH)" ]; then \
 	  cp $(EXE) $(RELEASE_DIR)/; fi
-	@if [ -f $(STATIC_EXE) ] && [ $(STATIC_EXE) -ot $(EXE) ]; then \
-	  echo "removing $(STATIC_EXE): older than $(EXE) (make release-static rebuilds it)"; \
-	  rm -f $(STATIC_EXE); fi
 	@if [ "$(ARCH)" != arm64 ] && [ -f $(ARM64_EXE) ]; then \
 	  if [ $(ARM64_EXE) -ot $(EXE) ]; then \
 	    echo "removing $(ARM64_EXE): older than $(EXE) (make release-arm64 rebuilds it)"; \
@@ -173,7 +173,8 @@ endif
 release-static: $(STATIC_EXE)
 	@$(MAKE) --no-print-directory release-sums
 
-$(STATIC_EXE): $(EXE) $(STATIC_PAYLOAD) $(SOURCES)
+# Frozen again from the same sources as $(EXE), whenever $(EXE) is rebuilt, with the static payload.
+$(STATIC_EXE): $(EXE) $(STATIC_PAYLOAD)
 	@$(PY) -c 'import json, sys; r = json.load(open(sys.argv[1])).get("requires", {}); \
 	  sys.exit(0 if r.get("linkage") == "static" else \
 	  "error: the static flavour needs a static payload, and " + sys.argv[1] + " is " + \
@@ -182,13 +183,16 @@ $(STATIC_EXE): $(EXE) $(STATIC_PAYLOAD) $(SOURCES)
 	@[ -x $(STATIC_VENV)/bin/staticx ] || { $(STATIC_PYTHON) -m venv $(STATIC_VENV) && \
 	  $(STATIC_VENV)/bin/pip install -q -e '.[build]' staticx; }
 	# A cache of its own: PyInstaller's shared one may hand back another Python's binaries.
-	WARREN_PAYLOAD_DIR=$(STATIC_PAYLOAD_DIR) WARREN_EXE_NAME=warren-linux-$(ARCH) \
+	$(REPRODUCIBLE) WARREN_PAYLOAD_DIR=$(STATIC_PAYLOAD_DIR) WARREN_EXE_NAME=warren-linux-$(ARCH) \
 	  PYINSTALLER_CONFIG_DIR=$(abspath $(STATIC_WORK))/config \
 	  $(STATIC_VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
 	  --workpath $(STATIC_WORK) --distpath $(STATIC_WORK)/dist build/spec/warren.spec
 	@mkdir -p $(RELEASE_DIR)
 	$(STATIC_VENV)/bin/staticx --no-compress $(STATIC_WORK)/dist/warren-linux-$(ARCH) $@.tmp
-	chmod 0755 $@.tmp && mv $@.tmp $@
+	chmod 0755 $@.tmp
+	@$@.tmp version | head -n 1 | grep -q '(static build)' || { rm -f $@.tmp; \
+	  echo "$@: the staticx file does not say it is the static build" >&2; exit 1; }
+	mv -f $@.tmp $@
 
 # The static flavour in a Debian bullseye root (glibc 2.31), by chroot; needs root and debootstrap.
 check-static: release-static

@@ -13,7 +13,9 @@
 #   WARREN_BASE_URL          folder holding warren-<os>-<arch>, SHA256SUMS and install.sh
 #                            (default: the project's latest release download URL)
 #   WARREN_VERSION           a release tag instead of the latest (ignored with WARREN_BASE_URL)
-#   WARREN_FLAVOR            "static": the staticx build for older glibc and musl hosts (Linux)
+#   WARREN_FLAVOR            which Linux build: unset (default) takes warren-linux-<arch> when it
+#                            runs on this host and otherwise the static one (older glibc, musl),
+#                            testing each before it is installed; "dynamic" or "static" forces one
 #   WARREN_BIN_DIR           where warren goes (default /usr/local/bin; /opt/bin if read-only)
 #   WARREN_INSTALL_SKIP_DOWNLOAD=true   air-gapped: <bin-dir>/warren is already there (copied
 #                            by hand); only the service and the uninstaller are set up
@@ -110,12 +112,17 @@ detect_platform() {
         *) fatal "$EXIT_PLATFORM" "architecture '$arch' is not supported; supported: amd64, arm64 (ARM v7 is not built)" ;;
     esac
     ASSET="warren-$OS-$ARCH"
-    if [ "${WARREN_FLAVOR:-}" = static ]; then
-        [ "$OS" = linux ] || fatal "$EXIT_USAGE" "WARREN_FLAVOR=static exists for Linux only; unset it"
-        ASSET="$ASSET-static"
-    elif [ -n "${WARREN_FLAVOR:-}" ]; then
-        fatal "$EXIT_USAGE" "WARREN_FLAVOR='$WARREN_FLAVOR' is not a build flavor; use 'static' or leave it unset"
-    fi
+    # The static build is the fallback when the default one does not run here (Linux only).
+    STATIC_ASSET=''
+    case "${WARREN_FLAVOR:-}" in
+        '')
+            if [ "$OS" = linux ]; then STATIC_ASSET="$ASSET-static"; fi ;;
+        dynamic) ;;
+        static)
+            [ "$OS" = linux ] || fatal "$EXIT_USAGE" "WARREN_FLAVOR=static exists for Linux only; unset it"
+            ASSET="$ASSET-static" ;;
+        *) fatal "$EXIT_USAGE" "WARREN_FLAVOR='$WARREN_FLAVOR' is not a build flavor; use 'dynamic' or 'static', or leave it unset to pick what runs here" ;;
+    esac
 }
 
 # Paths are baked into the unit and the uninstaller: keep them plain and absolute.
@@ -238,11 +245,16 @@ download() {
     fi
 }
 
+# digest_of NAME: its SHA-256 in the downloaded SHA256SUMS, or nothing.
+digest_of() {
+    # "<hex>  <name>" or "<hex> *<name>" (binary mode)
+    awk -v f="$1" '$2 == f || $2 == "*" f {print $1; exit}' "$TMP_DIR/SHA256SUMS"
+}
+
 expected_digest() {
     sums="$TMP_DIR/SHA256SUMS"
-    download "$URL/SHA256SUMS" "$sums"
-    # "<hex>  <name>" or "<hex> *<name>" (binary mode)
-    EXPECTED=$(awk -v f="$ASSET" '$2 == f || $2 == "*" f {print $1; exit}' "$sums")
+    [ -f "$sums" ] || download "$URL/SHA256SUMS" "$sums"
+    EXPECTED=$(digest_of "$ASSET")
     case "$EXPECTED" in
         [0-9a-f]*) ;;
         *) fatal "$EXIT_ERROR" "$URL/SHA256SUMS has no entry for $ASSET; this release may not be built for $OS/$ARCH: check WARREN_VERSION or WARREN_BASE_URL" ;;
@@ -280,20 +292,54 @@ previous_value() {
     sed -n "s/^$1='\\(.*\\)'\$/\\1/p" "$UNINSTALL" | head -n 1
 }
 
+# fails_here FILE: prints why FILE cannot start on this host (wrong arch, too old a glibc, no
+# glibc at all) and succeeds; fails (prints nothing) when it runs.
+fails_here() {
+    if out=$("$1" -V 2>&1 </dev/null); then return 1; fi
+    printf '%s' "$out" | grep -v '^[[:space:]]*$' | tail -n 1
+}
+
 runs_here() {
-    # A file that cannot start on this host (wrong arch, too old a glibc) is not installed.
-    if ! out=$("$1" -V 2>&1 </dev/null); then
-        hint='use the static build (WARREN_FLAVOR=static) on older glibc or musl hosts'
-        case "$out" in *GLIBC*) ;; *) hint="check that it is the $OS/$ARCH build" ;; esac
-        fatal "$EXIT_PLATFORM" "$2 does not run on this host: $(printf '%s' "$out" | head -n 1); $hint"
+    # A file that cannot start on this host is not installed.
+    if why=$(fails_here "$1"); then
+        hint="check that it is the $OS/$ARCH build"
+        case "$why" in
+            *GLIBC* | *ld-linux* | *"No such file"* | *"not found"*)
+                if [ "$ASSET" != "${ASSET%-static}" ]; then hint='report it: the static build should run on any Linux host'
+                elif [ "${WARREN_FLAVOR:-}" = dynamic ]; then hint='it needs a newer glibc: leave WARREN_FLAVOR unset (or set it to static) to use the static build'
+                else hint="it needs a newer glibc, and this release has no $ASSET-static to fall back on"; fi ;;
+        esac
+        fatal "$EXIT_PLATFORM" "$2 does not run on this host: $why; $hint"
     fi
+}
+
+# The default build links the host's glibc; where it cannot start (older glibc, musl), the static
+# one carries its own. Each is tried here, in the bin dir (a noexec /tmp must not decide), before
+# it replaces anything.
+choose_flavour() {
+    NEW_FILE="$BIN_DIR/.warren.new.$$"
+    cp "$TMP_DIR/$ASSET" "$NEW_FILE"
+    chmod 0755 "$NEW_FILE"
+    [ -n "$STATIC_ASSET" ] || return 0
+    why=$(fails_here "$NEW_FILE") || return 0
+    static_digest=$(digest_of "$STATIC_ASSET")
+    # No static build in this release: runs_here says why the default one cannot be installed.
+    [ "${#static_digest}" -eq 64 ] || return 0
+    rm -f "$NEW_FILE"
+    NEW_FILE=''
+    info "$ASSET does not run on this host ($why): using $STATIC_ASSET, which carries its own libc"
+    ASSET=$STATIC_ASSET
+    STATIC_ASSET=''
+    EXPECTED=$static_digest
+    download_verified
+    NEW_FILE="$BIN_DIR/.warren.new.$$"
+    cp "$TMP_DIR/$ASSET" "$NEW_FILE"
+    chmod 0755 "$NEW_FILE"
 }
 
 install_binary() {
     make_dir "$BIN_DIR"
-    NEW_FILE="$BIN_DIR/.warren.new.$$"
-    cp "$TMP_DIR/$ASSET" "$NEW_FILE"
-    chmod 0755 "$NEW_FILE"
+    choose_flavour
     runs_here "$NEW_FILE" "the downloaded $ASSET"
     # Atomic: a running warren keeps its old inode.
     mv -f "$NEW_FILE" "$BIN"
@@ -599,8 +645,16 @@ main() {
         TMP_DIR=$(mktemp -d "${TMPDIR:-/tmp}/warren-install.XXXXXX")
         expected_digest
         BIN_OWNED=true
-        if [ -f "$BIN" ] && [ "$(sha256_of "$BIN")" = "$EXPECTED" ]; then
-            info "$BIN is already this release (sha256 $EXPECTED): no download"
+        current=''
+        [ ! -f "$BIN" ] || current=$(sha256_of "$BIN")
+        if [ -n "$STATIC_ASSET" ] && [ -n "$current" ] && [ "$current" = "$(digest_of "$STATIC_ASSET")" ] &&
+            [ "$current" != "$EXPECTED" ]; then
+            # Installed before as the static fallback: the same release, already in place.
+            ASSET=$STATIC_ASSET
+            EXPECTED=$current
+        fi
+        if [ -n "$current" ] && [ "$current" = "$EXPECTED" ]; then
+            info "$BIN is already this release ($ASSET, sha256 $EXPECTED): no download"
         else
             download_verified
             install_binary

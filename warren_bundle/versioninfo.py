@@ -6,6 +6,7 @@ from typing import Any
 
 from warren_bundle import __version__
 from warren_bundle.errors import PayloadError
+from warren_bundle.launcher import flavour
 from warren_bundle.payload.format import Manifest, locate
 
 
@@ -27,7 +28,7 @@ def provenance_summary(manifest: Manifest) -> str:
 
 
 def version_info(payload_option: str | None = None) -> dict[str, Any]:
-    info: dict[str, Any] = {"warren": __version__}
+    info: dict[str, Any] = {"warren": __version__, "flavour": flavour()}
     try:
         payload = locate(payload_option)
     except PayloadError as exc:

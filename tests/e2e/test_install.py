@@ -49,6 +49,16 @@ def releases(frozen_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     garbage = root / "garbage.bin"
     garbage.write_bytes(b"\x7fELF" + bytes(range(256)) * 64)
     stage_release(root / "foreign", garbage, ASSET)
+    # /oldhost: the default build cannot start here (its ELF interpreter is absent, as glibc's
+    # loader is on a musl host), the static build beside it runs.
+    oldhost = stage_release(root / "oldhost", frozen_exe, ASSET)
+    subprocess.run(["patchelf", "--set-interpreter", "/lib64/ld-warren-absent.so.2",
+                    str(oldhost / ASSET)], check=True)  # fmt: skip
+    shutil.copyfile(frozen_exe, oldhost / f"{ASSET}-static")
+    names = sorted((ASSET, f"{ASSET}-static", "install.sh"))
+    (oldhost / "SHA256SUMS").write_text(
+        "".join(f"{sha256_file(oldhost / n)}  {n}\n" for n in names)
+    )
     with FileServer(root) as server:
         yield server
 
@@ -363,6 +373,41 @@ def test_a_binary_that_cannot_run_here_is_not_installed(
     assert f"the downloaded {ASSET} does not run on this host" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert target.tree() == {}, "a binary that cannot run was left installed"
+
+
+def test_the_static_build_is_installed_where_the_default_one_cannot_start(
+    releases: FileServer, target: Target, frozen_exe: Path
+) -> None:
+    done = install(releases, target, release="oldhost")
+
+    assert done.returncode == 0, done.stderr
+    assert f"{ASSET} does not run on this host" in done.stdout
+    assert f"using {ASSET}-static" in done.stdout
+    assert sha256_file(target.binary) == sha256_file(frozen_exe)
+    assert [r for r in releases.requests if "oldhost/warren" in r] == [
+        f"/oldhost/{ASSET}",
+        f"/oldhost/{ASSET}-static",
+    ]
+    assert not list(target.bin_dir.glob(".warren.new.*")), "a tried file was left behind"
+
+    # Run again on the same release: the static file in place is this release.
+    releases.requests.clear()
+    again = install(releases, target, release="oldhost")
+    assert again.returncode == 0, again.stderr
+    assert f"already this release ({ASSET}-static" in again.stdout
+    assert not [r for r in releases.requests if "oldhost/warren" in r], releases.requests
+
+
+def test_forcing_the_dynamic_build_where_it_cannot_start_installs_nothing(
+    releases: FileServer, target: Target
+) -> None:
+    done = install(releases, target, release="oldhost", WARREN_FLAVOR="dynamic")
+
+    assert done.returncode == 5, (done.stdout, done.stderr)
+    assert f"the downloaded {ASSET} does not run on this host" in done.stderr
+    assert "leave WARREN_FLAVOR unset" in done.stderr
+    assert f"/oldhost/{ASSET}-static" not in releases.requests
+    assert target.tree() == {}
 
 
 def test_wget_is_used_when_curl_is_missing(

@@ -189,3 +189,71 @@ def test_the_spec_adds_the_marker_at_the_top_of_the_unpack_dir() -> None:
     spec = (REPO / "build" / "spec" / "warren.spec").read_text()
     assert f'"{MARKER}"), ".")' in spec
     assert (REPO / "build" / "spec" / MARKER).is_file()
+
+
+# --- the static flavour: staticx's bundle dirs ----------------------------------------------
+
+
+def staticx_dir(
+    parent: Path,
+    name: str = "staticx-AbC123",
+    prog: str | None = "warren-linux-amd64",
+    mode: int = 0o700,
+    mtime: float = AN_HOUR_AGO,
+) -> Path:
+    """A dir laid out as staticx's bootloader leaves it: the program, its libc, two links."""
+    path = parent / name
+    path.mkdir()
+    (path / "libc.so.6").write_bytes(b"\x7fELF")
+    (path / ".staticx.interp").symlink_to("ld-linux-x86-64.so.2")
+    if prog is not None:
+        (path / prog).write_bytes(b"\x7fELF")
+        (path / ".staticx.prog").symlink_to(prog)
+    path.chmod(mode)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_an_unused_staticx_dir_of_a_warren_is_removed(tmp: Path) -> None:
+    leftover = staticx_dir(tmp)
+    assert remove_stale_unpack_dirs(tmp) == [leftover]
+    assert not leftover.exists()
+
+
+def test_staticx_dirs_that_are_not_provably_warrens_are_kept(tmp: Path) -> None:
+    kept = [
+        staticx_dir(tmp, "staticx-other", prog="someapp"),  # another program's
+        staticx_dir(tmp, "staticx-nolink", prog=None),
+        staticx_dir(tmp, "staticx-fresh", mtime=time.time()),
+        staticx_dir(tmp, "staticx-open", mode=0o755),
+    ]
+    assert remove_stale_unpack_dirs(tmp) == []
+    assert all(p.exists() for p in kept)
+
+
+def test_a_staticx_dir_named_in_a_live_process_environment_is_kept(
+    tmp: Path, holders: list[subprocess.Popen[bytes]]
+) -> None:
+    used = staticx_dir(tmp, "staticx-used")
+    unused = staticx_dir(tmp, "staticx-unused")
+    hold(holders, ["cat"], env={**os.environ, "STATICX_BUNDLE_DIR": str(used)})
+    assert remove_stale_unpack_dirs(tmp) == [unused]
+    assert used.exists()
+
+
+def test_the_running_static_warren_own_bundle_dir_is_never_touched(tmp: Path) -> None:
+    own = staticx_dir(tmp, "staticx-own")
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[2]);"
+        "from warren_bundle.runtime.leftovers import candidates;"
+        "print(json.dumps([str(p) for p in candidates(__import__('pathlib').Path(sys.argv[1]))]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "STATICX_BUNDLE_DIR": str(own)},
+    )
+    assert json.loads(out.stdout) == []

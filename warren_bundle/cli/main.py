@@ -80,7 +80,7 @@ def version(as_json: bool) -> None:
         if not info.get("payload"):
             sys.exit(int(ExitCode.PAYLOAD))
         return
-    click.echo(f"warren {info['warren']}")
+    click.echo(f"warren {info['warren']} ({info['flavour']} build)")
     payload = info.get("payload")
     if not payload:
         raise PayloadError(

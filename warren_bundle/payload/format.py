@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from warren_bundle import launcher
 from warren_bundle.errors import PayloadError
 from warren_bundle.payload import carchive
 
@@ -111,7 +112,11 @@ class Payload:
 
     @property
     def origin(self) -> str:
-        return f"embedded in {self.path}" if self.embedded else str(self.path)
+        if not self.embedded:
+            return str(self.path)
+        # The static flavour reads its own payload from staticx's temporary copy of the program.
+        shown = launcher.executable() if str(self.path) == sys.executable else self.path
+        return f"embedded in {shown}"
 
     def descriptor(self) -> dict[str, Any]:
         return {

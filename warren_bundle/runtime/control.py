@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 
+from warren_bundle import launcher
 from warren_bundle.errors import (
     ExitCode,
     NotRunningError,
@@ -38,7 +39,7 @@ SUPERVISOR_EXTRA = 5.0
 def self_command() -> list[str]:
     """How to run this same warren again (the frozen file, or python -m warren_bundle)."""
     if getattr(sys, "frozen", False):
-        return [sys.executable]
+        return [launcher.executable()]
     return [sys.executable, "-m", "warren_bundle"]
 
 
@@ -156,14 +157,15 @@ def _running(proc: psutil.Process) -> bool:
         return False
 
 
-def _is_or_child_of(pid: Any, launcher: int) -> bool:
-    # A one-file build runs as a bootloader process whose child is the Python supervisor.
+def _is_or_child_of(pid: Any, spawned: int) -> bool:
+    # The one-file build runs as a bootloader whose child is the Python supervisor; the static
+    # flavour puts staticx's bootloader above that: the supervisor is up to two levels below.
     if not isinstance(pid, int):
         return False
-    if pid == launcher:
+    if pid == spawned:
         return True
     try:
-        return psutil.Process(pid).ppid() == launcher
+        return spawned in [p.pid for p in psutil.Process(pid).parents()[:2]]
     except psutil.Error:
         return False
 

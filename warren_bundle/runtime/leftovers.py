@@ -25,6 +25,13 @@ forever, one more at every `kill -9`. Each start (ContainerdManager._start_embed
    we may not inspect run as another user, who by 2 cannot use the dir (root aside, and a root
    warren unpacks into dirs root owns).
 
+The static flavour adds one more level: staticx unpacks the frozen program and its libc into
+<temp>/staticx-xxxxxx (~30 MB) and removes it when that program exits; SIGKILL of staticx's own
+process leaves it too. Such a dir is judged by the same rules, with 3 read as: it holds staticx's
+`.staticx.prog` link naming a warren program (warren*), and 4 as: not this process's own bundle
+dir (STATICX_BUNDLE_DIR). A static warren's processes keep theirs in use by 6 (they map its libc
+and carry STATICX_BUNDLE_DIR in their environment).
+
 Nothing here raises: a dir we cannot judge or remove is left alone.
 """
 
@@ -38,6 +45,8 @@ from contextlib import suppress
 from pathlib import Path
 
 PREFIX = "_MEI"
+STATICX_PREFIX = "staticx-"
+STATICX_PROG_LINK = ".staticx.prog"
 # Added by build/spec/warren.spec's datas: what tells warren's unpack dirs from other programs'.
 MARKER = "warren-bundle.txt"
 PYINSTALLER_FILE = "base_library.zip"
@@ -69,22 +78,29 @@ def _looks_ours(path: Path, now: float) -> bool:
             return False
         if stat.S_IMODE(st.st_mode) != 0o700 or now - st.st_mtime < MIN_AGE_S:
             return False
+        if path.name.startswith(STATICX_PREFIX):
+            prog = os.readlink(path / STATICX_PROG_LINK)
+            return Path(prog).name.startswith("warren") and (path / prog).is_file()
         return (path / PYINSTALLER_FILE).is_file() and (path / MARKER).is_file()
     except OSError:
         return False
 
 
+def _own_dirs() -> set[str]:
+    own = {getattr(sys, "_MEIPASS", None), os.environ.get("STATICX_BUNDLE_DIR")}
+    return {os.path.realpath(d) for d in own if d}
+
+
 def candidates(parent: Path, now: float | None = None) -> list[Path]:
-    own = getattr(sys, "_MEIPASS", None)
-    own_real = os.path.realpath(own) if own is not None else None
+    own = _own_dirs()
     when = time.time() if now is None else now
     found = []
     with suppress(OSError), os.scandir(parent) as entries:
         for entry in entries:
-            if not entry.name.startswith(PREFIX):
+            if not entry.name.startswith((PREFIX, STATICX_PREFIX)):
                 continue
             path = Path(entry.path)
-            if os.path.realpath(path) != own_real and _looks_ours(path, when):
+            if os.path.realpath(path) not in own and _looks_ours(path, when):
                 found.append(path)
     return found
 

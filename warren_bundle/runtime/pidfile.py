@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from warren_bundle import launcher
 from warren_bundle.fsutil import atomic_write
 from warren_bundle.paths import Paths
 
@@ -142,7 +143,9 @@ def exe_of(proc: psutil.Process) -> str | None:
 
 
 def _own_executable() -> str | None:
-    return _clean_exe(os.path.realpath(sys.executable)) if getattr(sys, "frozen", False) else None
+    if not getattr(sys, "frozen", False):
+        return None
+    return _clean_exe(os.path.realpath(launcher.executable()))
 
 
 def _runs_warren(exe: str, argv: list[str]) -> bool:
