@@ -113,3 +113,11 @@ def test_check_static_refuses_a_dynamic_binary(tmp_path: Path) -> None:
     assert "dynamically linked" in err.value.message
     assert "libc.so.6" in err.value.message
     check_static(_need(BUSYBOX), "a test build")
+
+
+def test_host_glibc_from_its_libc_file_matches_confstr(tmp_path: Path) -> None:
+    """What the static build (staticx: its own glibc) reads instead of os.confstr."""
+    host = libc.host_glibc()
+    require(host is not None, "this host has no glibc")
+    assert libc.glibc_of_host_files() == host
+    assert libc.glibc_of_host_files(tmp_path) is None  # a root without libc.so.6

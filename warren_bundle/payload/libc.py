@@ -9,6 +9,7 @@ build time into the manifest's "requires" and at extraction time from the files 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,21 @@ REMEDY = (
 )
 
 
+_TRIPLETS = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
+_RELEASE = re.compile(rb"release version (\d+\.\d+)")
+
+
 def host_glibc() -> str | None:
-    """This host's glibc version ('2.36'), or None (musl, or no C library at all)."""
+    """This host's glibc version ('2.36'), or None (musl, or no C library at all).
+
+    The dynamic build runs on the host's glibc, which os.confstr names. The static build (staticx)
+    runs on the glibc it carries, so there confstr would name that one: the host's is read from
+    its libc.so.6 instead.
+    """
+    from warren_bundle.launcher import flavour
+
+    if flavour() == "static":
+        return glibc_of_host_files()
     try:
         text = os.confstr("CS_GNU_LIBC_VERSION")
     except (ValueError, OSError, AttributeError):
@@ -32,6 +46,23 @@ def host_glibc() -> str | None:
     if not text or not text.startswith("glibc "):
         return None
     return text.split(" ", 1)[1].strip()
+
+
+def glibc_of_host_files(root: Path = Path("/")) -> str | None:
+    """The version of the libc.so.6 the host's loader would use, from the banner it carries
+    ("... stable release version 2.31."), or None when there is none."""
+    triplet = _TRIPLETS.get(os.uname().machine, "")
+    rels = [f"lib/{triplet}", f"usr/lib/{triplet}"] if triplet else []
+    for rel in (*rels, "lib64", "usr/lib64", "lib", "usr/lib"):
+        path = root / rel / "libc.so.6"
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        match = _RELEASE.search(data)
+        if match:
+            return match.group(1).decode()
+    return None
 
 
 def host_libc_name() -> str:
