@@ -48,6 +48,21 @@ class SourceApt(Apt):
     def sources(self) -> str:
         return super().sources().replace("deb [", "deb-src [")
 
+    def update(self) -> None:
+        """Refresh the lists; offline, lists from an earlier run still name what was built."""
+        try:
+            super().update()
+        except FetchError as exc:
+            lists = self.state / "lists" if self.state else None
+            if lists is None or not any(lists.glob("*Sources*")):
+                raise
+            print(
+                f"fetch: warning: {exc.message}; using the {self.suite} source lists of an "
+                "earlier run",
+                file=sys.stderr,
+            )
+            self._updated = True
+
 
 @dataclass(frozen=True)
 class Dsc:
@@ -120,8 +135,11 @@ def import_path(dsc_file: Path) -> str:
     return match.group(1).split(",")[0]
 
 
-def install_build_deps(dsc_files: Sequence[Path]) -> None:
-    """`apt-get build-dep` of the .dsc files with the system's apt: installs, never upgrades."""
+def install_build_deps(trees: Sequence[Path], dsc_files: Sequence[Path]) -> None:
+    """`apt-get build-dep` of the .dsc files with the system's apt: installs, never upgrades.
+    Nothing runs (and no root is needed) when dpkg-checkbuilddeps finds them all installed."""
+    if shutil.which("dpkg-checkbuilddeps") and all(_deps_satisfied(t) for t in trees):
+        return
     print("fetch: installing the build-deps (apt-get build-dep)", file=sys.stderr, flush=True)
     try:
         _run(
@@ -136,6 +154,14 @@ def install_build_deps(dsc_files: Sequence[Path]) -> None:
             f"(apt-get build-dep {' '.join(str(p) for p in dsc_files)})"
         )
         raise
+
+
+def _deps_satisfied(tree: Path) -> bool:
+    try:
+        _run(["dpkg-checkbuilddeps"], "dpkg-checkbuilddeps", cwd=tree)
+    except FetchError:
+        return False
+    return True
 
 
 def cache_key(dscs: Sequence[Dsc], arch: str, go: str) -> str:
@@ -201,7 +227,7 @@ class StaticBuilder:
             if _complete(entry):
                 return self._built(entry, dscs, True, started)
         trees = [unpack_source(self.apt, d, self.opts.cache / "src") for d in dscs]
-        install_build_deps([f for _, f in trees])
+        install_build_deps([t for t, _ in trees], [f for _, f in trees])
         go = gobuild.go_version()
         if go is None:
             raise FetchError(
@@ -290,8 +316,8 @@ def fetch_debian_static(
 ) -> list[Staged]:
     builder = StaticBuilder(opts)
     staged: list[Staged] = []
-    opts.cache.mkdir(parents=True, exist_ok=True)
     try:
+        opts.cache.mkdir(parents=True, exist_ok=True)
         with locked(opts.cache / ".lock", None, mode=0o644):
             for arch in arches:
                 built = builder.build(arch)
