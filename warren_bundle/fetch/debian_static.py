@@ -27,6 +27,7 @@ from typing import Any
 
 from warren_bundle.errors import ChecksumMismatch, FetchError
 from warren_bundle.fsutil import locked, sha256_file
+from warren_bundle.payload import format as payload
 
 from . import gobuild
 from .debian import Apt, _let_apt_write, _run, host_dpkg_arch, require_apt, upstream_version
@@ -334,6 +335,27 @@ def fetch_debian_static(
     return staged
 
 
+def _stage_cni(built: Built, st: Staged) -> None:
+    """The static CNI plugins as bin/cni/<plugin>, the names the debian source stages, once the
+    payload format carries subdirs (payload.SUBDIRS) and the staging records components."""
+    components = getattr(st, "components", None)
+    if "cni" not in getattr(payload, "SUBDIRS", ()) or not isinstance(components, dict):
+        return
+    recipe = gobuild.RECIPES["cni"]
+    (st.bin_dir / recipe.subdir).mkdir(exist_ok=True)
+    for _, name in _outputs(recipe):
+        with open(built.entry / name, "rb") as fp:
+            st.files[name] = write_executable(fp, st.bin_dir / name)
+    dsc = next(d for d in built.dscs if d.package == recipe.source)
+    components["cni"] = {
+        "version": upstream_version(dsc.version),
+        "source": "debian-static",
+        "plugins": sorted(gobuild.CNI_PLUGINS),
+        "dir": recipe.subdir,
+        "package": f"{dsc.package} {dsc.version} ({built.record['suite']}, built static)",
+    }
+
+
 def _stage(built: Built, arch: str, out: Path) -> Staged:
     ver = {d.package: d.version for d in built.dscs}
     st = Staged(
@@ -350,6 +372,7 @@ def _stage(built: Built, arch: str, out: Path) -> Staged:
         for _, name in _outputs(recipe):
             with open(built.entry / name, "rb") as fp:
                 st.files[name] = write_executable(fp, st.bin_dir / name)
+    _stage_cni(built, st)
     st.finish(f"the debian-static build {built.entry}")
     how = "cached" if built.cached else "built"
     print(
