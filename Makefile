@@ -124,7 +124,7 @@ RELEASE_ASSETS := warren-linux-amd64 warren-linux-arm64 warren-darwin-amd64 warr
 STATIC_PYTHON ?= /usr/bin/python3.11
 STATIC_VENV ?= build/cache/static-venv
 STATIC_WORK ?= build/cache/pyinstaller-static
-BULLSEYE_ROOT ?= /var/tmp/warren-bullseye
+BULLSEYE_ROOT ?= /var/cache/warren-test/bullseye-root
 # staticx --no-compress: its xz archive costs ~350 ms per launch; uncompressed ~40 ms and +3 MB.
 
 .PHONY: release-static release-sums check-static
@@ -163,15 +163,41 @@ release-sums:
 	  sha256sum $$files install.sh > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS && \
 	  sha256sum --quiet -c SHA256SUMS && echo "$(RELEASE_DIR)/SHA256SUMS:" && cat SHA256SUMS
 
+# Its payload must run without glibc too: Debian's sources built statically (--source
+# debian-static, cached in /var/cache/warren-build/debian-static), or, for a release from
+# upstream's static binaries, STATIC_PAYLOAD_DIR=$(PAYLOAD_DIR).
+STATIC_SOURCE ?= debian-static
+STATIC_FETCH_ARGS ?=
+STATIC_PAYLOAD_DIR ?= build/payload-static/linux-$(ARCH)
+STATIC_PAYLOAD := $(STATIC_PAYLOAD_DIR)/payload.tar.zst
+
+.PHONY: payload-static
+payload-static: $(STATIC_PAYLOAD)
+
+# make test runs the static flavour (with this payload) too: tests/e2e/test_flavours.py and
+# test_static_roots.py (bullseye and musl roots).
+test: $(STATIC_EXE)
+
+ifneq ($(abspath $(STATIC_PAYLOAD_DIR)),$(abspath $(PAYLOAD_DIR)))
+$(STATIC_PAYLOAD): $(VENV)/.installed scripts/fetch_and_verify.py $(wildcard warren_bundle/fetch/*.py) $(wildcard warren_bundle/payload/*.py)
+	$(PY) scripts/fetch_and_verify.py --arch $(ARCH) --source $(STATIC_SOURCE) \
+	  --out $(STATIC_PAYLOAD_DIR) $(STATIC_FETCH_ARGS)
+endif
+
 release-static: $(STATIC_EXE)
 	@$(MAKE) --no-print-directory release-sums
 
-# Frozen again from the same payload and sources as $(EXE), whenever $(EXE) is rebuilt.
-$(STATIC_EXE): $(EXE)
+# Frozen again from the same sources as $(EXE), whenever $(EXE) is rebuilt, with the static payload.
+$(STATIC_EXE): $(EXE) $(STATIC_PAYLOAD)
+	@$(PY) -c 'import json, sys; r = json.load(open(sys.argv[1])).get("requires", {}); \
+	  sys.exit(0 if r.get("linkage") == "static" else \
+	  "error: the static flavour needs a static payload, and " + sys.argv[1] + " is " + \
+	  (r.get("linkage") or "of unrecorded linkage") + "; make payload-static (or STATIC_PAYLOAD_DIR)")' \
+	  $(STATIC_PAYLOAD_DIR)/manifest.json
 	@[ -x $(STATIC_VENV)/bin/staticx ] || { $(STATIC_PYTHON) -m venv $(STATIC_VENV) && \
 	  $(STATIC_VENV)/bin/pip install -q -e '.[build]' staticx; }
 	# A cache of its own: PyInstaller's shared one may hand back another Python's binaries.
-	$(REPRODUCIBLE) WARREN_PAYLOAD_DIR=$(PAYLOAD_DIR) WARREN_EXE_NAME=warren-linux-$(ARCH) \
+	$(REPRODUCIBLE) WARREN_PAYLOAD_DIR=$(STATIC_PAYLOAD_DIR) WARREN_EXE_NAME=warren-linux-$(ARCH) \
 	  PYINSTALLER_CONFIG_DIR=$(abspath $(STATIC_WORK))/config \
 	  $(STATIC_VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
 	  --workpath $(STATIC_WORK) --distpath $(STATIC_WORK)/dist build/spec/warren.spec

@@ -273,6 +273,15 @@ def _check_arch(payload: Payload) -> None:
         )
 
 
+def _check_libc(payload: Payload) -> None:
+    """Refuse, before writing anything, a payload whose binaries cannot run on this host's C
+    library (a dynamic payload on an older glibc or on musl): containerd would fail later, and
+    less clearly."""
+    from warren_bundle.payload import libc
+
+    libc.check(libc.Requirement.from_dict(payload.manifest.requires))
+
+
 def ensure_extracted(
     paths: Paths,
     payload: Payload,
@@ -296,6 +305,7 @@ def ensure_extracted(
         if not repaired:
             return ExtractResult(paths.bin_dir, payload.digest, True, time.perf_counter() - started)
         force = True
+    _check_libc(payload)
     _makedirs(paths.data_dir)
     check_safe(paths)
     with extract_lock(paths, lock_timeout):
@@ -338,6 +348,7 @@ def prepare(paths: Paths, payload: Payload, lock_timeout: float = LOCK_TIMEOUT) 
     target = paths.version_dir(payload.digest)
     if stamp_matches_in(target, payload.digest, payload.manifest):
         return []
+    _check_libc(payload)
     _makedirs(paths.data_dir)
     with extract_lock(paths, lock_timeout):
         if stamp_matches_in(target, payload.digest, payload.manifest):
@@ -363,6 +374,10 @@ def _extract_into(paths: Paths, payload: Payload, target: Path) -> list[str]:
         from warren_bundle.unpack import unpack_to
 
         unpack_to(payload, tmp)
+        if not payload.manifest.requires:  # staged before it was recorded: read the files
+            from warren_bundle.payload import libc
+
+            libc.check_files((f.name, tmp / f.name) for f in payload.manifest.files)
         try:
             return _install(target, payload, tmp)
         except OSError as exc:

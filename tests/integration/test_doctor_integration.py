@@ -65,6 +65,7 @@ def test_a_noexec_data_dir_fails_naming_the_remedy(
 HEALTHY_PASSES = (
     "platform",
     "payload",
+    "libc",
     "binaries",
     "privileges",
     "data dir",

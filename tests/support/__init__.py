@@ -398,7 +398,10 @@ def staged_containerd_version() -> str:
 
 
 def stage_payload(
-    dest: Path, contents: dict[str, bytes], provenance: dict[str, str] | None = None
+    dest: Path,
+    contents: dict[str, bytes],
+    provenance: dict[str, str] | None = None,
+    requires: dict[str, object] | None = None,
 ) -> Path:
     """A staged payload dir (bin/* + manifest.json) as fetch_and_verify leaves it, for pack()."""
     (dest / "bin").mkdir(parents=True)
@@ -417,5 +420,7 @@ def stage_payload(
         "provenance": provenance or {},
         "files": files,
     }
+    if requires is not None:
+        manifest["requires"] = requires
     (dest / "manifest.json").write_text(json.dumps(manifest))
     return dest

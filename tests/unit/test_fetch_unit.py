@@ -475,7 +475,7 @@ def test_script_is_the_entry_point() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: fetch_and_verify.py ")
-    assert "--source {auto,upstream,mirror,dir,debian}" in proc.stdout
+    assert "--source {auto,upstream,mirror,dir,debian,debian-static}" in proc.stdout
     usage = subprocess.run(
         [sys.executable, str(ra.SCRIPT), "--source", "mirror"], capture_output=True, text=True
     )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from warren_bundle.doctor.base import Check, Inputs, failed, passed, warned
 from warren_bundle.errors import ExitCode, PayloadError
 from warren_bundle.hostinfo import host_arch
+
+if TYPE_CHECKING:
+    from warren_bundle.payload.libc import Requirement
 
 
 def _digest_of(path: Path, offset: int, size: int) -> str:
@@ -64,6 +68,56 @@ def check_payload(inputs: Inputs) -> Check:
         f"containerd {m.containerd_version}, runc {m.runc_version}, "
         f"sha256:{payload.digest[:12]} intact ({payload.origin})",
     )
+
+
+def check_libc(inputs: Inputs) -> Check:
+    """Can this host run the payload's binaries: the glibc they need against the one present."""
+    from warren_bundle.payload import libc
+    from warren_bundle.payload.format import locate
+
+    name = "libc"
+    try:
+        payload = locate(inputs.payload_option)
+    except PayloadError as exc:
+        return warned(name, f"not checked: {exc.message}", exc.remedy or "run 'make build'")
+    req = libc.Requirement.from_dict(payload.manifest.requires)
+    where = "recorded in the payload"
+    if req is None:
+        req, where = _requirement_of_extracted(inputs, payload.digest), f"read from {_bin(inputs)}"
+    has = libc.host_libc_name()
+    if req is None:
+        return warned(
+            name,
+            "the payload does not record which C library its binaries need, and they are not "
+            f"extracted yet (this host has {has})",
+            "'warren extract' checks the binaries it writes",
+        )
+    why = libc.host_problem(req)
+    if why is not None:
+        return failed(name, why, libc.REMEDY, ExitCode.PLATFORM)
+    if not req.dynamic:
+        return passed(name, f"static binaries: no C library needed ({has}; {where})")
+    needs = f"GLIBC_{req.glibc}" if req.glibc else "glibc"
+    return passed(name, f"{req.binary} needs {needs}, this host has {has} ({where})")
+
+
+def _bin(inputs: Inputs) -> Path:
+    return inputs.paths.bin_dir
+
+
+def _requirement_of_extracted(inputs: Inputs, digest: str) -> Requirement | None:
+    """What the binaries extracted from this very payload need, read from their ELF headers."""
+    from warren_bundle.extract import read_stamp
+    from warren_bundle.payload import elf, libc
+
+    stamp = read_stamp(inputs.paths)
+    if stamp is None or stamp.get("digest") != digest or not isinstance(stamp.get("files"), dict):
+        return None
+    files = [(n, inputs.paths.bin_dir / n) for n in stamp["files"]]
+    try:
+        return libc.requirement_of(files)
+    except (OSError, elf.NotElfError):
+        return None
 
 
 def check_binaries(inputs: Inputs) -> Check:

@@ -10,6 +10,7 @@ from warren_bundle.paths import Paths
 LINUX_CHECKS: tuple[CheckFn, ...] = (
     host.check_platform,
     payload_checks.check_payload,
+    payload_checks.check_libc,
     payload_checks.check_binaries,
     host.check_privileges,
     storage.check_data_dir,

@@ -13,10 +13,11 @@ from warren_bundle.payload import format as payload
 
 from . import REPO, pipeline
 from .debian import DEBIAN_MIRROR
+from .debian_static import ENV_STATIC_CACHE, default_static_cache
 from .pins import DEFAULT_CHECKSUMS
 from .pipeline import ARCHES, DEFAULT_CONTAINERD, DEFAULT_RUNC
 
-SOURCES = ("auto", "upstream", "mirror", "dir", "debian")
+SOURCES = ("auto", "upstream", "mirror", "dir", "debian", "debian-static")
 DEFAULT_CACHE = REPO / "build" / "downloads"
 
 
@@ -31,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Sources: upstream = GitHub releases; mirror = the release file names flat under "
             "--mirror URL (e.g. URL/containerd-static-2.2.7-linux-amd64.tar.gz, URL/runc.amd64); "
             "dir = the same names in --from-dir; debian = apt-get download containerd runc "
-            "(the suite's versions; --containerd/--runc are ignored); auto = upstream, or debian "
+            "(the suite's versions; --containerd/--runc are ignored); debian-static = the same "
+            "versions built statically from the suite's source packages (apt-get source, "
+            "build-dep, go build; needs root the first time; cached in --static-cache), for "
+            "hosts with an older glibc or musl; auto = upstream, or debian "
             "when upstream cannot be reached. Exit codes: 8 checksum mismatch, 2 usage, 1 other."
         ),
     )
@@ -83,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--debian-mirror", metavar="URL", default=DEBIAN_MIRROR)
     p.add_argument(
+        "--static-cache",
+        metavar="DIR",
+        type=Path,
+        default=default_static_cache(),
+        help=f"debian-static: sources, Go cache and built binaries (default ${ENV_STATIC_CACHE} "
+        f"or {default_static_cache()})",
+    )
+    p.add_argument(
         "--release", action="store_true", help="upstream or mirror only: never the Debian fallback"
     )
     p.add_argument("--no-pack", action="store_true", help="stage bin/ + manifest.json only")
@@ -114,7 +126,7 @@ def resolve_source(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error(f"--mirror does not go with --source {source}")
     if args.from_dir and source != "dir":
         parser.error(f"--from-dir does not go with --source {source}")
-    if args.release and source in ("debian", "dir"):
+    if args.release and source in ("debian", "debian-static", "dir"):
         parser.error(f"--release builds use upstream or mirror artifacts, not --source {source}")
     return source
 

@@ -19,6 +19,7 @@ from warren_bundle.payload import format as payload
 
 from . import REPO
 from .debian import DebianOptions, fetch_debian, host_suite
+from .debian_static import StaticOptions, fetch_debian_static
 from .download import NetOptions
 from .release import ReleaseOptions, fetch_release
 from .staging import Staged, check_replaceable, discard, swap_into_place
@@ -60,12 +61,15 @@ def stage(
         args.debian_mirror,
         cache,
     )
+    if source in ("debian", "debian-static") and (args.containerd or args.runc):
+        print(
+            f"fetch: note: --containerd/--runc are ignored with --source {source}", file=sys.stderr
+        )
     if source == "debian":
-        if args.containerd or args.runc:
-            print(
-                "fetch: note: --containerd/--runc are ignored with --source debian", file=sys.stderr
-            )
         return fetch_debian(arches, outs, debian)
+    if source == "debian-static":
+        static = StaticOptions(debian.suite, args.debian_mirror, args.static_cache)
+        return fetch_debian_static(arches, outs, static)
     release = ReleaseOptions(
         containerd=args.containerd or DEFAULT_CONTAINERD,
         runc=args.runc or DEFAULT_RUNC,

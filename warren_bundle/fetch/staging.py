@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from warren_bundle.errors import FetchError
-from warren_bundle.payload import elf
+from warren_bundle.payload import elf, libc
 from warren_bundle.payload import format as payload
 
 CONTAINERD_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr")
@@ -69,6 +69,21 @@ def check_elf(path: Path, arch: str, origin: str) -> None:
         )
 
 
+def check_static(path: Path, origin: str) -> None:
+    """Refuse a binary that needs a loader or shared libraries: it would not run without glibc."""
+    link = elf.linkage_of(str(path))
+    if link.static:
+        return
+    what = [f"interpreter {link.interpreter}"] if link.interpreter else []
+    what += [f"needs {', '.join(link.needed)}"] if link.needed else []
+    raise FetchError(
+        f"{path.name} from {origin} is dynamically linked ({'; '.join(what)}), "
+        "not the static binary this source must produce",
+        "check the static build flags (CGO_ENABLED, -extldflags -static) and the .a "
+        "libraries it links (libseccomp-dev)",
+    )
+
+
 @dataclass
 class Staged:
     """One architecture's verified binaries in a temp dir beside its --out."""
@@ -81,6 +96,9 @@ class Staged:
     source: str
     provenance: dict[str, Any]
     files: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # A static source (debian-static): every binary must have no interpreter and no DT_NEEDED.
+    static: bool = False
+    requires: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bin_dir(self) -> Path:
@@ -99,11 +117,16 @@ class Staged:
             source=self.source,
             files=entries,
             provenance=self.provenance,
+            requires=self.requires,
         )
 
     def finish(self, origin: str) -> None:
         for name in payload.BINARIES:
             check_elf(self.bin_dir / name, self.arch, origin)
+            if self.static:
+                check_static(self.bin_dir / name, origin)
+        files = [(name, self.bin_dir / name) for name in payload.BINARIES]
+        self.requires = libc.requirement_of(files).to_dict()
         text = json.dumps(self.manifest().to_dict(), indent=2, sort_keys=True) + "\n"
         (self.tmp / payload.MANIFEST_FILE).write_text(text)
 

@@ -64,6 +64,10 @@ class Manifest:
     files: tuple[FileEntry, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT_VERSION
+    # What the binaries need of the host's C library (payload/libc.py Requirement.to_dict):
+    # {"linkage": "static"} or {"linkage": "dynamic", "glibc": "2.34", "binary": ...}; {} when
+    # the payload was staged before this was recorded.
+    requires: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -86,6 +90,7 @@ class Manifest:
                 files=files,
                 provenance=dict(data.get("provenance") or {}),
                 format=int(data.get("format", FORMAT_VERSION)),
+                requires=dict(data.get("requires") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PayloadError(f"manifest is malformed ({exc!r})") from exc
