@@ -377,7 +377,9 @@ ExecStartPre=-/sbin/modprobe overlay
 EOF
     leftover_kill_line
     cat <<EOF
-ExecStart=$BIN containerd run
+# A service is patient: a first start at boot on a small or busy host (extraction, then
+# containerd's own start) can take minutes; a ready timeout it cannot meet only restarts it.
+ExecStart=$BIN containerd run --ready-timeout 120
 # Only warren gets the stop signal: it stops containerd, and shims and containers keep running.
 KillMode=process
 EOF

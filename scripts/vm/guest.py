@@ -179,7 +179,7 @@ def status_running() -> str:
         return out if re.search(r"\bRUNNING\b", out) else None
 
     # A cold start under TCG on a loaded host: a first ready timeout (30 s) and a restart happen.
-    return poll("warren containerd status RUNNING", probe, 300)
+    return poll("warren containerd status RUNNING", probe, 480)
 
 
 def main_pid() -> int:

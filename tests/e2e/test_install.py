@@ -171,7 +171,7 @@ def test_curl_pipe_sh_installs_the_verified_binary_and_writes_the_unit(
     assert version.returncode == 0 and "containerd " in version.stdout, version.stderr
 
     unit = unit_settings(target.unit)
-    assert unit["ExecStart"] == [f"{target.binary} containerd run"]
+    assert unit["ExecStart"] == [f"{target.binary} containerd run --ready-timeout 120"]
     for key, value in {
         "KillMode": "process",
         "Delegate": "yes",
@@ -285,7 +285,7 @@ def test_skip_download_sets_up_the_service_without_fetching(
     assert done.returncode == 0, done.stderr
     assert releases.requests == []
     assert "air-gapped install" in done.stdout
-    assert unit_settings(target.unit)["ExecStart"] == [f"{target.binary} containerd run"]
+    assert unit_settings(target.unit)["ExecStart"] == [f"{target.binary} containerd run --ready-timeout 120"]
 
     gone = subprocess.run([target.uninstaller], capture_output=True, text=True)
     assert gone.returncode == 0, gone.stderr
@@ -487,7 +487,7 @@ grep '^ExecStart=' "$WARREN_SYSTEMD_DIR/{UNIT_NAME}"
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert "/usr/local/bin is not writable" in done.stdout
     assert "warren, version" in done.stdout
-    assert "ExecStart=/opt/bin/warren containerd run" in done.stdout
+    assert "ExecStart=/opt/bin/warren containerd run --ready-timeout 120" in done.stdout
     assert Path("/opt/bin/warren").exists() == host_had_it, (
         "the install leaked out of its namespace"
     )
