@@ -174,10 +174,6 @@ STATIC_PAYLOAD := $(STATIC_PAYLOAD_DIR)/payload.tar.zst
 .PHONY: payload-static
 payload-static: $(STATIC_PAYLOAD)
 
-# make test runs the static flavour (with this payload) too: tests/e2e/test_flavours.py and
-# test_static_roots.py (bullseye and musl roots).
-test: $(STATIC_EXE)
-
 ifneq ($(abspath $(STATIC_PAYLOAD_DIR)),$(abspath $(PAYLOAD_DIR)))
 $(STATIC_PAYLOAD): $(VENV)/.installed scripts/fetch_and_verify.py $(wildcard warren_bundle/fetch/*.py) $(wildcard warren_bundle/payload/*.py)
 	$(PY) scripts/fetch_and_verify.py --arch $(ARCH) --source $(STATIC_SOURCE) \
