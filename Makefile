@@ -24,7 +24,8 @@ help:
 	@echo "make test     the whole test suite (unit, integration with real containerd, frozen file),"
 	@echo "              then the integration suites again against the frozen file (make test-frozen)"
 	@echo "make build    dist/warren-linux-$(ARCH): launcher + verified containerd/runc payload"
-	@echo "make payload  fetch, verify and stage the payload only (SOURCE=auto|upstream|mirror|dir|debian)"
+	@echo "make payload  fetch, verify and stage the payload only (SOURCE=auto|upstream|mirror|dir|debian|debian-static)"
+	@echo "make payload-static  the static flavour's payload (--source debian-static, cached in /var/cache/warren-build)"
 	@echo "make release  artifacts + SHA256SUMS + install.sh in dist/"
 	@echo "make release-arm64  dist/warren-linux-arm64, frozen under qemu-user emulation (root)"
 	@echo "make test-vm  the release in booted Debian guests under QEMU (bookworm cgroup v2/v1, bullseye)"
@@ -41,7 +42,16 @@ venv: $(VENV)/.installed
 
 payload: $(PAYLOAD)
 
-$(PAYLOAD): $(VENV)/.installed scripts/fetch_and_verify.py $(wildcard warren_bundle/fetch/*.py) $(wildcard warren_bundle/payload/*.py) $(wildcard checksums/*)
+# Which source staged it counts too: `make payload SOURCE=debian-static` over a payload from another
+# SOURCE (or FETCH_ARGS) stages it again. The stamp is rewritten only when its line changes.
+PAYLOAD_INPUTS := build/payload/.inputs-linux-$(ARCH)
+.PHONY: FORCE
+FORCE:
+$(PAYLOAD_INPUTS): FORCE
+	@mkdir -p $(@D)
+	@echo '$(SOURCE) $(FETCH_ARGS)' | cmp -s - $@ 2>/dev/null || echo '$(SOURCE) $(FETCH_ARGS)' > $@
+
+$(PAYLOAD): $(PAYLOAD_INPUTS) $(VENV)/.installed scripts/fetch_and_verify.py $(wildcard warren_bundle/fetch/*.py) $(wildcard warren_bundle/payload/*.py) $(wildcard checksums/*)
 	$(PY) scripts/fetch_and_verify.py --arch $(ARCH) --source $(SOURCE) --out $(PAYLOAD_DIR) $(FETCH_ARGS)
 
 build: $(EXE)
@@ -173,10 +183,6 @@ STATIC_PAYLOAD := $(STATIC_PAYLOAD_DIR)/payload.tar.zst
 
 .PHONY: payload-static
 payload-static: $(STATIC_PAYLOAD)
-
-# make test runs the static flavour (with this payload) too: tests/e2e/test_flavours.py and
-# test_static_roots.py (bullseye and musl roots).
-test: $(STATIC_EXE)
 
 ifneq ($(abspath $(STATIC_PAYLOAD_DIR)),$(abspath $(PAYLOAD_DIR)))
 $(STATIC_PAYLOAD): $(VENV)/.installed scripts/fetch_and_verify.py $(wildcard warren_bundle/fetch/*.py) $(wildcard warren_bundle/payload/*.py)

@@ -76,6 +76,8 @@ def test_requirement_keeps_the_most_demanding_binary() -> None:
     req = libc.requirement_of([("busybox", _need(BUSYBOX)), ("containerd", _need(CONTAINERD))])
     assert req == libc.Requirement("containerd", "2.34", ("containerd",))
     assert libc.Requirement.from_dict(req.to_dict()) == req
+    data = Path(__file__)  # not an ELF file: skipped, it does not hide the others
+    assert libc.requirement_of([("data", data), ("containerd", CONTAINERD)]).glibc == "2.34"
     static = libc.requirement_of([("busybox", BUSYBOX)])
     assert static.to_dict() == {"linkage": "static"}
     assert libc.Requirement.from_dict({}) is None

@@ -115,7 +115,10 @@ def requirement_of(files: Iterable[tuple[str, Path]]) -> Requirement:
     best: tuple[str | None, str | None] = (None, None)
     dynamic: list[str] = []
     for name, path in files:
-        link = elf.linkage_of(str(path))
+        try:
+            link = elf.linkage_of(str(path))
+        except elf.NotElfError:
+            continue  # a data file (an image archive), not a program
         if link.static:
             continue
         dynamic.append(name)
@@ -158,6 +161,6 @@ def check_files(files: Iterable[tuple[str, Path]]) -> None:
     """The extraction-time check: read the ELF files just written and refuse what cannot run."""
     try:
         req = requirement_of(files)
-    except (OSError, elf.NotElfError):
+    except OSError:
         return  # not ours to judge: the digest check already vouched for the bytes
     check(req)
