@@ -407,10 +407,12 @@ EOF
 leftover_kill_line() {
     printf '# Before a start: kill a supervisor left by a SIGKILL of the main process; containerd is adopted.\n'
     # shellcheck disable=SC2016 # the $ are for the shell systemd runs, not this one
-    # Only the unit's own cgroup is read (a scan of /proc costs a fork per process).
+    # Only the unit's own cgroup is read (a scan of /proc costs a fork per process). The static
+    # build's processes run from staticx's temporary copy: STATICX_PROG_PATH names $BIN.
     printf '%s' 'ExecStartPre=-/bin/sh -c '"'"'cg=$(sed -n "s/^0:://p; s/^[0-9]*:name=systemd://p" /proc/self/cgroup | head -n 1); ' \
         'for pid in $(cat "/sys/fs/cgroup$cg/cgroup.procs" "/sys/fs/cgroup/unified$cg/cgroup.procs" "/sys/fs/cgroup/systemd$cg/cgroup.procs" 2>/dev/null | sort -u); do ' \
-        'case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in "'"$BIN"'" | "'"$BIN"' (deleted)") ;; *) continue ;; esac; ' \
+        'case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in "'"$BIN"'" | "'"$BIN"' (deleted)") ;; ' \
+        '*/staticx-*/*) tr "\\0" "\\n" <"/proc/$pid/environ" 2>/dev/null | grep -qx "STATICX_PROG_PATH='"$BIN"'" || continue ;; *) continue ;; esac; ' \
         'echo "warren: killing supervisor $pid, left running by a killed main process; its containerd is adopted"; kill -KILL "$pid"; done; exit 0'"'" | sed 's/\$/$$/g'
     printf '\n'
 }

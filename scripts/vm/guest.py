@@ -159,7 +159,8 @@ def serve_release() -> str:
         except OSError:
             return None
 
-    return poll("release served on 127.0.0.1", probe, 30)
+    # Under TCG on a busy host, starting Python's http.server alone has taken over 30 s.
+    return poll("release served on 127.0.0.1", probe, 120)
 
 
 def _serve(log: Any) -> None:
@@ -332,14 +333,19 @@ def phase_install() -> None:
         status = sh(f"{WARREN} containerd status", check=False, timeout=60)
         pid = re.search(r"(?m)^supervisor pid\s+(\d+)", status)
         problems = []
-        # The one-file warren: systemd's main PID is the bootloader, the supervisor its child.
-        parent = ""
-        if pid and Path(f"/proc/{pid.group(1)}/stat").exists():
-            parent = Path(f"/proc/{pid.group(1)}/stat").read_text().rsplit(")", 1)[1].split()[1]
-        if not pid or KILL9["main"] not in (pid.group(1), parent):
+        # The one-file warren: systemd's main PID is the bootloader, the supervisor its child;
+        # the static build puts staticx's process above that (a grandchild).
+        ancestors = []
+        at = pid.group(1) if pid else ""
+        for _ in range(2):
+            if not at or not Path(f"/proc/{at}/stat").exists():
+                break
+            at = Path(f"/proc/{at}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            ancestors.append(at)
+        if not pid or KILL9["main"] not in (pid.group(1), *ancestors):
             problems.append(
                 f"supervisor pid {pid.group(1) if pid else '?'} is neither systemd's MainPID "
-                f"{KILL9['main']} nor its child (the killed one was {KILL9['before']})"
+                f"{KILL9['main']} nor below it (the killed one was {KILL9['before']})"
             )
         restarts = sh(f"systemctl show -p NRestarts --value {SERVICE}").strip()
         if restarts != KILL9["restarts"]:
