@@ -22,6 +22,7 @@ from warren_bundle.payload import format as payload
 
 CONTAINERD_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr")
 BINARY_MODE = 0o755
+DATA_MODE = 0o644  # bin/sandbox/*: image archives, not programs
 # Everything a staged --out may hold; anything else means --out points somewhere it should not.
 STAGED_NAMES = frozenset(
     {
@@ -81,15 +82,26 @@ class Staged:
     source: str
     provenance: dict[str, Any]
     files: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # the node parts staged beside the four binaries (payload.Manifest.components)
+    components: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bin_dir(self) -> Path:
         return self.tmp / "bin"
 
+    def names(self) -> list[str]:
+        """The four binaries first, then the rest (cni/*, crictl, sandbox/*) by name."""
+        rest = sorted(n for n in self.files if n not in payload.BINARIES)
+        return [*payload.BINARIES, *rest]
+
+    @staticmethod
+    def mode_of(name: str) -> int:
+        return DATA_MODE if name.startswith("sandbox/") else BINARY_MODE
+
     def manifest(self) -> payload.Manifest:
         entries = tuple(
-            payload.FileEntry(name, self.files[name][0], BINARY_MODE, self.files[name][1])
-            for name in payload.BINARIES
+            payload.FileEntry(name, self.files[name][0], self.mode_of(name), self.files[name][1])
+            for name in self.names()
         )
         return payload.Manifest(
             os="linux",
@@ -99,11 +111,13 @@ class Staged:
             source=self.source,
             files=entries,
             provenance=self.provenance,
+            components=self.components,
         )
 
     def finish(self, origin: str) -> None:
-        for name in payload.BINARIES:
-            check_elf(self.bin_dir / name, self.arch, origin)
+        for name in self.names():
+            if self.mode_of(name) == BINARY_MODE:
+                check_elf(self.bin_dir / name, self.arch, origin)
         text = json.dumps(self.manifest().to_dict(), indent=2, sort_keys=True) + "\n"
         (self.tmp / payload.MANIFEST_FILE).write_text(text)
 
