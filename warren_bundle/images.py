@@ -41,6 +41,7 @@ class ArchiveResult:
     images: list[str] = field(default_factory=list)
     error: str | None = None
     duration_s: float = 0.0
+    note: str | None = None  # why a cached one needed no work, when not the import cache
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,7 +51,7 @@ class ArchiveResult:
         if self.status == "failed":
             return f"image archive {self.archive}: {self.error}"
         if self.status == "cached":
-            return f"{name}: already imported (same size and mtime), skipped"
+            return f"{name}: {self.note or 'already imported (same size and mtime), skipped'}"
         if self.status == "skipped":
             return f"{name}: not imported ({self.error})"
         images = ", ".join(self.images) or "no named images"
