@@ -205,8 +205,9 @@ def auto_import(
 
     try:
         sandbox = first() if first is not None else None
-        if sandbox is not None:
-            on_result(sandbox)
+        if sandbox is not None:  # kept apart: `results` are the archives of <data-dir>/images
+            report.data["sandbox"] = sandbox.to_dict()
+            echo(sandbox.describe())
         results = import_directory(paths, socket, DEFAULT_NAMESPACES, should_continue, on_result)
     except Exception as exc:  # the supervisor must outlive any surprise here
         report.finish(f"{type(exc).__name__}: {exc}")
