@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from warren_bundle.node.network import DEFAULT_POD_CIDR, ipam_dir
 from warren_bundle.paths import Paths
 
 from conftest import require
-from support import TEST_IMAGE, busybox_image, run_warren, start_run, stop_run, wait_for
+from support import TEST_EXE, TEST_IMAGE, busybox_image, run_warren, start_run, stop_run, wait_for
 from support import cri as cri_support
 
 pytestmark = pytest.mark.integration
@@ -46,16 +47,25 @@ def _have_grpc() -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Subject:
+    payload: Path  # from source: the staged payload
+    exe: Path | None  # under WARREN_TEST_EXE: the one file carrying that containerd
+
+
 @pytest.fixture(scope="module", params=["1.6", "2.x"])
-def payload(request: pytest.FixtureRequest, staged_payload: Path) -> Path:
+def subject(request: pytest.FixtureRequest, staged_payload: Path) -> Subject:
     require(
         shutil.which("iptables") is not None,
         "the CNI plugins need iptables: apt-get install iptables",
     )
     require(_have_grpc(), "needs grpcio and grpcio-tools (the test extras)")
     if request.param == "1.6":
-        return staged_payload  # under WARREN_TEST_EXE: the frozen file's own
-    return cri_support.staged_payload("sid")
+        return Subject(staged_payload, None)  # under WARREN_TEST_EXE: that file, its payload
+    # 2.x: Debian sid's containerd; under WARREN_TEST_EXE the one file that embeds it (frozen by
+    # scripts/test_payloads.py from this same staging): the walk then runs on the one file alone.
+    exe = cri_support.frozen_file("2") if TEST_EXE else None
+    return Subject(cri_support.staged_payload("sid"), exe)
 
 
 def _listing(path: Path) -> list[str] | None:
@@ -76,11 +86,12 @@ def _nat_rules() -> str:
 
 
 class Node:
-    def __init__(self, paths: Paths, cri: cri_support.Cri, logs: Path, payload: Path) -> None:
-        self.paths, self.cri, self.logs, self.payload = paths, cri, logs, payload
+    def __init__(self, paths: Paths, cri: cri_support.Cri, logs: Path, subject: Subject) -> None:
+        self.paths, self.cri, self.logs, self.subject = paths, cri, logs, subject
 
     def warren(self, *args: str) -> Any:
-        done = run_warren(self.paths, *args, payload=self.payload)
+        s = self.subject
+        done = run_warren(self.paths, *args, payload=s.payload, exe=s.exe)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
@@ -99,7 +110,7 @@ class Node:
 
 
 @pytest.fixture(scope="module")
-def node(payload: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+def node(subject: Subject) -> Iterator[Node]:
     if __import__("os").geteuid() != 0:
         pytest.skip("needs root")
     from support import cleanup_runtime, make_paths, short_dir
@@ -110,7 +121,7 @@ def node(payload: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
     # The one file and the app image, nothing else: no pull, no network.
     paths.images_dir.mkdir(parents=True)
     busybox_image(paths.images_dir / "app.tar")
-    proc = start_run(paths, payload, "--health-interval", "1")
+    proc = start_run(paths, subject.payload, "--health-interval", "1", exe=subject.exe)
     cri = cri_support.Cri(paths.socket)
     try:
         wait_for(
@@ -118,7 +129,7 @@ def node(payload: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
             timeout=120,
             what="the image import",
         )
-        yield Node(paths, cri, base / "logs", payload)
+        yield Node(paths, cri, base / "logs", subject)
     finally:
         cri.close()
         stop_run(proc)

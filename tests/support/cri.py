@@ -145,40 +145,18 @@ class Cri:
         self.rt("RemovePodSandbox", pod_sandbox_id=pod_id)
 
 
-def _fetch_sources_hash() -> str:
-    import hashlib
-
-    from support import REPO
-
-    h = hashlib.sha256()
-    files = sorted((REPO / "warren_bundle" / "fetch").glob("*.py"))
-    files += [REPO / "warren_bundle" / "payload" / "format.py", REPO / "build/pause/pause.c"]
-    for path in files:
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def staged_payload(suite: str) -> Path:
-    """A staged payload of Debian `suite`'s containerd with bookworm's runc and CNI plugins and
-    the local pause image (scripts/fetch_and_verify.py --source debian), cached by the fetch
-    code's hash under $WARREN_TEST_CACHE/../cri-payload-<suite>-<hash>."""
-    from support import REPO
+    """The staged payload scripts/test_payloads.py freezes for Debian `suite` (containerd of
+    that suite, bookworm's runc and CNI plugins, the local pause image), staged when missing."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    import test_payloads
 
-    out = CACHE / f"cri-payload-{suite}-{_fetch_sources_hash()}"
-    if not (out / "payload.tar.zst").is_file():
-        subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "scripts" / "fetch_and_verify.py"),
-                *("--source", "debian", "--debian-suite", suite, "--debian-runc-suite", "bookworm"),
-                *("--out", str(out), "--level", "3", "--cache", str(CACHE / "cri-downloads")),
-            ],
-            check=True,
-            cwd=REPO,
-        )
-        for old in CACHE.glob(f"cri-payload-{suite}-*"):
-            if old != out:
-                import shutil
+    return Path(test_payloads._stage(suite))
 
-                shutil.rmtree(old, ignore_errors=True)
-    return out
+
+def frozen_file(major: str) -> Path:
+    """scripts/test_payloads.py's frozen warren of containerd `major`.x (built when missing)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    import test_payloads
+
+    return next(exe for version, exe in test_payloads.build().items() if version.startswith(major))

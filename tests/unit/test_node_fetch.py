@@ -110,3 +110,55 @@ def test_subdirs_extract_with_their_modes(tmp_path: Path) -> None:
     repaired = ensure_extracted(paths, staged, verify=True)
     assert repaired.repaired == ["cni/portmap"]
     assert (paths.bin_dir / "cni" / "portmap").read_bytes().startswith(b"\x7fELF")
+
+
+def test_registry_bearer_challenge_is_answered_anonymously(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from warren_bundle.fetch.download import NetOptions
+    from warren_bundle.fetch.registry import ENV_REGISTRY_BASE, pull
+
+    files, index = ra.pause_registry()
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            host = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if self.path.startswith("/token?"):
+                assert "scope=repository%3Apause%3Apull" in self.path
+                self._send(200, b'{"token": "t0k"}')
+                return
+            seen.append(self.headers.get("Authorization"))
+            if self.headers.get("Authorization") != "Bearer t0k":
+                self.send_response(401)
+                challenge = f'Bearer realm="{host}/token",service="test"'
+                self.send_header("WWW-Authenticate", challenge)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            data = files.get(self.path)
+            self._send(200 if data else 404, data or b"")
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    os.environ[ENV_REGISTRY_BASE] = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        pulled = pull(ra.PAUSE_REF, f"sha256:{index}", "arm64", NetOptions(retries=0))
+    finally:
+        del os.environ[ENV_REGISTRY_BASE]
+        httpd.shutdown()
+        httpd.server_close()
+    assert seen[0] is None and set(seen[1:]) == {"Bearer t0k"}
+    assert len(pulled.blobs) == 2  # config + one layer, each checked against its digest
+    assert json.loads(pulled.manifest)["config"]["digest"] in pulled.blobs
