@@ -119,9 +119,17 @@ def image_names(ctr_output: str) -> list[str]:
 # --- talking to containerd through ctr --------------------------------------------------------
 
 
-def ctr_import(ctr: Path, socket: str, namespace: str, archive: Path) -> list[str]:
-    """Stream `archive` into `ctr images import -`; the image names, or ImageImportError."""
-    argv = [str(ctr), "--address", socket, "--namespace", namespace, "images", "import", "-"]
+def ctr_import(
+    ctr: Path, socket: str, namespace: str, archive: Path, timeout: float | None = None
+) -> list[str]:
+    """Stream `archive` into `ctr images import -`; the image names, or ImageImportError.
+
+    `timeout` bounds ctr itself (its --timeout): a ctr whose containerd went away mid-import
+    then exits instead of waiting for it forever."""
+    argv = [str(ctr), "--address", socket, "--namespace", namespace]
+    if timeout is not None:
+        argv += ["--timeout", f"{timeout:g}s"]
+    argv += ["images", "import", "-"]
     stream_error: BaseException | None = None
     # A file, not a pipe, for ctr's output: a full pipe would block it while we write its stdin.
     with tempfile.TemporaryFile() as out:

@@ -91,7 +91,12 @@ def write_default(paths: Paths, pod_cidr: str) -> Path | None:
         return None
     ipam_dir(paths).mkdir(mode=0o700, parents=True, exist_ok=True)
     text = json.dumps(conflist(paths, pod_cidr), indent=2) + "\n"
-    atomic_write(ours, text, 0o644)
+    try:
+        current = ours.read_text()
+    except OSError:
+        current = None
+    if current != text:  # every start: a write only when it changed
+        atomic_write(ours, text, 0o644)
     return ours
 
 

@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from warren_bundle.images import ArchiveResult, ctr_image_list, ctr_import
+from warren_bundle.images import ArchiveResult, ctr_import
 from warren_bundle.runtime.childenv import child_env
 
 NAMESPACE = "k8s.io"
 PINNED_LABEL = "io.cri-containerd.pinned=pinned"
+# ctr's own deadline for each call: a containerd stopped meanwhile must not leave a ctr waiting.
+CTR_TIMEOUT = 60.0
 
 
 def carried(version_dir: Path) -> dict[str, Any] | None:
@@ -35,26 +37,27 @@ def sandbox_ref(version_dir: Path) -> str | None:
     return str(image["ref"]) if image else None
 
 
-def _label_pinned(ctr: Path, socket: str, ref: str) -> str | None:
-    done = subprocess.run(
-        [str(ctr), "--address", socket, "-n", NAMESPACE, "images", "label", ref, PINNED_LABEL],
+def _ctr(ctr: Path, socket: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ctr), "--address", socket, "--timeout", f"{CTR_TIMEOUT:g}s", "-n", NAMESPACE, *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=CTR_TIMEOUT + 10,
         env=child_env(),
     )
+
+
+def _label_pinned(ctr: Path, socket: str, ref: str) -> str | None:
+    done = _ctr(ctr, socket, "images", "label", ref, PINNED_LABEL)
     return None if done.returncode == 0 else (done.stderr.strip() or f"ctr exit {done.returncode}")
 
 
-def _is_pinned(ctr: Path, socket: str, ref: str) -> bool:
-    done = subprocess.run(
-        [str(ctr), "--address", socket, "-n", NAMESPACE, "images", "ls", f"name=={ref}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=child_env(),
-    )
-    return done.returncode == 0 and PINNED_LABEL in done.stdout
+def _state(ctr: Path, socket: str, ref: str) -> tuple[bool, bool]:
+    """(present, pinned) from one `ctr images ls name==REF` (its LABELS column)."""
+    done = _ctr(ctr, socket, "images", "ls", f"name=={ref}")
+    rows = [line.split() for line in done.stdout.splitlines()[1:]] if done.returncode == 0 else []
+    row = next((r for r in rows if r and r[0] == ref), None)
+    return row is not None, row is not None and PINNED_LABEL in row[-1]
 
 
 def ensure_imported(version_dir: Path, socket: str) -> ArchiveResult | None:
@@ -65,14 +68,14 @@ def ensure_imported(version_dir: Path, socket: str) -> ArchiveResult | None:
     ref, archive = str(image["ref"]), version_dir / str(image["file"])
     ctr = version_dir / "ctr"
     started = time.monotonic()
-    present = ctr_image_list(ctr, socket, NAMESPACE) or set()
-    if ref in present and _is_pinned(ctr, socket, ref):
+    present, pinned = _state(ctr, socket, ref)
+    if present and pinned:
         note = f"sandbox image {ref} present in {NAMESPACE} and pinned"
         return ArchiveResult(str(archive), "cached", [NAMESPACE], [ref], note=note)
     result = ArchiveResult(str(archive), "imported", [NAMESPACE], [ref], note="pinned")
     try:
-        if ref not in present:
-            ctr_import(ctr, socket, NAMESPACE, archive)
+        if not present:
+            ctr_import(ctr, socket, NAMESPACE, archive, timeout=CTR_TIMEOUT)
         error = _label_pinned(ctr, socket, ref)
     except Exception as exc:  # an ImageImportError, or ctr itself failing to run
         error = str(getattr(exc, "message", exc))
