@@ -285,7 +285,9 @@ def test_skip_download_sets_up_the_service_without_fetching(
     assert done.returncode == 0, done.stderr
     assert releases.requests == []
     assert "air-gapped install" in done.stdout
-    assert unit_settings(target.unit)["ExecStart"] == [f"{target.binary} containerd run --ready-timeout 120"]
+    assert unit_settings(target.unit)["ExecStart"] == [
+        f"{target.binary} containerd run --ready-timeout 120"
+    ]
 
     gone = subprocess.run([target.uninstaller], capture_output=True, text=True)
     assert gone.returncode == 0, gone.stderr
