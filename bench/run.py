@@ -19,14 +19,14 @@ from warren_bundle.hostinfo import host_arch
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import Payload, read_embedded
 
-from . import extraction, footprint, launch, report, runtime
+from . import extraction, footprint, launch, pods, report, runtime
 from .context import REPO, Bench, Runs
 from .floor import floor_exe
 from .machine import describe
 from .notes import annotate
 from .rows import Row
 
-GROUPS = ("launch", "extraction", "start", "size")
+GROUPS = ("launch", "extraction", "start", "pods", "size")
 RESULTS = REPO / "bench" / "results.json"
 README = REPO / "README.md"
 
@@ -96,6 +96,20 @@ def _runtime_rows(bench: Bench, payload: Payload) -> list[Row]:
     return rows
 
 
+def _pod_rows(bench: Bench, payload: Payload) -> list[Row]:
+    subject = "RunPodSandbox → container running, via CRI"
+    if os.geteuid() != 0:
+        return [_not_measured("pod start", subject, "ms", "needs root; run make bench as root")]
+    if payload.manifest.sandbox_image is None or not payload.manifest.cni_plugins:
+        why = "this payload carries no pause image or CNI plugins"
+        return [_not_measured("pod start", subject, "ms", why)]
+    try:
+        import grpc  # noqa: F401 - the tests' CRI client
+    except ImportError:
+        return [_not_measured("pod start", subject, "ms", "needs grpcio (pip install -e .[test])")]
+    return pods.measure(bench, payload)
+
+
 def measure(bench: Bench, groups: set[str]) -> list[Row]:
     payload = read_embedded(bench.exe)
     warm = bench.scratch("warm") / "data"
@@ -114,6 +128,7 @@ def measure(bench: Bench, groups: set[str]) -> list[Row]:
         ),
         ("extraction", "cached check", lambda: extraction.measure_cached(bench, payload, warm)),
         ("start", "containerd", lambda: _runtime_rows(bench, payload)),
+        ("pods", "pod start through CRI", lambda: _pod_rows(bench, payload)),
         ("size", "sizes", lambda: footprint.measure(bench, payload)),
     ]
     rows: list[Row] = []

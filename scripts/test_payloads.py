@@ -32,7 +32,9 @@ def _stage(suite: str | None) -> Path:
         staged = REPO / "build" / "payload" / f"linux-{ARCH}"
         args = ["--debian-suite", "bookworm"]
     else:
-        staged = CACHE / f"stage-{suite}"
+        # "-node": staged with the node parts (bin/cni/*, bin/sandbox/pause.tar), which the
+        # CRI walk of tests/integration/test_cri.py runs on through the frozen 2.x file.
+        staged = CACHE / f"stage-{suite}-node"
         args = ["--debian-suite", suite]
     if not (staged / "payload.tar.zst").is_file():
         subprocess.run(

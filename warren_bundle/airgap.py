@@ -193,8 +193,10 @@ def auto_import(
     socket: str,
     should_continue: Callable[[], bool],
     echo: Callable[[str], None],
+    first: Callable[[], ArchiveResult | None] | None = None,
 ) -> list[ArchiveResult]:
-    """The ready hook's work: import <data-dir>/images, reporting progress as it goes."""
+    """The ready hook's work: `first` (the sandbox image), then <data-dir>/images, reporting
+    progress as it goes."""
     report = ImportReport(paths, DEFAULT_NAMESPACES)
 
     def on_result(result: ArchiveResult) -> None:
@@ -202,6 +204,10 @@ def auto_import(
         echo(result.describe())
 
     try:
+        sandbox = first() if first is not None else None
+        if sandbox is not None:  # kept apart: `results` are the archives of <data-dir>/images
+            report.data["sandbox"] = sandbox.to_dict()
+            echo(sandbox.describe())
         results = import_directory(paths, socket, DEFAULT_NAMESPACES, should_continue, on_result)
     except Exception as exc:  # the supervisor must outlive any surprise here
         report.finish(f"{type(exc).__name__}: {exc}")

@@ -104,3 +104,34 @@ def exec_ctr(
     argv += with_runc_defaults(args, str(paths.binary("runc")), str(paths.runc_root))
     sys.stdout.flush()
     os.execve(binary, argv, child_env(prepend_path=paths.bin_dir))
+
+
+def exec_crictl(
+    paths: Paths, payload_option: str | None, socket: Callable[[], str], args: list[str]
+) -> NoReturn:
+    """Replace this process with the bundled crictl, pointed at `socket` for both services."""
+    from warren_bundle.errors import NotCarried
+    from warren_bundle.extract import ensure_extracted, is_current
+    from warren_bundle.payload.format import locate
+    from warren_bundle.runtime.childenv import child_env
+
+    payload = locate(payload_option)
+    if not payload.manifest.has_crictl:
+        raise NotCarried(
+            f"this warren carries no crictl (payload source {payload.manifest.source}: only "
+            "upstream builds include cri-tools)",
+            "use 'warren ctr -n k8s.io ...', or a crictl of your own with "
+            f"--runtime-endpoint unix://{paths.socket}",
+        )
+    if not is_current(paths, payload):
+        ensure_extracted(paths, payload)
+    binary = paths.binary("crictl")
+    given = {a.split("=", 1)[0] for a in args}
+    argv = [str(binary)]
+    endpoint = f"unix://{socket()}"
+    if not given & {"-r", "--runtime-endpoint"}:
+        argv += ["--runtime-endpoint", endpoint]
+    if not given & {"-i", "--image-endpoint"}:
+        argv += ["--image-endpoint", endpoint]
+    sys.stdout.flush()
+    os.execve(binary, [*argv, *args], child_env(prepend_path=paths.bin_dir))

@@ -165,6 +165,10 @@ class UpgradeRefused(WarrenError):
     """A containerd version change (upgrade, downgrade, rollback) containerd does not support."""
 
 
+class NotCarried(WarrenError):
+    """This build's payload lacks a part (crictl in a Debian-fallback build): exit 1."""
+
+
 class ImageImportError(WarrenError):
     """One or more air-gap image archives could not be imported."""
 

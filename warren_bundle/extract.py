@@ -212,8 +212,14 @@ def _install(target: Path, payload: Payload, tmp: Path) -> list[str]:
     with suppress(FileNotFoundError):
         (target / MANIFEST_STAMP).unlink()
     names = [f.name for f in payload.manifest.files]
+    subdirs = sorted({name.split("/", 1)[0] for name in names if "/" in name})
+    for sub in subdirs:
+        _makedirs(target / sub)
+        _check_dir_safe(target / sub, "version subdir")
     for name in names:
         os.replace(tmp / name, target / name)
+    for sub in subdirs:
+        fsync_dir(target / sub)
     fsync_dir(target)
     _write_stamp(target, payload)
     return names

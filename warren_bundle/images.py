@@ -41,6 +41,7 @@ class ArchiveResult:
     images: list[str] = field(default_factory=list)
     error: str | None = None
     duration_s: float = 0.0
+    note: str | None = None  # why a cached one needed no work, when not the import cache
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,7 +51,7 @@ class ArchiveResult:
         if self.status == "failed":
             return f"image archive {self.archive}: {self.error}"
         if self.status == "cached":
-            return f"{name}: already imported (same size and mtime), skipped"
+            return f"{name}: {self.note or 'already imported (same size and mtime), skipped'}"
         if self.status == "skipped":
             return f"{name}: not imported ({self.error})"
         images = ", ".join(self.images) or "no named images"
@@ -118,9 +119,17 @@ def image_names(ctr_output: str) -> list[str]:
 # --- talking to containerd through ctr --------------------------------------------------------
 
 
-def ctr_import(ctr: Path, socket: str, namespace: str, archive: Path) -> list[str]:
-    """Stream `archive` into `ctr images import -`; the image names, or ImageImportError."""
-    argv = [str(ctr), "--address", socket, "--namespace", namespace, "images", "import", "-"]
+def ctr_import(
+    ctr: Path, socket: str, namespace: str, archive: Path, timeout: float | None = None
+) -> list[str]:
+    """Stream `archive` into `ctr images import -`; the image names, or ImageImportError.
+
+    `timeout` bounds ctr itself (its --timeout): a ctr whose containerd went away mid-import
+    then exits instead of waiting for it forever."""
+    argv = [str(ctr), "--address", socket, "--namespace", namespace]
+    if timeout is not None:
+        argv += ["--timeout", f"{timeout:g}s"]
+    argv += ["images", "import", "-"]
     stream_error: BaseException | None = None
     # A file, not a pipe, for ctr's output: a full pipe would block it while we write its stdin.
     with tempfile.TemporaryFile() as out:

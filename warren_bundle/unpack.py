@@ -55,8 +55,10 @@ class _Syncer:
         return self._errors
 
 
-def _write_member(stream: MemberStream, dest: Path, size: int, syncer: _Syncer) -> str:
-    """Write one member to dest (new file), hashing as it goes; hand it to the syncer, 0755."""
+def _write_member(
+    stream: MemberStream, dest: Path, size: int, syncer: _Syncer, mode: int = 0o755
+) -> str:
+    """Write one member to dest (new file), hashing as it goes; hand it to the syncer."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -70,7 +72,7 @@ def _write_member(stream: MemberStream, dest: Path, size: int, syncer: _Syncer) 
                 chunk = chunk[os.write(fd, chunk) :]
         if written != size:
             raise PayloadError(f"member {dest.name} is {written} bytes, expected {size}")
-        os.fchmod(fd, 0o755)
+        os.fchmod(fd, mode)
     except BaseException:
         os.close(fd)
         raise
@@ -105,7 +107,10 @@ def unpack_to(payload: Payload, tmp: Path) -> None:
                     )
                 dest = tmp / member.name
                 try:
-                    actual = _write_member(member.stream, dest, entry.size, syncer)
+                    if dest.parent != tmp:  # cni/, sandbox/: one level, names from SUBDIRS
+                        dest.parent.mkdir(mode=0o755, exist_ok=True)
+                    mode = 0o755 if entry.mode & 0o111 else 0o644
+                    actual = _write_member(member.stream, dest, entry.size, syncer, mode)
                 except OSError as exc:
                     raise _os_error(exc, dest) from exc
                 if actual != entry.sha256:

@@ -48,5 +48,23 @@ def version_info(payload_option: str | None = None) -> dict[str, Any]:
         "provenance": m.provenance,
         "provenance_summary": provenance_summary(m),
         "files": [f.__dict__ for f in m.files],
+        "node": node_parts(m),
     }
     return info
+
+
+def node_parts(m: Manifest) -> dict[str, Any]:
+    """The CNI plugins, sandbox image and crictl the payload carries."""
+    cni = m.components.get("cni") if isinstance(m.components.get("cni"), dict) else {}
+    image = m.sandbox_image
+    crictl = m.components.get("crictl") if m.has_crictl else None
+    return {
+        "cni": {
+            "version": (cni or {}).get("version"),
+            "source": (cni or {}).get("source", m.source),
+            "plugins": m.cni_plugins,
+        },
+        "sandbox_image": image.get("ref") if image else None,
+        "sandbox_image_source": image.get("source") if image else None,
+        "crictl": (crictl or {}).get("version", "?") if m.has_crictl else None,
+    }

@@ -99,6 +99,8 @@ def test_version(node: Node) -> None:
     assert payload["origin"] == f"embedded in {node.exe}"
     assert len(payload["digest"]) == 64
     text = node.run("version").stdout
+    assert f"cni plugins {payload['node']['cni']['version']}" in text
+    assert "bridge" in payload["node"]["cni"]["plugins"]
     assert f"containerd {payload['containerd_version']}\n" in text
     assert f"runc {payload['runc_version']}\n" in text
     assert f"payload sha256:{payload['digest']}" in text
@@ -107,9 +109,9 @@ def test_version(node: Node) -> None:
 def test_extract(node: Node) -> None:
     first = node.json("extract")
     assert first["cached"] is False
-    assert sorted(first["written"]) == sorted(
-        ["containerd", "containerd-shim-runc-v2", "ctr", "runc"]
-    )
+    files = [f["name"] for f in node.json("version")["payload"]["files"]]
+    assert sorted(first["written"]) == sorted(files)
+    assert {"containerd", "containerd-shim-runc-v2", "ctr", "runc"} <= set(files)
     again = node.run("extract").stdout
     assert f"{node.paths.bin_dir}: up to date" in again
     assert "verified" in node.run("extract", "--verify").stdout
@@ -221,6 +223,23 @@ def test_lima_vm_commands_with_the_fake_limactl(node: Node) -> None:
     node.run("lima", "status", **env, expect=ExitCode.NOT_RUNNING)
     node.run("lima", "delete", "--yes", **env)
     assert not fake.instance_dir.exists()
+
+
+def test_kubelet_flags(node: Node) -> None:
+    flags = node.run("kubelet-flags").stdout.splitlines()
+    assert f"--container-runtime-endpoint=unix://{node.paths.socket}" in flags
+    assert any(f.startswith("--cgroup-driver=") for f in flags)
+    assert node.json("kubelet-flags")["sandbox_image"]
+
+
+def test_crictl(node: Node) -> None:
+    carried = node.json("version")["payload"]["node"]["crictl"]
+    if carried:
+        assert "RuntimeName:" in node.run("crictl", "version").stdout
+        return
+    done = node.run("crictl", "ps", expect=int(ExitCode.ERROR))
+    [line] = done.stderr.strip().splitlines()
+    assert "carries no crictl" in line
 
 
 def test_containerd_stop(node: Node) -> None:

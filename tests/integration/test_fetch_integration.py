@@ -46,16 +46,24 @@ def server(release: ra.Release) -> Iterator[ra.ArtifactServer]:
         yield srv
 
 
+@pytest.fixture(scope="module")
+def registry(release: ra.Release) -> Iterator[ra.ArtifactServer]:
+    """The pause image's registry (a real HTTP server serving the /v2/ paths)."""
+    with ra.ArtifactServer(ra.Served(files=release.registry)) as srv:
+        yield srv
+
+
 class Fetch:
     """Runs the script with test dirs: a private cache, test pins, a low zstd level."""
 
-    def __init__(self, tmp: Path, release: ra.Release) -> None:
+    def __init__(self, tmp: Path, release: ra.Release, registry: str) -> None:
         self.tmp, self.release = tmp, release
         self.cache = tmp / "cache"
         self.checksums = tmp / "checksums"
         self.out = tmp / "payload" / f"linux-{release.arch}"
         # A CI proxy must not swallow requests meant for the local test server.
         self.env = dict(os.environ, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+        self.env["WARREN_REGISTRY_BASE"] = registry
 
     def __call__(self, *args: str, pack: bool = False) -> subprocess.CompletedProcess[str]:
         argv = [
@@ -100,8 +108,8 @@ class Fetch:
 
 
 @pytest.fixture
-def fetch(tmp_path: Path, release: ra.Release) -> Fetch:
-    f = Fetch(tmp_path, release)
+def fetch(tmp_path: Path, release: ra.Release, registry: ra.ArtifactServer) -> Fetch:
+    f = Fetch(tmp_path, release, registry.base)
     release.write_pins(f.checksums)
     return f
 
@@ -119,15 +127,25 @@ def assert_binaries(fetch: Fetch, source: str) -> dict:
     assert manifest["containerd_version"] == rel.containerd_version
     assert manifest["runc_version"] == rel.runc_version
     assert manifest["source"] == source
-    assert sorted(p.name for p in (fetch.out / "bin").iterdir()) == sorted(payload.BINARIES)
+    top = {name.split("/", 1)[0] for name in rel.binaries} | {"sandbox"}
+    assert sorted(p.name for p in (fetch.out / "bin").iterdir()) == sorted(top)
+    assert {e["name"] for e in manifest["files"]} == {*rel.binaries, "sandbox/pause.tar"}
     for entry in manifest["files"]:
-        data = rel.binaries[entry["name"]]
         staged = fetch.out / "bin" / entry["name"]
+        if entry["name"] == "sandbox/pause.tar":
+            assert entry["mode"] == 0o644
+            assert entry["sha256"] == ra.sha256(staged.read_bytes())
+            continue
+        data = rel.binaries[entry["name"]]
         assert entry["size"] == len(data) == staged.stat().st_size
         assert entry["sha256"] == ra.sha256(data) == ra.sha256(staged.read_bytes())
         assert entry["mode"] == 0o755 == staged.stat().st_mode & 0o777
+    image = manifest["components"]["sandbox_image"]
+    assert image["ref"] == ra.PAUSE_REF and image["source"] == "registry"
+    assert image["index_digest"] == f"sha256:{ra.pause_registry()[1]}"
+    assert manifest["components"]["cni"]["plugins"] == list(ra.CNI_PLUGINS)
     arts = {a["name"]: a for a in manifest["provenance"]["artifacts"]}
-    assert set(arts) == {rel.tarball_name, rel.runc_name}
+    assert set(arts) == {rel.tarball_name, rel.runc_name, rel.cni_name, rel.crictl_name}
     for name, art in arts.items():
         assert art["sha256"] == ra.sha256(rel.files[name])
         assert art["url"].endswith("/" + name)
@@ -155,9 +173,10 @@ def test_mirror_fetch_stages_manifest_and_payload(fetch: Fetch, server: ra.Artif
     assert packed.manifest.to_dict() == manifest
     with payload.open_members(packed) as members:
         got = {m.name: ra.sha256(m.stream.read()) for m in members}
+    pause = ra.sha256((fetch.out / "bin" / "sandbox" / "pause.tar").read_bytes())
     assert got == {payload.MANIFEST_FILE: ra.sha256((fetch.out / "manifest.json").read_bytes())} | {
         n: ra.sha256(d) for n, d in fetch.release.binaries.items()
-    }
+    } | {"sandbox/pause.tar": pause}
     assert f"sha256:{packed.digest}" in proc.stdout
     for name in payload.BINARIES:
         assert f"bin/{name}" in proc.stdout
@@ -190,6 +209,12 @@ def test_upstream_layout(fetch: Fetch, release: ra.Release) -> None:
         ),
         f"/opencontainers/runc/releases/download/v{rel.runc_version}/{rel.runc_name}": (
             rel.files[rel.runc_name]
+        ),
+        f"/containernetworking/plugins/releases/download/v{ra.CNI_VERSION}/{rel.cni_name}": (
+            rel.files[rel.cni_name]
+        ),
+        f"/kubernetes-sigs/cri-tools/releases/download/v{ra.CRICTL_VERSION}/{rel.crictl_name}": (
+            rel.files[rel.crictl_name]
         ),
     }
     with ra.ArtifactServer(ra.Served(files=files)) as srv:
@@ -336,9 +361,9 @@ def test_refused_connection_names_url(fetch: Fetch) -> None:
 
 
 def test_missing_pin_fails_before_any_download(
-    tmp_path: Path, release: ra.Release, server: ra.ArtifactServer
+    tmp_path: Path, release: ra.Release, server: ra.ArtifactServer, registry: ra.ArtifactServer
 ) -> None:
-    fetch = Fetch(tmp_path, release)
+    fetch = Fetch(tmp_path, release, registry.base)
     release.write_pins(fetch.checksums, skip=(release.runc_name,))
     proc = fetch.mirror(server)
     assert proc.returncode == 1
@@ -397,6 +422,12 @@ def test_auto_falls_back_to_debian_when_upstream_unreachable(fetch: Fetch) -> No
     )
     packages = manifest["provenance"]["packages"]
     assert set(packages) == {"containerd", "runc"}
+    # The node parts: Debian's CNI plugins and a pause image built here (no registry reached).
+    assert manifest["components"]["cni"]["source"] == "debian"
+    assert manifest["components"]["sandbox_image"]["source"] == "built"
+    names = {e["name"] for e in manifest["files"]}
+    assert {f"cni/{p}" for p in ra.CNI_PLUGINS} | {"sandbox/pause.tar"} <= names
+    assert "crictl" not in names
     for name, pkg in packages.items():
         deb = fetch.cache / "debian" / pkg["deb"]
         assert ra.sha256(deb.read_bytes()) == pkg["sha256"]

@@ -85,11 +85,18 @@ def warren_env(paths: Paths, payload: Path | None = STAGED, **extra: str) -> dic
 
 
 def run_warren(
-    paths: Paths, *args: str, payload: Path | None = STAGED, timeout: float = 120, **extra: str
+    paths: Paths,
+    *args: str,
+    payload: Path | None = STAGED,
+    timeout: float = 120,
+    exe: Path | None = None,
+    **extra: str,
 ) -> subprocess.CompletedProcess[str]:
+    """`exe`: another frozen file to run (with the payload it carries) instead of WARREN."""
+    argv = [str(exe)] if exe else WARREN
     return subprocess.run(
-        [*WARREN, *args],
-        env=warren_env(paths, payload, **extra),
+        [*argv, *args],
+        env=warren_env(paths, None if exe else payload, **extra),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -254,15 +261,18 @@ def containerd_started(paths: Paths) -> bool:
     return report.get("state") == "RUNNING" and health.is_serving(paths.socket, 1.0)
 
 
-def start_run(paths: Paths, payload: Path, *args: str) -> subprocess.Popen[str]:
+def start_run(
+    paths: Paths, payload: Path, *args: str, exe: Path | None = None
+) -> subprocess.Popen[str]:
     """`warren containerd run ARGS` from source, returned once containerd answers on its socket.
 
     For tests that need run options the shared `supervised` fixture does not pass; the caller
-    stops it (SIGTERM) and the `wpaths` teardown kills anything left.
+    stops it (SIGTERM) and the `wpaths` teardown kills anything left. `exe`: another frozen
+    file, with the payload it carries.
     """
     proc = subprocess.Popen(
-        [*WARREN, "containerd", "run", *args],
-        env=warren_env(paths, payload),
+        [*([str(exe)] if exe else WARREN), "containerd", "run", *args],
+        env=warren_env(paths, None if exe else payload),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -88,6 +88,100 @@ def release_tarball(binaries: dict[str, bytes], extra: dict[str, bytes] | None =
     return tar_bytes(members)
 
 
+CNI_VERSION, CRICTL_VERSION = "1.9.1", "1.37.0"
+PAUSE_REF = "registry.k8s.io/pause:3.10"
+CNI_PLUGINS = ("bandwidth", "bridge", "firewall", "host-local", "loopback", "portmap")
+
+
+def _json(obj: object) -> bytes:
+    import json
+
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def pause_registry(arches: tuple[str, ...] = ("amd64", "arm64")) -> tuple[dict[str, bytes], str]:
+    """A registry's /v2/pause/{manifests,blobs}/<digest> files for a pause:3.10-shaped image
+    index (one image per arch, each a fake-ELF /pause), and the index digest to pin. The same
+    bytes every call, so releases of two arches pin the same index."""
+    files: dict[str, bytes] = {}
+    entries = []
+    for arch in arches:
+        layer_buf = io.BytesIO()
+        with tarfile.open(fileobj=layer_buf, mode="w") as layer:
+            data = fake_elf(arch) + b"pause"
+            info = file_member("pause")
+            info.size = len(data)
+            layer.addfile(info, io.BytesIO(data))
+        layer_bytes = layer_buf.getvalue()
+        config = _json(
+            {
+                "architecture": arch,
+                "os": "linux",
+                "config": {"Entrypoint": ["/pause"]},
+                "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha256(layer_bytes)}"]},
+            }
+        )
+        manifest = _json(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": f"sha256:{sha256(config)}",
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": f"sha256:{sha256(layer_bytes)}",
+                        "size": len(layer_bytes),
+                    }
+                ],
+            }
+        )
+        for blob in (config, layer_bytes):
+            files[f"/v2/pause/blobs/sha256:{sha256(blob)}"] = blob
+        files[f"/v2/pause/manifests/sha256:{sha256(manifest)}"] = manifest
+        entries.append(
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": f"sha256:{sha256(manifest)}",
+                "size": len(manifest),
+                "platform": {"os": "linux", "architecture": arch},
+            }
+        )
+    index = _json(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        }
+    )
+    files[f"/v2/pause/manifests/sha256:{sha256(index)}"] = index
+    return files, sha256(index)
+
+
+def node_tarballs(arch: str) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """(release files, what the payload must carry) for the CNI plugins and crictl of `arch`:
+    flat tarballs as the projects publish them (./bridge, ...; crictl)."""
+    plugins = {p: fake_elf(arch) + p.encode() for p in CNI_PLUGINS}
+    extra = {"README.md": b"not in the payload\n", "dhcp": fake_elf(arch) + b"dhcp"}
+    cni = tar_bytes(
+        [(dir_member("."), None)]
+        + [(file_member(f"./{name}"), data) for name, data in {**plugins, **extra}.items()]
+    )
+    crictl = fake_elf(arch) + b"crictl"
+    files = {
+        f"cni-plugins-linux-{arch}-v{CNI_VERSION}.tgz": cni,
+        f"crictl-v{CRICTL_VERSION}-linux-{arch}.tar.gz": tar_bytes(
+            [(file_member("crictl"), crictl)]
+        ),
+    }
+    carried = {f"cni/{name}": data for name, data in plugins.items()}
+    carried["crictl"] = crictl
+    return files, carried
+
+
 @dataclass
 class Release:
     """Release files for one arch plus the pin files that vouch for them."""
@@ -106,17 +200,35 @@ class Release:
     def runc_name(self) -> str:
         return f"runc.{self.arch}"
 
+    @property
+    def cni_name(self) -> str:
+        return f"cni-plugins-linux-{self.arch}-v{CNI_VERSION}.tgz"
+
+    @property
+    def crictl_name(self) -> str:
+        return f"crictl-v{CRICTL_VERSION}-linux-{self.arch}.tar.gz"
+
+    @property
+    def registry(self) -> dict[str, bytes]:
+        """The pause image's registry paths (serve them at WARREN_REGISTRY_BASE)."""
+        return pause_registry()[0]
+
     def write_pins(self, checksums: Path, skip: tuple[str, ...] = ()) -> Path:
         checksums.mkdir(parents=True, exist_ok=True)
         pins = {
             f"containerd-{self.containerd_version}.sha256": self.tarball_name,
             f"runc-{self.runc_version}.sha256": self.runc_name,
+            f"cni-plugins-{CNI_VERSION}.sha256": self.cni_name,
+            f"crictl-{CRICTL_VERSION}.sha256": self.crictl_name,
         }
         for pin_file, asset in pins.items():
             if asset not in skip:
                 line = f"{sha256(self.files[asset])}  {asset}\n"
                 with open(checksums / pin_file, "a") as fp:
                     fp.write(line)
+        if PAUSE_REF not in skip:
+            with open(checksums / "pause-3.10.sha256", "a") as fp:
+                fp.write(f"{pause_registry()[1]}  {PAUSE_REF}\n")
         return checksums
 
     def write_dir(self, folder: Path) -> Path:
@@ -133,7 +245,8 @@ def make_release(
     # Present in real releases and must be left out of the payload.
     extra = {"containerd-stress": b"#!/bin/sh\necho not in the payload\n"}
     tarball = release_tarball(ctd, extra)
-    rel = Release(arch, containerd_version, runc, {}, dict(binaries))
+    node_files, carried = node_tarballs(arch)
+    rel = Release(arch, containerd_version, runc, dict(node_files), {**binaries, **carried})
     rel.files[rel.tarball_name] = tarball
     rel.files[rel.runc_name] = binaries["runc"]
     return rel

@@ -4,6 +4,7 @@ checks (no network)."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import tarfile
@@ -120,6 +121,22 @@ REPO_PINS = {
     ),
     ("runc", "1.4.3", "runc.arm64"): (
         "633301e2e32f8a5ad54031aab4901eb00308bec677dd15faa2751e8f9dab5ca4"
+    ),
+    # The node parts (issue 11), from the projects' published checksums.
+    ("cni-plugins", "1.9.1", "cni-plugins-linux-amd64-v1.9.1.tgz"): (
+        "b98f74a0f8522f0a83867178729c1aa70f2158f90c45a2ca8fa791db1c76b303"
+    ),
+    ("cni-plugins", "1.9.1", "cni-plugins-linux-arm64-v1.9.1.tgz"): (
+        "56171987d3947707c3563db2f4001bccaf50fd63468611b9f3cbecb1375ee7ec"
+    ),
+    ("crictl", "1.37.0", "crictl-v1.37.0-linux-amd64.tar.gz"): (
+        "67c983ee8a6bbce73d39a186e633c5fe4f8a70e62171ac3bd92a9c1b2c601670"
+    ),
+    ("crictl", "1.37.0", "crictl-v1.37.0-linux-arm64.tar.gz"): (
+        "c9dfdf9ebc353a0027c88622206a5e90ee6f0e78cfabf1a9ef4dc575298fd555"
+    ),
+    ("pause", "3.10", "registry.k8s.io/pause:3.10"): (
+        "ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a"
     ),
 }
 
@@ -388,7 +405,13 @@ def _run_dir(tmp_path: Path, releases: list[ra.Release], *args: str) -> int:
         rel.write_pins(checksums)
     argv = ["--from-dir", str(folder), "--checksums", str(checksums)]
     argv += ["--cache", str(tmp_path / "cache"), "--level", "1", *args]
-    return main(argv)
+    # The pause image comes from a registry (a real local one here), whatever the source.
+    with ra.ArtifactServer(ra.Served(files=ra.pause_registry()[0])) as registry:
+        os.environ["WARREN_REGISTRY_BASE"] = registry.base
+        try:
+            return main(argv)
+        finally:
+            del os.environ["WARREN_REGISTRY_BASE"]
 
 
 def test_arch_all_stages_both_under_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -66,6 +66,9 @@ def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
         "/bin/containerd",
         "etc/containerd",
         "bin/sub/containerd",
+        "bin/cni/sub/bridge",
+        "bin/cni/..",
+        "bin/sandbox/",
     ],
 )
 def test_payload_members_outside_bin_are_rejected(tmp_path: Path, evil: str) -> None:

@@ -168,7 +168,25 @@ def print_embedded_status(r: dict[str, Any]) -> None:
         table.append(("fatal", r["fatal_reason"]))
     if r.get("upgrade"):
         table.append(("upgrade", r["upgrade"]))
+    table += node_rows(r.get("node"))
     rows(table)
+
+
+def node_rows(node: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """What the start set up for pods: the CRI network, sandbox image, oom_score_adj."""
+    if not node:
+        return []
+    network = node.get("conflist") or f"yours: {', '.join(node.get('user_confs') or [])}"
+    plugins = node.get("cni_plugins") or []
+    table: list[tuple[str, Any]] = [
+        ("pod network", f"{network} ({node.get('pod_cidr')}; {len(plugins)} CNI plugins)"),
+        ("sandbox image", node.get("sandbox_image") or "none carried"),
+    ]
+    if node.get("restrict_oom_score_adj"):
+        why = node.get("oom_reason") or "set in config.d"
+        table.append(("oom_score_adj", f"restrict_oom_score_adj = true: {why}"))
+    table += [("node problem", line) for line in node.get("problems") or []]
+    return table
 
 
 @containerd.command()

@@ -117,6 +117,10 @@ def _print_report(report: dict[str, Any]) -> None:
     click.echo(f"state     {state}")
     so_far = " so far" if state in ("pending", "importing") else ""
     click.echo(f"images    {where} ({len(results)} archive(s){so_far})")
+    sandbox = report.get("sandbox")
+    if isinstance(sandbox, dict):
+        describe = ArchiveResult(**sandbox).describe()
+        click.echo(f"sandbox   {describe}")
     for data in results:
         click.echo(f"  {ArchiveResult(**data).describe()}")
     if report.get("error"):

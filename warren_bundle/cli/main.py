@@ -91,6 +91,16 @@ def version(as_json: bool) -> None:
     click.echo(f"payload sha256:{payload['digest']} ({payload['os']}/{payload['arch']})")
     click.echo(f"from {payload['origin']}")
     click.echo(f"source {payload['source']}: {payload['provenance_summary']}")
+    node = payload["node"]
+    cni = node["cni"]
+    if cni["plugins"]:
+        click.echo(
+            f"cni plugins {cni['version'] or '?'} ({cni['source']}): {', '.join(cni['plugins'])}"
+        )
+    else:
+        click.echo("cni plugins: none carried")
+    click.echo(f"sandbox image {node['sandbox_image'] or 'none carried'}")
+    click.echo(f"crictl {node['crictl'] or 'not carried (this build has none)'}")
 
 
 def _register_subcommands() -> None:
@@ -99,6 +109,7 @@ def _register_subcommands() -> None:
     from warren_bundle.cli.containerd import containerd
     from warren_bundle.cli.images import images
     from warren_bundle.cli.lima import lima
+    from warren_bundle.cli.node import crictl, kubelet_flags
     from warren_bundle.cli.observe import doctor, metrics
     from warren_bundle.cli.selfcheck import selfcheck
     from warren_bundle.cli.versions import rollback, versions
@@ -115,6 +126,8 @@ def _register_subcommands() -> None:
         selfcheck,
         versions,
         rollback,
+        kubelet_flags,
+        crictl,
     ):
         cli.add_command(command)
 

@@ -44,6 +44,17 @@ def _mirrors(
     return value
 
 
+def _pod_cidr(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if not value:
+        return None
+    from warren_bundle.node.network import parse_pod_cidr
+
+    try:
+        return parse_pod_cidr(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def positive_seconds(_ctx: click.Context, param: click.Parameter, value: float) -> float:
     """A duration: finite and above zero (0, -1 or nan made the monitor spin or fail late)."""
     if not math.isfinite(value) or value <= 0:
@@ -88,6 +99,14 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--containerd-debug", is_flag=True, help="Run containerd with debug logging."),
         click.option(
+            "--pod-cidr",
+            envvar="WARREN_POD_CIDR",
+            callback=_pod_cidr,
+            metavar="CIDR",
+            help="The default pod network's range (default 10.217.0.0/16); ignored when "
+            "<config-dir>/cni/net.d holds your own network config.",
+        ),
+        click.option(
             "--metrics-addr",
             envvar="WARREN_METRICS_ADDR",
             callback=_metrics_addr,
@@ -116,6 +135,7 @@ class RunOptions:
     containerd_debug: bool
     metrics_addr: str | None = None
     force: bool = False
+    pod_cidr: str | None = None
 
     def args(self) -> list[str]:
         """The same options for the detached `containerd run` that `start` launches."""
@@ -131,6 +151,8 @@ class RunOptions:
             args += ["--metrics-addr", self.metrics_addr]
         if self.force:
             args.append("--force")
+        if self.pod_cidr:
+            args += ["--pod-cidr", self.pod_cidr]
         return args
 
     def config_options(self) -> ConfigOptions:
@@ -144,6 +166,7 @@ class RunOptions:
             socket_group=self.socket_group,
             registry_mirrors=mirrors,
             debug=self.containerd_debug,
+            pod_cidr=self.pod_cidr,
         )
 
     def manager(self, ctx: Context) -> ContainerdManager:

@@ -1,4 +1,5 @@
-"""The three containerd binaries out of a release tarball, refusing any member that is unsafe."""
+"""Named binaries out of a release tarball (containerd's bin/*, the CNI plugins, crictl),
+refusing any member that is unsafe."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from warren_bundle.errors import FetchError, UnsafeArchive
 from .staging import CONTAINERD_BINARIES, write_executable
 
 
-def _member_verdict(info: tarfile.TarInfo, wanted: Sequence[str]) -> str | None:
+def _member_verdict(info: tarfile.TarInfo, wanted: Sequence[str], subdir: str) -> str | None:
     """The binary name to keep for this member, None to skip it; raise for anything unsafe.
 
     Unsafe members are refused even when they would be skipped: a tarball that carries them is
@@ -34,15 +35,21 @@ def _member_verdict(info: tarfile.TarInfo, wanted: Sequence[str]) -> str | None:
     if info.isdir():
         return None
     rel = [p for p in parts if p not in ("", ".")]
-    if len(rel) == 2 and rel[0] == "bin" and rel[1] in wanted:
-        return rel[1]
+    expected = [subdir] if subdir else []
+    if len(rel) == len(expected) + 1 and rel[:-1] == expected and rel[-1] in wanted:
+        return rel[-1]
     return None
 
 
 def extract_release_binaries(
-    tarball: Path, dest_dir: Path, wanted: Sequence[str] = CONTAINERD_BINARIES
+    tarball: Path,
+    dest_dir: Path,
+    wanted: Sequence[str] = CONTAINERD_BINARIES,
+    subdir: str = "bin",
+    what: str = "a containerd release tarball",
 ) -> dict[str, tuple[int, str]]:
-    """Copy bin/<wanted> regular files out of a release tarball into dest_dir.
+    """Copy <subdir>/<wanted> regular files (subdir "" : top-level ones) out of a release
+    tarball into dest_dir.
 
     Never calls tarfile's extract: output paths are built from the fixed `wanted` names only, so a
     crafted member name cannot reach outside dest_dir. Returns name -> (size, sha256).
@@ -52,11 +59,11 @@ def extract_release_binaries(
         with tarfile.open(tarball, mode="r|*") as tar:
             for info in tar:
                 try:
-                    binary = _member_verdict(info, wanted)
+                    binary = _member_verdict(info, wanted, subdir)
                 except UnsafeArchive as exc:
                     raise UnsafeArchive(
                         f"{tarball.name}: refusing {exc.message}",
-                        "this is not a containerd release tarball; do not use it",
+                        f"this is not {what}; do not use it",
                     ) from None
                 if binary is None:
                     continue
@@ -69,8 +76,9 @@ def extract_release_binaries(
         raise FetchError(f"{tarball.name} is not a readable tar archive ({exc})") from exc
     missing = [n for n in wanted if n not in found]
     if missing:
+        where = f"{subdir}/" if subdir else ""
         raise FetchError(
-            f"{tarball.name} has no bin/{', bin/'.join(missing)}",
-            "is this a containerd release tarball for linux?",
+            f"{tarball.name} has no {where}{f', {where}'.join(missing)}",
+            f"is this {what} for linux?",
         )
     return found

@@ -14,6 +14,7 @@ from warren_bundle.payload import format as payload
 from . import REPO, pipeline
 from .debian import DEBIAN_MIRROR
 from .debian_static import ENV_STATIC_CACHE, default_static_cache
+from .node import DEFAULT_CNI, DEFAULT_CRICTL
 from .pins import DEFAULT_CHECKSUMS
 from .pipeline import ARCHES, DEFAULT_CONTAINERD, DEFAULT_RUNC
 
@@ -25,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fetch_and_verify.py",
         description=(
-            "Download containerd and runc, verify them against checksums/, keep only the four "
-            "binaries, and stage build/payload/linux-<arch> (bin/*, manifest.json, payload.tar.zst)"
+            "Download containerd, runc, the CNI plugins, crictl and the pause image, verify them "
+            "against checksums/, keep only the binaries, and stage build/payload/linux-<arch> "
+            "(bin/*, bin/cni/*, bin/sandbox/pause.tar, manifest.json, payload.tar.zst)"
         ),
         epilog=(
             "Sources: upstream = GitHub releases; mirror = the release file names flat under "
@@ -49,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--runc", metavar="VERSION", default=None, help=f"runc release (default {DEFAULT_RUNC})"
     )
+    p.add_argument(
+        "--cni",
+        metavar="VERSION",
+        default=None,
+        help=f"containernetworking/plugins release (default {DEFAULT_CNI})",
+    )
+    p.add_argument(
+        "--crictl",
+        metavar="VERSION",
+        default=None,
+        help=f"cri-tools release for crictl (default {DEFAULT_CRICTL})",
+    )
+    p.add_argument("--no-crictl", action="store_true", help="leave crictl out of the payload")
     p.add_argument("--flavor", choices=("static", "dynamic"), default="static")
     p.add_argument(
         "--source",

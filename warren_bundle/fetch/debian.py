@@ -14,13 +14,17 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from warren_bundle.errors import ChecksumMismatch, FetchError
 from warren_bundle.fsutil import sha256_file
 
+from .download import NetOptions
+from .node import stage_debian
+from .sandbox import SandboxOptions, stage_sandbox
 from .staging import CONTAINERD_BINARIES, Staged, discard, new_staging, write_executable
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -255,17 +259,20 @@ class DebianSource:
             raise FetchError(f"{deb.name} is {meta.get('Package')}/{meta.get('Architecture')}")
         return DebInfo(package, meta["Version"], suite, arch, deb, url, sha256_file(deb))
 
+    def take(self, info: DebInfo, names: Mapping[str, str], st: Staged) -> None:
+        _take_from_deb(info, {name: (rel,) for name, rel in names.items()}, st)
 
-def _take_from_deb(info: DebInfo, names: Sequence[str], st: Staged) -> None:
+
+def _take_from_deb(info: DebInfo, names: Mapping[str, Sequence[str]], st: Staged) -> None:
+    """names: the payload name (cni/bridge) -> where the package may hold it."""
     with tempfile.TemporaryDirectory(prefix=".deb-", dir=st.tmp.parent) as tmp:
         root = Path(tmp)
         _run(["dpkg-deb", "-x", str(info.deb), str(root)], f"dpkg-deb -x {info.deb.name}")
-        for name in names:
-            src = next(_regular_files(root, DEBIAN_PATHS[name]), None)
+        for name, rels in names.items():
+            src = next(_regular_files(root, rels), None)
             if src is None:
-                raise FetchError(
-                    f"{info.deb.name} has no regular file at /{' or /'.join(DEBIAN_PATHS[name])}"
-                )
+                raise FetchError(f"{info.deb.name} has no regular file at /{' or /'.join(rels)}")
+            (st.bin_dir / name).parent.mkdir(exist_ok=True)
             with open(src, "rb") as fp:
                 st.files[name] = write_executable(fp, st.bin_dir / name)
 
@@ -288,7 +295,7 @@ def fetch_debian(
         for arch in arches:
             ctd = source.fetch("containerd", opts.suite, arch)
             runc = source.fetch("runc", opts.runc_suite, arch)
-            provenance = {
+            provenance: dict[str, Any] = {
                 "suite": opts.suite,
                 "runc_suite": opts.runc_suite,
                 "packages": {
@@ -317,8 +324,13 @@ def fetch_debian(
                 provenance,
             )
             staged.append(st)
-            _take_from_deb(ctd, CONTAINERD_BINARIES, st)
-            _take_from_deb(runc, ("runc",), st)
+            _take_from_deb(ctd, {n: DEBIAN_PATHS[n] for n in CONTAINERD_BINARIES}, st)
+            _take_from_deb(runc, {"runc": DEBIAN_PATHS["runc"]}, st)
+            # The node parts: the CNI plugins of the runc suite (one that runs on this host),
+            # and a locally built pause image (the Debian source never goes upstream).
+            cni = stage_debian(st, source, opts.runc_suite)
+            provenance["artifacts"].append(cni)
+            stage_sandbox(st, SandboxOptions(False, False, Path("."), NetOptions()))
             st.finish(f"debian {ctd.deb.name} / {runc.deb.name}")
             print(
                 f"fetch: {arch}: containerd {ctd.version} ({ctd.suite}), "

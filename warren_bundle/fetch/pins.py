@@ -19,9 +19,18 @@ UPSTREAM_BASE = "https://github.com"
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
+# component -> its upstream GitHub repository (the release pages and download URLs)
+REPOS = {
+    "containerd": "containerd/containerd",
+    "runc": "opencontainers/runc",
+    "cni-plugins": "containernetworking/plugins",
+    "crictl": "kubernetes-sigs/cri-tools",
+}
+
+
 @dataclass(frozen=True)
 class Artifact:
-    component: str  # "containerd" or "runc": selects the pin file and the upstream repository
+    component: str  # a key of REPOS: selects the pin file and the upstream repository
     version: str
     name: str  # the release asset's file name
 
@@ -31,12 +40,11 @@ class Artifact:
 
     @property
     def release_page(self) -> str:
-        repo = "containerd/containerd" if self.component == "containerd" else "opencontainers/runc"
-        return f"https://github.com/{repo}/releases/tag/v{self.version}"
+        return f"https://github.com/{REPOS[self.component]}/releases/tag/v{self.version}"
 
     def upstream_url(self, base: str | None = None) -> str:
         base = (base or os.environ.get(ENV_UPSTREAM_BASE) or UPSTREAM_BASE).rstrip("/")
-        repo = "containerd/containerd" if self.component == "containerd" else "opencontainers/runc"
+        repo = REPOS[self.component]
         return f"{base}/{repo}/releases/download/v{self.version}/{self.name}"
 
     def mirror_url(self, base: str) -> str:
@@ -50,6 +58,14 @@ def containerd_artifact(version: str, arch: str, flavor: str) -> Artifact:
 
 def runc_artifact(version: str, arch: str) -> Artifact:
     return Artifact("runc", version, f"runc.{arch}")
+
+
+def cni_artifact(version: str, arch: str) -> Artifact:
+    return Artifact("cni-plugins", version, f"cni-plugins-linux-{arch}-v{version}.tgz")
+
+
+def crictl_artifact(version: str, arch: str) -> Artifact:
+    return Artifact("crictl", version, f"crictl-v{version}-linux-{arch}.tar.gz")
 
 
 def parse_pins(path: Path) -> dict[str, str]:

@@ -21,6 +21,7 @@ from . import REPO
 from .debian import DebianOptions, fetch_debian, host_suite
 from .debian_static import StaticOptions, fetch_debian_static
 from .download import NetOptions
+from .node import DEFAULT_CNI, DEFAULT_CRICTL
 from .release import ReleaseOptions, fetch_release
 from .staging import Staged, check_replaceable, discard, swap_into_place
 
@@ -80,6 +81,9 @@ def stage(
         checksums=args.checksums,
         cache=cache,
         net=NetOptions(args.connect_timeout, args.read_timeout, args.retries, args.backoff),
+        cni=args.cni or DEFAULT_CNI,
+        crictl=None if args.no_crictl else (args.crictl or DEFAULT_CRICTL),
+        release=args.release,
     )
     try:
         return fetch_release(arches, outs, release)
@@ -140,7 +144,7 @@ def run(args: argparse.Namespace, source: str) -> int:
 
 def report(st: Staged, packed: payload.Payload | None) -> None:
     label = f"linux-{st.arch}"
-    for name in payload.BINARIES:
+    for name in st.names():
         size, digest = st.files[name]
         print(f"{label}  bin/{name:<24} {size:>10} bytes  sha256:{digest}")
     print(

@@ -6,13 +6,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from warren_bundle.errors import ChecksumMismatch, FetchError
 from warren_bundle.fsutil import sha256_file
 
 from .archive import extract_release_binaries
 from .download import NetOptions, download
+from .node import DEFAULT_CNI, DEFAULT_CRICTL, node_artifacts, stage_upstream
 from .pins import Artifact, containerd_artifact, lookup_pin, runc_artifact
+from .sandbox import SandboxOptions, pause_pin, stage_sandbox
 from .staging import Staged, discard, new_staging, write_executable
 
 
@@ -27,6 +30,9 @@ class ReleaseOptions:
     checksums: Path
     cache: Path
     net: NetOptions
+    cni: str = DEFAULT_CNI
+    crictl: str | None = DEFAULT_CRICTL  # None: leave crictl out
+    release: bool = False
 
 
 def _locate(art: Artifact, opts: ReleaseOptions) -> str:
@@ -72,17 +78,25 @@ def fetch_release(
         arch: [
             containerd_artifact(opts.containerd, arch, opts.flavor),
             runc_artifact(opts.runc, arch),
+            *node_artifacts(arch, opts.cni, opts.crictl),
         ]
         for arch in arches
     }
     # Every pin is resolved before the first byte is fetched: a missing pin costs no download.
     pins = {a: lookup_pin(opts.checksums, a) for arts in plan.values() for a in arts}
+    pause_pin(opts.checksums)
+    sandbox = SandboxOptions(True, opts.release, opts.checksums, opts.net)
     staged: list[Staged] = []
+
+    def verified(art: Artifact) -> tuple[Path, str, str]:
+        path, url = obtain(art, pins[art], opts)
+        return path, url, pins[art]
+
     try:
-        for arch, (ctd, runc) in plan.items():
+        for arch, (ctd, runc, *node) in plan.items():
             ctd_path, ctd_url = obtain(ctd, pins[ctd], opts)
             runc_path, runc_url = obtain(runc, pins[runc], opts)
-            provenance = {
+            provenance: dict[str, Any] = {
                 "flavor": opts.flavor,
                 "artifacts": [
                     {"name": ctd.name, "url": ctd_url, "sha256": pins[ctd]},
@@ -102,6 +116,8 @@ def fetch_release(
             st.files.update(extract_release_binaries(ctd_path, st.bin_dir))
             with open(runc_path, "rb") as src:
                 st.files["runc"] = write_executable(src, st.bin_dir / "runc")
+            provenance["artifacts"].extend(stage_upstream(st, node, verified))
+            stage_sandbox(st, sandbox)
             st.finish(f"{opts.source} {ctd.name} / {runc.name}")
     except BaseException:
         discard(staged)

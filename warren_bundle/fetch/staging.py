@@ -22,6 +22,7 @@ from warren_bundle.payload import format as payload
 
 CONTAINERD_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr")
 BINARY_MODE = 0o755
+DATA_MODE = 0o644  # bin/sandbox/*: image archives, not programs
 # Everything a staged --out may hold; anything else means --out points somewhere it should not.
 STAGED_NAMES = frozenset(
     {
@@ -99,15 +100,26 @@ class Staged:
     # A static source (debian-static): every binary must have no interpreter and no DT_NEEDED.
     static: bool = False
     requires: dict[str, Any] = field(default_factory=dict)
+    # the node parts staged beside the four binaries (payload.Manifest.components)
+    components: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bin_dir(self) -> Path:
         return self.tmp / "bin"
 
+    def names(self) -> list[str]:
+        """The four binaries first, then the rest (cni/*, crictl, sandbox/*) by name."""
+        rest = sorted(n for n in self.files if n not in payload.BINARIES)
+        return [*payload.BINARIES, *rest]
+
+    @staticmethod
+    def mode_of(name: str) -> int:
+        return DATA_MODE if name.startswith("sandbox/") else BINARY_MODE
+
     def manifest(self) -> payload.Manifest:
         entries = tuple(
-            payload.FileEntry(name, self.files[name][0], BINARY_MODE, self.files[name][1])
-            for name in payload.BINARIES
+            payload.FileEntry(name, self.files[name][0], self.mode_of(name), self.files[name][1])
+            for name in self.names()
         )
         return payload.Manifest(
             os="linux",
@@ -118,14 +130,16 @@ class Staged:
             files=entries,
             provenance=self.provenance,
             requires=self.requires,
+            components=self.components,
         )
 
     def finish(self, origin: str) -> None:
-        for name in payload.BINARIES:
+        programs = [n for n in self.names() if self.mode_of(n) == BINARY_MODE]
+        for name in programs:
             check_elf(self.bin_dir / name, self.arch, origin)
             if self.static:
                 check_static(self.bin_dir / name, origin)
-        files = [(name, self.bin_dir / name) for name in payload.BINARIES]
+        files = [(name, self.bin_dir / name) for name in programs]
         self.requires = libc.requirement_of(files).to_dict()
         text = json.dumps(self.manifest().to_dict(), indent=2, sort_keys=True) + "\n"
         (self.tmp / payload.MANIFEST_FILE).write_text(text)

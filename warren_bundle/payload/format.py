@@ -37,6 +37,10 @@ PAYLOAD_FILE = "payload.tar.zst"
 DESCRIPTOR_FILE = "payload.json"
 MANIFEST_FILE = "manifest.json"
 BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr", "runc")
+# Subdirs a payload may carry under bin/, one level deep: the CNI plugins (cni/bridge, ...) and
+# the sandbox image archive (sandbox/pause.tar). Any source may stage them.
+SUBDIRS = ("cni", "sandbox")
+CNI_DIR = "cni"
 ENV_PAYLOAD = "WARREN_PAYLOAD"
 ZSTD_LEVEL = 19
 # A 64 MiB window lets ctr and the shim be coded as references into containerd (they share most of
@@ -68,6 +72,10 @@ class Manifest:
     # {"linkage": "static"} or {"linkage": "dynamic", "glibc": "2.34", "binary": ...}; {} when
     # the payload was staged before this was recorded.
     requires: dict[str, Any] = field(default_factory=dict)
+    # What the node parts are, when the payload carries them (all optional):
+    # {"cni": {"version", "source", "plugins": [...]}, "sandbox_image": {"ref", "file",
+    #  "digest", "source"}, "crictl": {"version", "file"}}
+    components: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -91,12 +99,31 @@ class Manifest:
                 provenance=dict(data.get("provenance") or {}),
                 format=int(data.get("format", FORMAT_VERSION)),
                 requires=dict(data.get("requires") or {}),
+                components=dict(data.get("components") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PayloadError(f"manifest is malformed ({exc!r})") from exc
 
     def file(self, name: str) -> FileEntry | None:
         return next((f for f in self.files if f.name == name), None)
+
+    @property
+    def cni_plugins(self) -> list[str]:
+        """The CNI plugins carried under bin/cni/, by name."""
+        prefix = f"{CNI_DIR}/"
+        return sorted(f.name.removeprefix(prefix) for f in self.files if f.name.startswith(prefix))
+
+    @property
+    def sandbox_image(self) -> dict[str, Any] | None:
+        """{"ref", "file", ...} of the sandbox (pause) image archive it carries, if any."""
+        image = self.components.get("sandbox_image")
+        if isinstance(image, dict) and self.file(str(image.get("file"))) is not None:
+            return image
+        return None
+
+    @property
+    def has_crictl(self) -> bool:
+        return self.file("crictl") is not None
 
 
 @dataclass(frozen=True)
@@ -229,9 +256,11 @@ def _member_name(name: str, is_file: bool) -> str:
     if name == MANIFEST_FILE:
         return name
     parts = name.split("/")
-    if len(parts) != 2 or parts[0] != "bin" or parts[1] in ("", ".", ".."):
+    if parts[0] != "bin" or any(p in ("", ".", "..") for p in parts[1:]):
         raise PayloadError(f"unexpected member {name!r}")
-    return parts[1]
+    if len(parts) == 2 or (len(parts) == 3 and parts[1] in SUBDIRS):
+        return "/".join(parts[1:])
+    raise PayloadError(f"unexpected member {name!r}")
 
 
 @contextmanager

@@ -34,6 +34,8 @@ class ConfigOptions:
     registry_mirrors: Mapping[str, list[str]] = field(default_factory=dict)
     systemd_cgroup: bool | None = None  # None: detect
     debug: bool = False
+    pod_cidr: str | None = None  # None: node.network.DEFAULT_POD_CIDR
+    restrict_oom_score_adj: bool | None = None  # None: when root lacks CAP_SYS_RESOURCE
 
 
 # A registry as containerd names its hosts.toml directory: a DNS name or IP, an optional port.
@@ -133,10 +135,13 @@ def build_config(
         "debug": {"level": "debug" if opts.debug else "info"},
     }
     opt_plugin = {"path": str(paths.data_dir / "opt")}
+    node = cri_node_settings(paths, containerd_version, opts, bin_dir or paths.bin_dir)
     if version == 2:
         config["plugins"] = {
             "io.containerd.grpc.v1.cri": {
-                "sandbox_image": SANDBOX_IMAGE_V1,
+                "sandbox_image": node.sandbox_image or SANDBOX_IMAGE_V1,
+                "restrict_oom_score_adj": node.restrict_oom_score_adj,
+                "cni": node.cni,
                 "containerd": {"snapshotter": "overlayfs", "runtimes": runtimes},
                 "registry": registry,
             },
@@ -146,14 +151,46 @@ def build_config(
         config["plugins"] = {
             "io.containerd.cri.v1.images": {
                 "snapshotter": "overlayfs",
-                "pinned_images": {"sandbox": SANDBOX_IMAGE_V2},
+                "pinned_images": {"sandbox": node.sandbox_image or SANDBOX_IMAGE_V2},
                 "registry": registry,
             },
-            "io.containerd.cri.v1.runtime": {"containerd": {"runtimes": runtimes}},
+            "io.containerd.cri.v1.runtime": {
+                "containerd": {"runtimes": runtimes},
+                "restrict_oom_score_adj": node.restrict_oom_score_adj,
+                "cni": node.cni,
+            },
             "io.containerd.transfer.v1.local": {"config_path": str(hosts_dir(paths))},
             "io.containerd.internal.v1.opt": opt_plugin,
         }
     return deep_merge(config, load_overrides(paths))
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    sandbox_image: str | None  # the carried one; None: the payload carries none
+    restrict_oom_score_adj: bool
+    cni: dict[str, Any]
+
+
+def cri_node_settings(
+    paths: Paths, containerd_version: str, opts: ConfigOptions, bin_dir: Path
+) -> NodeSettings:
+    """CRI's node settings: warren's own CNI dirs, the carried sandbox image, and whether
+    containerd must leave oom_score_adj alone (root without CAP_SYS_RESOURCE)."""
+    from warren_bundle.hostinfo.caps import can_set_oom_score_adj
+    from warren_bundle.node.network import cni_bin_dir, conf_dir
+    from warren_bundle.node.sandbox import sandbox_ref
+
+    restrict = opts.restrict_oom_score_adj
+    if restrict is None:
+        restrict = not can_set_oom_score_adj()
+    cni: dict[str, Any] = {"conf_dir": str(conf_dir(paths)), "max_conf_num": 1}
+    # 2.1 deprecates bin_dir for bin_dirs (a list); 1.x and 2.0 know only bin_dir.
+    if tuple(int(p) for p in re.findall(r"\d+", containerd_version)[:2]) >= (2, 1):
+        cni["bin_dirs"] = [str(cni_bin_dir(bin_dir))]
+    else:
+        cni["bin_dir"] = str(cni_bin_dir(bin_dir))
+    return NodeSettings(sandbox_ref(bin_dir), restrict, cni)
 
 
 def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,7 +244,10 @@ def render(config: Mapping[str, Any]) -> str:
 def write_config(
     paths: Paths, containerd_version: str, opts: ConfigOptions, bin_dir: Path | None = None
 ) -> Path:
-    """Write config.toml (0600) and the registry hosts files; return the config path."""
+    """Write config.toml (0600), the registry hosts files and the default pod network (unless
+    the user brought one); return the config path."""
+    from warren_bundle.node.network import DEFAULT_POD_CIDR, write_default
+
     config = build_config(paths, containerd_version, opts, bin_dir)
     mirrors = {**DEFAULT_MIRRORS, **{k: list(v) for k, v in opts.registry_mirrors.items()}}
     try:
@@ -215,6 +255,7 @@ def write_config(
             atomic_write(
                 hosts_dir(paths) / registry / "hosts.toml", hosts_toml(registry, endpoints), 0o644
             )
+        write_default(paths, opts.pod_cidr or DEFAULT_POD_CIDR)
         atomic_write(paths.config_file, render(config), 0o600, durable=True)
     except PermissionError as exc:
         from warren_bundle.errors import PermissionDeniedError

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -130,16 +131,21 @@ def encode_string_field(number: int, value: str) -> bytes:
 
 def decode_fields(message: bytes) -> dict[int, int | bytes]:
     """Field number → last value (varint as int, length-delimited as bytes); others skipped."""
-    out: dict[int, int | bytes] = {}
+    return dict(iter_fields(message))
+
+
+def iter_fields(message: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) in order, repeated fields included; fixed-width ones skipped."""
     pos = 0
     while pos < len(message):
         key, pos = _read_varint(message, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            out[number], pos = _read_varint(message, pos)
+            value, pos = _read_varint(message, pos)
+            yield number, value
         elif wire == 2:
             length, pos = _read_varint(message, pos)
-            out[number] = message[pos : pos + length]
+            yield number, message[pos : pos + length]
             pos += length
         elif wire == 1:
             pos += 8
@@ -147,7 +153,6 @@ def decode_fields(message: bytes) -> dict[int, int | bytes]:
             pos += 4
         else:
             raise GrpcError(f"unsupported protobuf wire type {wire}")
-    return out
 
 
 def _varint(value: int) -> bytes:

@@ -1,6 +1,7 @@
 """Work the runtime does around a ready containerd, for the CLI and library users alike.
 
-- `import_airgap_images`: the default ready hook; imports <data-dir>/images into the default and
+- `import_airgap_images`: the default ready hook; imports the carried sandbox image into k8s.io
+  (pinned), then <data-dir>/images into the default and
   k8s.io namespaces in a background thread, so the supervisor answers signals meanwhile (as
   k3s's agent ends its containerd Run() by importing the air-gap images).
 - `MetricsEndpoint`: /metrics bound before containerd is spawned, closed at stop.
@@ -14,12 +15,14 @@ from typing import TYPE_CHECKING
 from warren_bundle.runtime.states import ENDED
 
 if TYPE_CHECKING:
+    from warren_bundle.images import ArchiveResult
     from warren_bundle.metrics import MetricsServer
     from warren_bundle.runtime.supervisor import ContainerdManager
 
 
 def import_airgap_images(mgr: ContainerdManager) -> threading.Thread | None:
     from warren_bundle.airgap import auto_import
+    from warren_bundle.node.sandbox import ensure_imported
 
     if mgr.use_external:
         return None  # the system containerd's images are its owner's business
@@ -27,9 +30,15 @@ def import_airgap_images(mgr: ContainerdManager) -> threading.Thread | None:
     def should_continue() -> bool:
         return mgr.state not in ENDED
 
+    version_dir = mgr.version.directory if mgr.version else mgr.paths.bin_dir
+
+    def sandbox() -> ArchiveResult | None:
+        # First: a kubelet's first pod needs it, and it is small.
+        return ensure_imported(version_dir, mgr.socket_path)
+
     thread = threading.Thread(
         target=auto_import,
-        args=(mgr.paths, mgr.socket_path, should_continue, mgr.event),
+        args=(mgr.paths, mgr.socket_path, should_continue, mgr.event, sandbox),
         name="warren-image-import",
         daemon=True,
     )

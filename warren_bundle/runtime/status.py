@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, TypedDict, cast
 
 if TYPE_CHECKING:
+    from warren_bundle.runtime.node_setup import NodeReport
     from warren_bundle.runtime.supervisor import ContainerdManager
 
 
@@ -61,6 +62,7 @@ class StatusReport(TypedDict, total=False):
     already_running: bool
     replaced: str | None  # what `start` stopped to replace a supervisor of another version
     images: dict[str, object] | None
+    node: NodeReport | None  # what the start set up for pods (runtime/node_setup.py)
 
 
 def report_of(mgr: ContainerdManager) -> StatusReport:
@@ -99,5 +101,6 @@ def report_of(mgr: ContainerdManager) -> StatusReport:
         "log": str(mgr.paths.log_file),
         "timings": cast("TimingsReport", asdict(mgr.timings)),
         "metrics_addr": mgr.metrics_addr,
+        "node": mgr.node,
         "updated_at": now,
     }

@@ -23,13 +23,14 @@ from warren_bundle.errors import (
     SocketNotFoundError,
     path_error,
 )
-from warren_bundle.fsutil import written_path
 from warren_bundle.paths import DEFAULT_DATA_DIR, Paths, check_socket_path, system_socket_path
 from warren_bundle.runtime import health, logs, pidfile, rundir, statefile, upgrade
 from warren_bundle.runtime.adoption import adoptable_pid, adopted_since
 from warren_bundle.runtime.childenv import child_env
-from warren_bundle.runtime.config import ConfigOptions, write_config
+from warren_bundle.runtime.config import ConfigOptions
 from warren_bundle.runtime.monitor import Monitor
+from warren_bundle.runtime.node_setup import NodeReport
+from warren_bundle.runtime.node_setup import configure as configure_node
 from warren_bundle.runtime.process import OsProcesses, Processes, Watched
 from warren_bundle.runtime.readiness import Probe, wait_ready
 from warren_bundle.runtime.settings import ExitInfo, Settings, Timings
@@ -102,6 +103,7 @@ class ContainerdManager:
         # <data>/versions/<digest> containerd runs from (a rollback's pin may differ from ours)
         self.version: upgrade.Installed | None = None
         self.upgrade: str | None = None  # "upgraded containerd 1.6.20 → 1.7.24; …"
+        self.node: NodeReport | None = None  # CNI, sandbox image, oom_score_adj, host settings
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -226,13 +228,7 @@ class ContainerdManager:
                 self.paths, payload, self.force_version, self._log, self.timings
             )
             self.version = version
-            try:
-                write_config(
-                    self.paths, version.containerd, self.config_options, bin_dir=version.directory
-                )
-            except OSError as exc:
-                where = written_path(exc) or self.paths.config_file
-                raise path_error(exc, where, "--config-dir") from exc
+            self.node = configure_node(self.paths, version, self.config_options, self._log)
             previous = statefile.read(self.paths)  # the last supervisor's, before we write ours
             self._set_state(State.STARTING)  # STOPPED -> STARTING
             self._log(f"starting containerd {version.containerd} from {version.directory}")
