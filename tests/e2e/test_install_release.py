@@ -37,12 +37,19 @@ def test_make_release_writes_artifacts_and_checksums_that_verify(
     done = make_release(out, frozen_exe, "RELEASE_REPO=example-org/warren")
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["SHA256SUMS", "install.sh", frozen_exe.name]
+    static = f"{frozen_exe.name}-static"  # make release builds both Linux flavours
+    assert sorted(p.name for p in out.iterdir()) == [
+        "SHA256SUMS",
+        "install.sh",
+        frozen_exe.name,
+        static,
+    ]
     check = subprocess.run(
         ["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"{frozen_exe.name}: OK" in check.stdout and "install.sh: OK" in check.stdout
+    assert f"{static}: OK" in check.stdout
     assert sha256_file(out / frozen_exe.name) == sha256_file(frozen_exe)
     assert "WARREN_DEFAULT_REPO='example-org/warren'" in (out / "install.sh").read_text()
     assert (out / "install.sh").stat().st_mode & 0o111
