@@ -11,7 +11,7 @@ PAYLOAD := $(PAYLOAD_DIR)/payload.tar.zst
 EXE := dist/warren-linux-$(ARCH)
 RELEASE_DIR ?= dist
 # The static flavour (staticx) of $(EXE), which make release publishes beside it.
-STATIC_EXE := $(RELEASE_DIR)/warren-linux-$(ARCH)-static
+STATIC_EXE := dist/warren-linux-$(ARCH)-static
 SOURCES := $(shell find warren_bundle -name '*.py') build/spec/warren.spec build/spec/warren-bundle.txt
 PYTEST_ARGS ?=
 
@@ -144,7 +144,7 @@ BULLSEYE_ROOT ?= /var/cache/warren-test/bullseye-root
 release: build $(STATIC_EXE)
 	@mkdir -p $(RELEASE_DIR)
 	@if [ "$(abspath $(EXE))" != "$(abspath $(RELEASE_DIR))/warren-linux-$(ARCH)" ]; then \
-	  cp $(EXE) $(RELEASE_DIR)/; fi
+	  cp $(EXE) $(STATIC_EXE) $(RELEASE_DIR)/; fi
 	@if [ "$(ARCH)" != arm64 ] && [ -f $(ARM64_EXE) ]; then \
 	  if [ $(ARM64_EXE) -ot $(EXE) ]; then \
 	    echo "removing $(ARM64_EXE): older than $(EXE) (make release-arm64 rebuilds it)"; \
@@ -191,6 +191,9 @@ $(STATIC_PAYLOAD): $(VENV)/.installed scripts/fetch_and_verify.py $(wildcard war
 endif
 
 release-static: $(STATIC_EXE)
+	@mkdir -p $(RELEASE_DIR)
+	@[ "$(abspath $(STATIC_EXE))" = "$(abspath $(RELEASE_DIR))/$(notdir $(STATIC_EXE))" ] || \
+	  cp $(STATIC_EXE) $(RELEASE_DIR)/
 	@$(MAKE) --no-print-directory release-sums
 
 # Frozen again from the same sources as $(EXE), whenever $(EXE) is rebuilt, with the static payload.
@@ -207,7 +210,7 @@ $(STATIC_EXE): $(EXE) $(STATIC_PAYLOAD)
 	  PYINSTALLER_CONFIG_DIR=$(abspath $(STATIC_WORK))/config \
 	  $(STATIC_VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
 	  --workpath $(STATIC_WORK) --distpath $(STATIC_WORK)/dist build/spec/warren.spec
-	@mkdir -p $(RELEASE_DIR)
+	@mkdir -p $(dir $@)
 	$(STATIC_VENV)/bin/staticx --no-compress $(STATIC_WORK)/dist/warren-linux-$(ARCH) $@.tmp
 	chmod 0755 $@.tmp
 	@$@.tmp version | head -n 1 | grep -q '(static build)' || { rm -f $@.tmp; \
