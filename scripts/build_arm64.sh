@@ -52,6 +52,11 @@ command -v debootstrap >/dev/null || missing="$missing debootstrap"
 command -v qemu-aarch64-static >/dev/null || missing="$missing qemu-user-static"
 command -v update-binfmts >/dev/null || missing="$missing binfmt-support"
 command -v file >/dev/null || missing="$missing file"
+# The local pause of the sandbox image (when registry.k8s.io cannot be reached) is built static
+# for arm64 on this host: warren_bundle/fetch/sandbox.py.
+if [ "$(uname -m)" != aarch64 ] && ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+	missing="$missing gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
+fi
 if [ -n "$missing" ]; then
 	command -v apt-get >/dev/null || die 5 "missing tools:$missing" "install them, then retry"
 	say "installing$missing"
