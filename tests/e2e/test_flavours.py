@@ -46,9 +46,13 @@ def test_each_build_says_which_flavour_it_is(frozen_exe: Path, static_exe: Path)
 
 
 def test_an_inherited_staticx_variable_does_not_make_the_dynamic_build_static(
-    frozen_exe: Path,
+    frozen_exe: Path, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "STATICX_BUNDLE_DIR": "/tmp", "STATICX_PROG_PATH": "/bin/true"}
+    # A bundle dir that is not where this executable lies (as a static warren's child sees it;
+    # "/tmp" would not do: a clone in /tmp puts dist/ below it).
+    bundle = tmp_path / "staticx-AbC123"
+    bundle.mkdir()
+    env = {**os.environ, "STATICX_BUNDLE_DIR": str(bundle), "STATICX_PROG_PATH": "/bin/true"}
     done = subprocess.run(
         [str(frozen_exe), "version", "--json"], capture_output=True, text=True, env=env
     )
