@@ -419,15 +419,23 @@ leftover_kill_line() {
 
 # At shutdown only (the manager is "stopping"): SIGTERM to the containers (the children of warren's
 # shims), the grace, SIGKILL to those left, then the shims. Written into the unit with $ as $$.
+# Every fork counts on a slow host at shutdown: the shims are found in the unit's own cgroup
+# (KillMode=process leaves them there), not by a readlink per process in /proc, and the grace is
+# timed by /proc/uptime (read by the shell itself, in centiseconds), not by counting sleeps. No
+# "%" in it: systemd would read one as a specifier and drop the whole line.
 shutdown_kill_line() {
     grace=${WARREN_SHUTDOWN_GRACE:-10}
     printf '# At shutdown or reboot: containers get SIGTERM, %s s, then SIGKILL (WARREN_SHUTDOWN_GRACE).\n' "$grace"
     # shellcheck disable=SC2016 # the $ are for the shell systemd runs, not this one
     printf '%s' 'ExecStopPost=/bin/sh -c '"'"'case "$(systemctl is-system-running 2>/dev/null)" in stopping) ;; *) exit 0 ;; esac; ' \
-        'shims=""; kids=""; for p in /proc/[0-9]*; do case "$(readlink "$p/exe" 2>/dev/null)" in '"$DATA_DIR"'/*containerd-shim-runc-v2*) ' \
-        'shims="$shims ${p#/proc/}"; kids="$kids $(cat "$p"/task/*/children 2>/dev/null)" ;; esac; done; ' \
+        'cg=$(sed -n "s/^0:://p; s/^[0-9]*:name=systemd://p" /proc/self/cgroup | head -n 1); shims=""; kids=""; ' \
+        'for p in $(cat "/sys/fs/cgroup$cg/cgroup.procs" "/sys/fs/cgroup/unified$cg/cgroup.procs" "/sys/fs/cgroup/systemd$cg/cgroup.procs" 2>/dev/null | sort -u); do ' \
+        'case "$(readlink "/proc/$p/exe" 2>/dev/null)" in '"$DATA_DIR"'/*containerd-shim-runc-v2*) ' \
+        'shims="$shims $p"; kids="$kids $(cat "/proc/$p"/task/*/children 2>/dev/null)" ;; esac; done; ' \
         '[ -n "$shims" ] || exit 0; set -- $kids; alive=""; if [ $# -gt 0 ]; then echo "warren: shutdown: SIGTERM to containers $*"; kill -TERM "$@" 2>/dev/null; ' \
-        'i=0; while [ $i -lt '"$((grace * 5))"' ]; do alive=""; for c; do [ -d "/proc/$c" ] && alive="$alive $c"; done; [ -z "$alive" ] && break; sleep 0.2; i=$((i + 1)); done; ' \
+        'now() { IFS=". " read -r s cs _ </proc/uptime; t=$((s * 100 + 1$cs - 100)); }; now; end=$((t + '"$((grace * 100))"')); ' \
+        'while :; do alive=""; for c; do [ -d "/proc/$c" ] && alive="$alive $c"; done; [ -z "$alive" ] && break; ' \
+        'now; [ "$t" -lt "$end" ] || break; sleep 0.2; done; ' \
         'if [ -n "$alive" ]; then echo "warren: shutdown: SIGKILL to containers$alive after '"$grace"' s"; kill -KILL $alive 2>/dev/null; sleep 0.5; fi; fi; ' \
         'kill -KILL $shims 2>/dev/null; exit 0'"'" | sed 's/\$/$$/g'
     printf '\n'
@@ -570,6 +578,18 @@ if [ "\$purge" = true ]; then
             rm -rf "\$dir"
             info "purged \$dir"
         fi
+    done
+    # The shims of containerd 1.6 and 1.7 put their sockets in /run/containerd/s whatever the state
+    # dir, and containerd 1.7 makes /run/containerd at every start. With warren's shims gone, a
+    # socket no process holds (none in /proc/net/unix) is stale; another containerd's are kept,
+    # and so are the dirs while anything is left in them.
+    for sock in /run/containerd/s/*; do
+        if [ -S "\$sock" ] && ! awk -v s="\$sock" '\$NF == s {found = 1} END {exit !found}' /proc/net/unix 2>/dev/null; then
+            rm -f "\$sock"
+        fi
+    done
+    for dir in /run/containerd/s /run/containerd; do
+        if [ -d "\$dir" ] && rmdir "\$dir" 2>/dev/null; then info "removed \$dir (left empty by warren's containerd)"; fi
     done
 fi
 

@@ -211,6 +211,15 @@ def test_unit_and_uninstaller_pass_the_linters(releases: FileServer, target: Tar
     assert check.returncode == 0, check.stdout
 
 
+def test_the_unit_has_no_stray_specifier(releases: FileServer, target: Target) -> None:
+    """systemd reads "%x" in a unit as a specifier, and drops an Exec line whose specifier it does
+    not know (systemd-analyze verify says nothing): every literal % must be written %%."""
+    assert install(releases, target).returncode == 0
+    for line in target.unit.read_text().splitlines():
+        if line.startswith("Exec"):
+            assert "%" not in line.replace("%%", ""), line
+
+
 def test_install_sh_is_posix_sh_and_shellcheck_clean() -> None:
     assert subprocess.run(["dash", "-n", str(INSTALL_SH)]).returncode == 0
     if not have("shellcheck"):
