@@ -409,7 +409,7 @@ leftover_kill_line() {
     # shellcheck disable=SC2016 # the $ are for the shell systemd runs, not this one
     # Only the unit's own cgroup is read (a scan of /proc costs a fork per process). The static
     # build's processes run from staticx's temporary copy: STATICX_PROG_PATH names $BIN.
-    printf '%s' 'ExecStartPre=-/bin/sh -c '"'"'cg=$(sed -n "s/^0:://p; s/^[0-9]*:name=systemd://p" /proc/self/cgroup | head -n 1); ' \
+    printf '%s' 'ExecStartPre=-/bin/sh -c '"'"'cg=$(sed -n "s|/[.]control||; s/^0:://p; s/^[0-9]*:name=systemd://p" /proc/self/cgroup | head -n 1); ' \
         'for pid in $(cat "/sys/fs/cgroup$cg/cgroup.procs" "/sys/fs/cgroup/unified$cg/cgroup.procs" "/sys/fs/cgroup/systemd$cg/cgroup.procs" 2>/dev/null | sort -u); do ' \
         'case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in "'"$BIN"'" | "'"$BIN"' (deleted)") ;; ' \
         '*/staticx-*/*) tr "\\0" "\\n" <"/proc/$pid/environ" 2>/dev/null | grep -qx "STATICX_PROG_PATH='"$BIN"'" || continue ;; *) continue ;; esac; ' \
@@ -420,7 +420,8 @@ leftover_kill_line() {
 # At shutdown only (the manager is "stopping"): SIGTERM to the containers (the children of warren's
 # shims), the grace, SIGKILL to those left, then the shims. Written into the unit with $ as $$.
 # Every fork counts on a slow host at shutdown: the shims are found in the unit's own cgroup
-# (KillMode=process leaves them there), not by a readlink per process in /proc, and the grace is
+# (KillMode=process leaves them there; with Delegate=yes systemd runs ExecStopPost in its
+# ".control" child, so that suffix is cut), not by a readlink per process in /proc, and the grace is
 # timed by /proc/uptime (read by the shell itself, in centiseconds), not by counting sleeps. No
 # "%" in it: systemd would read one as a specifier and drop the whole line.
 shutdown_kill_line() {
@@ -428,7 +429,7 @@ shutdown_kill_line() {
     printf '# At shutdown or reboot: containers get SIGTERM, %s s, then SIGKILL (WARREN_SHUTDOWN_GRACE).\n' "$grace"
     # shellcheck disable=SC2016 # the $ are for the shell systemd runs, not this one
     printf '%s' 'ExecStopPost=/bin/sh -c '"'"'case "$(systemctl is-system-running 2>/dev/null)" in stopping) ;; *) exit 0 ;; esac; ' \
-        'cg=$(sed -n "s/^0:://p; s/^[0-9]*:name=systemd://p" /proc/self/cgroup | head -n 1); shims=""; kids=""; ' \
+        'cg=$(sed -n "s|/[.]control||; s/^0:://p; s/^[0-9]*:name=systemd://p" /proc/self/cgroup | head -n 1); shims=""; kids=""; ' \
         'for p in $(cat "/sys/fs/cgroup$cg/cgroup.procs" "/sys/fs/cgroup/unified$cg/cgroup.procs" "/sys/fs/cgroup/systemd$cg/cgroup.procs" 2>/dev/null | sort -u); do ' \
         'case "$(readlink "/proc/$p/exe" 2>/dev/null)" in '"$DATA_DIR"'/*containerd-shim-runc-v2*) ' \
         'shims="$shims $p"; kids="$kids $(cat "/proc/$p"/task/*/children 2>/dev/null)" ;; esac; done; ' \
