@@ -179,8 +179,13 @@ def status_running() -> str:
         out = sh(f"{WARREN} containerd status", check=False, timeout=60)
         return out if re.search(r"\bRUNNING\b", out) else None
 
-    # A cold start under TCG on a loaded host: a first ready timeout (30 s) and a restart happen.
-    return poll("warren containerd status RUNNING", probe, 480)
+    # A cold start under TCG on a loaded host takes minutes (extraction, then containerd's own
+    # start). The wait polls the socket (a connect); `warren containerd status` (seconds per
+    # launch under TCG) is asked only once containerd answers, and must say RUNNING.
+    started = time.monotonic()
+    poll("containerd answers on warren's socket", lambda: "" if socket_answers() else None, 480)
+    left = max(60.0, 480 - (time.monotonic() - started))
+    return poll("warren containerd status RUNNING", probe, left)
 
 
 def main_pid() -> int:
@@ -653,8 +658,8 @@ def main() -> int:
     if PHASE == "done":
         end_boot("poweroff", "final")
         return 0
-    if PHASE in ("after-reboot", "purge"):
-        # The release (and the next one) served as on the first boot.
+    if PHASE == "after-reboot" and CONFIG.get("upgrade"):
+        # The next release, for the upgrade, served as the first one was.
         step("serve-release", serve_release)
     try:
         PHASES[PHASE]()

@@ -55,6 +55,8 @@ def guest_run(name: str) -> harness.Run:
         for suite in sorted({g.suite for g in harness.GUESTS.values()}):
             harness.build_image(suite)
         pool = ThreadPoolExecutor(max_workers=max(1, PARALLEL))
+        if min(PARALLEL, len(_SELECTED)) > 1 and "WARREN_VM_SMP" not in os.environ:
+            harness.SMP = "1"  # several guests share the host's cores (harness.SMP says why)
         for guest in _SELECTED or [name]:
             _STARTED[guest] = pool.submit(_one, guest)
         pool.shutdown(wait=False)
