@@ -14,6 +14,8 @@ RELEASE_DIR ?= dist
 STATIC_EXE := dist/warren-linux-$(ARCH)-static
 SOURCES := $(shell find warren_bundle -name '*.py') build/spec/warren.spec build/spec/warren-bundle.txt
 PYTEST_ARGS ?=
+# VM=0: make test without the VM layer (QEMU guests, about 15-20 min on 2 cores).
+VM ?= 1
 
 .PHONY: all venv payload build run test test-frozen test-unit test-payloads lint release bench clean help
 
@@ -22,7 +24,8 @@ all: build
 help:
 	@echo "make run      build dist/warren-linux-$(ARCH) if needed and run containerd in the foreground"
 	@echo "make test     the whole test suite (unit, integration with real containerd, frozen file),"
-	@echo "              then the integration suites again against the frozen file (make test-frozen)"
+	@echo "              then the integration suites again against the frozen file (make test-frozen),"
+	@echo "              the static file (make test-static) and booted guests (make test-vm; VM=0 skips)"
 	@echo "make build    dist/warren-linux-$(ARCH): launcher + verified containerd/runc payload"
 	@echo "make payload  fetch, verify and stage the payload only (SOURCE=auto|upstream|mirror|dir|debian|debian-static)"
 	@echo "make payload-static  the static flavour's payload (--source debian-static, cached in /var/cache/warren-build)"
@@ -74,11 +77,14 @@ run: build
 # Every layer from source (unit, integration, e2e), then the integration suites again with the
 # frozen file standing in for `python -m warren_bundle` (WARREN_TEST_EXE): the artifact is the
 # product; then the supervisor's lifecycle and reliability suites with the static build (the
-# other file `make release` publishes). pytest's exit 5 (no test selected) fails any step.
+# other file `make release` publishes); then the release in booted guests (make test-vm; VM=0
+# leaves it out). pytest's exit 5 (no test selected) fails any step.
 test: release
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-frozen
 	$(MAKE) --no-print-directory test-static
+	@if [ "$(VM)" = 0 ]; then echo "VM=0: the VM layer (make test-vm) skipped"; \
+	else $(MAKE) --no-print-directory test-vm; fi
 
 test-frozen: build
 	WARREN_TEST_EXE=$(abspath $(EXE)) $(PY) -m pytest -m "integration and not source_only" $(PYTEST_ARGS)
