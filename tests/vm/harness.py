@@ -197,9 +197,23 @@ def prepare_share(share: Path, guest: Guest) -> None:
     (share / "guest.json").write_text(json.dumps(config))
 
 
+# Run dirs kept per guest (console, results, journals; a failed run's overlay too): each holds
+# copies of the release (100 MB or more), and CI reruns on the same machine.
+KEEP_RUNS = int(os.environ.get("WARREN_VM_KEEP_RUNS", "3"))
+
+
+def prune_runs(guest: Guest, runs: Path) -> None:
+    """Remove all but the newest KEEP_RUNS - 1 earlier runs of `guest` (the new one makes KEEP)."""
+    old = sorted(runs.glob(f"warren-vm-{guest.name}.*"), key=lambda p: p.stat().st_mtime)
+    for stale in old[: max(0, len(old) - (KEEP_RUNS - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def run_guest(guest: Guest, keep: Path | None = None) -> Run:
     """Boot `guest` on a fresh overlay until it powers off (every phase), within its timeout."""
     image = build_image(guest.suite)
+    if keep is None:
+        prune_runs(guest, CACHE / "runs")
     work = Path(tempfile.mkdtemp(prefix=f"warren-vm-{guest.name}.", dir=keep or CACHE / "runs"))
     share = work / "share"
     prepare_share(share, guest)
