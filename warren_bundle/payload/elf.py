@@ -4,6 +4,7 @@ linked (interpreter, needed libraries, the highest GLIBC_x.y symbol version it n
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -171,16 +172,22 @@ def _interpreter(fp: BinaryIO, hdr: ElfHeader) -> str | None:
     return None
 
 
+def _tables(
+    fp: BinaryIO, sections: list[Section], sh_type: int
+) -> Iterator[tuple[Section, bytes, bytes]]:
+    """Each section of `sh_type` with its bytes and those of the string table it links to."""
+    for sec in sections:
+        if sec.type != sh_type or sec.link >= len(sections):
+            continue
+        strs = sections[sec.link]
+        yield sec, _read(fp, sec.offset, sec.size), _read(fp, strs.offset, strs.size)
+
+
 def _needed(fp: BinaryIO, hdr: ElfHeader, sections: list[Section]) -> tuple[str, ...]:
     out: list[str] = []
     fmt = hdr.endian + ("qQ" if hdr.bits == 64 else "iI")
     width = struct.calcsize(fmt)
-    for sec in sections:
-        if sec.type != SHT_DYNAMIC or sec.link >= len(sections):
-            continue
-        table = _read(fp, sec.offset, sec.size)
-        strs = sections[sec.link]
-        strtab = _read(fp, strs.offset, strs.size)
+    for _sec, table, strtab in _tables(fp, sections, SHT_DYNAMIC):
         for off in range(0, len(table) - width + 1, width):
             tag, val = struct.unpack_from(fmt, table, off)
             if tag == DT_NULL:
@@ -193,12 +200,7 @@ def _needed(fp: BinaryIO, hdr: ElfHeader, sections: list[Section]) -> tuple[str,
 def _glibc_versions(fp: BinaryIO, hdr: ElfHeader, sections: list[Section]) -> list[str]:
     """Every GLIBC_x.y named in .gnu.version_r (Elf_Verneed / Elf_Vernaux, 16 bytes each)."""
     found: list[str] = []
-    for sec in sections:
-        if sec.type != SHT_GNU_VERNEED or sec.link >= len(sections):
-            continue
-        table = _read(fp, sec.offset, sec.size)
-        strs = sections[sec.link]
-        strtab = _read(fp, strs.offset, strs.size)
+    for sec, table, strtab in _tables(fp, sections, SHT_GNU_VERNEED):
         off = 0
         for _ in range(sec.info or 1 << 16):
             if off + 16 > len(table):
