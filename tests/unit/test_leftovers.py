@@ -151,23 +151,33 @@ def test_a_name_that_only_extends_a_used_dir_is_not_taken_for_it(
     assert remove_stale_unpack_dirs(tmp) == [longer]
 
 
-def test_the_running_process_own_unpack_dir_is_never_touched(tmp: Path) -> None:
-    """A frozen warren's own dir (sys._MEIPASS), set here as the bootloader sets it."""
-    own = unpack_dir(tmp, "_MEIown")
-    other = unpack_dir(tmp, "_MEIother")
+def in_a_fresh_python(
+    setup: str, call: str, arg: Path, env: dict[str, str] | None = None
+) -> list[str]:
+    """The paths `leftovers.<call>` returns in a new interpreter, after `setup` (statements
+    that give it a frozen warren's state; sys.argv[1] is `arg`)."""
     code = (
-        "import json, sys; sys._MEIPASS = sys.argv[1]; sys.path.insert(0, sys.argv[2]);"
-        "from warren_bundle.runtime.leftovers import remove_stale_unpack_dirs as r;"
-        "print(json.dumps([str(p) for p in r()]))"
-    )
+        "import json, pathlib, sys; sys.path.insert(0, sys.argv[2]);" + setup
+        + "from warren_bundle.runtime import leftovers;"
+        + f"print(json.dumps([str(p) for p in leftovers.{call}]))"
+    )  # fmt: skip
     out = subprocess.run(
-        [sys.executable, "-c", code, str(own), str(REPO)],
+        [sys.executable, "-c", code, str(arg), str(REPO)],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
+        env=env,
     )
-    assert json.loads(out.stdout) == [str(other)]  # its parent, the bootloader's choice
+    return list(json.loads(out.stdout))
+
+
+def test_the_running_process_own_unpack_dir_is_never_touched(tmp: Path) -> None:
+    """A frozen warren's own dir (sys._MEIPASS), set here as the bootloader sets it."""
+    own = unpack_dir(tmp, "_MEIown")
+    other = unpack_dir(tmp, "_MEIother")
+    removed = in_a_fresh_python("sys._MEIPASS = sys.argv[1];", "remove_stale_unpack_dirs()", own)
+    assert removed == [str(other)]  # its parent, the bootloader's choice
     assert own.exists()
 
 
@@ -243,17 +253,5 @@ def test_a_staticx_dir_named_in_a_live_process_environment_is_kept(
 
 def test_the_running_static_warren_own_bundle_dir_is_never_touched(tmp: Path) -> None:
     own = staticx_dir(tmp, "staticx-own")
-    code = (
-        "import json, sys; sys.path.insert(0, sys.argv[2]);"
-        "from warren_bundle.runtime.leftovers import candidates;"
-        "print(json.dumps([str(p) for p in candidates(__import__('pathlib').Path(sys.argv[1]))]))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp), str(REPO)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env={**os.environ, "STATICX_BUNDLE_DIR": str(own)},
-    )
-    assert json.loads(out.stdout) == []
+    env = {**os.environ, "STATICX_BUNDLE_DIR": str(own)}
+    assert in_a_fresh_python("", "candidates(pathlib.Path(sys.argv[1]))", tmp, env) == []
