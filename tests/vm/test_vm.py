@@ -10,6 +10,7 @@ guest's console log under /var/cache/warren-vm/runs/).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -22,9 +23,15 @@ pytestmark = pytest.mark.vm
 
 _RUNS: dict[str, harness.Run] = {}
 # Shutdown with a container running may take this much longer than without one: the unit's
-# ExecStopPost gives containers WARREN_SHUTDOWN_GRACE (10 s) between SIGTERM and SIGKILL.
+# ExecStopPost gives containers WARREN_SHUTDOWN_GRACE (10 s) between SIGTERM and SIGKILL, and
+# the journal must show that interval to within GRACE_PRECISION_S. The slack is what else a
+# container's stop costs under TCG with three guests on 2 cores, measured: 3 s from containerd's
+# stop to the SIGTERM (the stop line's own commands), 2 s from the SIGKILL to the unit stopped,
+# 3 to 6 s unmounting the container's rootfs: 7 to 12 s beyond the grace. The 90 s of systemd's
+# final-kill timeout, what a shutdown waited before the stop existed, stays far outside.
 GRACE_S = 10
-SHUTDOWN_SLACK_S = 8
+GRACE_PRECISION_S = 2.0
+SHUTDOWN_SLACK_S = 15
 
 
 _STARTED: dict[str, Future[harness.Run]] = {}
@@ -138,6 +145,22 @@ def test_shutdown_with_a_container_is_bounded(guest: str) -> None:
     assert with_c <= idle + GRACE_S + SHUTDOWN_SLACK_S, (
         f"reboot with a container {with_c} s vs {idle} s without\n{run.explain()}"
     )
+    assert_grace_kept(run)
+
+
+def assert_grace_kept(run: harness.Run) -> None:
+    """The journal of the shutdown with a container: SIGKILL came GRACE_S after the SIGTERM."""
+    seen = {}
+    for line in run.journals.get("after-reboot-previous-boot", "").splitlines():
+        stamp = re.match(r"\[\s*(\d+\.\d+)\]", line)
+        for what in ("SIGTERM", "SIGKILL"):
+            if stamp and f"warren: shutdown: {what} to containers" in line:
+                seen[what] = float(stamp.group(1))
+    assert set(seen) == {"SIGTERM", "SIGKILL"}, f"shutdown lines: {seen}\n{run.explain()}"
+    took = seen["SIGKILL"] - seen["SIGTERM"]
+    assert GRACE_S <= took <= GRACE_S + GRACE_PRECISION_S, (
+        f"SIGKILL {took:.1f} s after SIGTERM, the grace is {GRACE_S} s\n{run.explain()}"
+    )
 
 
 @pytest.mark.parametrize("guest", BOOKWORM)
@@ -183,6 +206,7 @@ def test_bullseye_curl_sh_with_no_options_runs_the_service_and_a_container() -> 
     assert with_c <= idle + GRACE_S + SHUTDOWN_SLACK_S, (
         f"reboot with a container {with_c} s vs {idle} s without\n{run.explain()}"
     )
+    assert_grace_kept(run)
 
 
 @pytest.mark.parametrize("guest", BOOKWORM)
