@@ -313,13 +313,19 @@ runs_here() {
     fi
 }
 
+# The verified $ASSET, copied into the bin dir (the same filesystem as $BIN, so the final mv is
+# atomic) and made executable: NEW_FILE, which the exit trap removes if it is never moved.
+stage_download() {
+    NEW_FILE="$BIN_DIR/.warren.new.$$"
+    cp "$TMP_DIR/$ASSET" "$NEW_FILE"
+    chmod 0755 "$NEW_FILE"
+}
+
 # The default build links the host's glibc; where it cannot start (older glibc, musl), the static
 # one carries its own. Each is tried here, in the bin dir (a noexec /tmp must not decide), before
 # it replaces anything.
 choose_flavour() {
-    NEW_FILE="$BIN_DIR/.warren.new.$$"
-    cp "$TMP_DIR/$ASSET" "$NEW_FILE"
-    chmod 0755 "$NEW_FILE"
+    stage_download
     [ -n "$STATIC_ASSET" ] || return 0
     why=$(fails_here "$NEW_FILE") || return 0
     static_digest=$(digest_of "$STATIC_ASSET")
@@ -332,9 +338,7 @@ choose_flavour() {
     STATIC_ASSET=''
     EXPECTED=$static_digest
     download_verified
-    NEW_FILE="$BIN_DIR/.warren.new.$$"
-    cp "$TMP_DIR/$ASSET" "$NEW_FILE"
-    chmod 0755 "$NEW_FILE"
+    stage_download
 }
 
 install_binary() {
@@ -399,6 +403,15 @@ WantedBy=multi-user.target
 EOF
 }
 
+# The unit's own cgroup, for the two Exec lines below that look in it, in the text systemd runs
+# (before the $ are doubled). cgroup v2 names it on the "0::" line, v1 on "name=systemd"; with
+# Delegate=yes, ExecStopPost runs in the unit's ".control" child, which is cut. Its processes are
+# read from whichever hierarchy holds it: v2, the hybrid's unified one, or v1's systemd one.
+# shellcheck disable=SC2016 # the $ are for the shell systemd runs, not this one
+UNIT_CGROUP='cg=$(sed -n "s|/[.]control||; s/^0:://p; s/^[0-9]*:name=systemd://p" /proc/self/cgroup | head -n 1); '
+# shellcheck disable=SC2016
+UNIT_PROCS='$(cat "/sys/fs/cgroup$cg/cgroup.procs" "/sys/fs/cgroup/unified$cg/cgroup.procs" "/sys/fs/cgroup/systemd$cg/cgroup.procs" 2>/dev/null | sort -u)'
+
 # The one-file warren runs as two processes: the bootloader (systemd's main PID) and its child, the
 # supervisor. A SIGKILL of the main PID cannot be forwarded, so the supervisor lives on in the
 # unit's cgroup and every restart would fail with "already running". Before each start, a warren
@@ -409,8 +422,8 @@ leftover_kill_line() {
     # shellcheck disable=SC2016 # the $ are for the shell systemd runs, not this one
     # Only the unit's own cgroup is read (a scan of /proc costs a fork per process). The static
     # build's processes run from staticx's temporary copy: STATICX_PROG_PATH names $BIN.
-    printf '%s' 'ExecStartPre=-/bin/sh -c '"'"'cg=$(sed -n "s|/[.]control||; s/^0:://p; s/^[0-9]*:name=systemd://p" /proc/self/cgroup | head -n 1); ' \
-        'for pid in $(cat "/sys/fs/cgroup$cg/cgroup.procs" "/sys/fs/cgroup/unified$cg/cgroup.procs" "/sys/fs/cgroup/systemd$cg/cgroup.procs" 2>/dev/null | sort -u); do ' \
+    printf '%s' 'ExecStartPre=-/bin/sh -c '"'$UNIT_CGROUP" \
+        'for pid in '"$UNIT_PROCS"'; do ' \
         'case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in "'"$BIN"'" | "'"$BIN"' (deleted)") ;; ' \
         '*/staticx-*/*) tr "\\0" "\\n" <"/proc/$pid/environ" 2>/dev/null | grep -qx "STATICX_PROG_PATH='"$BIN"'" || continue ;; *) continue ;; esac; ' \
         'echo "warren: killing supervisor $pid, left running by a killed main process; its containerd is adopted"; kill -KILL "$pid"; done; exit 0'"'" | sed 's/\$/$$/g'
@@ -429,8 +442,8 @@ shutdown_kill_line() {
     printf '# At shutdown or reboot: containers get SIGTERM, %s s, then SIGKILL (WARREN_SHUTDOWN_GRACE).\n' "$grace"
     # shellcheck disable=SC2016 # the $ are for the shell systemd runs, not this one
     printf '%s' 'ExecStopPost=/bin/sh -c '"'"'case "$(systemctl is-system-running 2>/dev/null)" in stopping) ;; *) exit 0 ;; esac; ' \
-        'cg=$(sed -n "s|/[.]control||; s/^0:://p; s/^[0-9]*:name=systemd://p" /proc/self/cgroup | head -n 1); shims=""; kids=""; ' \
-        'for p in $(cat "/sys/fs/cgroup$cg/cgroup.procs" "/sys/fs/cgroup/unified$cg/cgroup.procs" "/sys/fs/cgroup/systemd$cg/cgroup.procs" 2>/dev/null | sort -u); do ' \
+        "$UNIT_CGROUP"'shims=""; kids=""; ' \
+        'for p in '"$UNIT_PROCS"'; do ' \
         'case "$(readlink "/proc/$p/exe" 2>/dev/null)" in '"$DATA_DIR"'/*containerd-shim-runc-v2*) ' \
         'shims="$shims $p"; kids="$kids $(cat "/proc/$p"/task/*/children 2>/dev/null)" ;; esac; done; ' \
         '[ -n "$shims" ] || exit 0; set -- $kids; alive=""; if [ $# -gt 0 ]; then echo "warren: shutdown: SIGTERM to containers $*"; kill -TERM "$@" 2>/dev/null; ' \
