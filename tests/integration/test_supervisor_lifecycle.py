@@ -183,6 +183,13 @@ def test_detached_start_status_stop(wpaths: Paths, staged_payload: Path) -> None
     assert "containerd started" in started.stdout
     report = status(wpaths)
     assert report["state"] == "RUNNING" and report["socket_answers"]
+    # The supervisor names the warren that runs it: this one, in the build under test.
+    ours = json.loads(run_warren(wpaths, "version", "--json").stdout)
+    assert (report["warren_version"], report["warren_flavour"]) == (ours["warren"], ours["flavour"])
+    text = run_warren(wpaths, "containerd", "status").stdout
+    row = f"{report['supervisor_pid']} (warren {ours['warren']}, {ours['flavour']} build)\n"
+    rows = text.splitlines(keepends=True)
+    assert any(ln.startswith("supervisor pid ") and ln.endswith(row) for ln in rows), text
 
     again = run_warren(wpaths, "containerd", "start")
     assert again.returncode == 0 and "already running" in again.stdout

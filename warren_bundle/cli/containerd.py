@@ -145,7 +145,7 @@ def print_embedded_status(r: dict[str, Any]) -> None:
             "state",
             f"{r['state']}: {r['state_detail']}" if r.get("state_detail") else r.get("state"),
         ),
-        ("supervisor pid", r.get("supervisor_pid") or "-"),
+        ("supervisor pid", supervisor_cell(r)),
         ("containerd pid", containerd_pid or "-"),
         ("uptime", f"{uptime:.0f}s" if uptime is not None else "-"),
         ("restarts", r.get("restarts", 0)),
@@ -170,6 +170,20 @@ def print_embedded_status(r: dict[str, Any]) -> None:
         table.append(("upgrade", r["upgrade"]))
     table += node_rows(r.get("node"))
     rows(table)
+
+
+def supervisor_cell(r: dict[str, Any]) -> str:
+    """ "1234 (warren 0.1.1, static build)"; a supervisor still on another warren than this one
+    (a new file installed, the service not restarted) says so, and what makes the new one run."""
+    from warren_bundle import __version__
+
+    pid, running = r.get("supervisor_pid"), r.get("warren_version")
+    if not pid or not running or not r.get("supervisor_alive", True):
+        return str(pid or "-")
+    cell = f"{pid} (warren {running}, {r.get('warren_flavour') or '?'} build)"
+    if running != __version__:
+        cell += f"; this warren is {__version__}: restart the service to run it"
+    return cell
 
 
 def node_rows(node: dict[str, Any] | None) -> list[tuple[str, Any]]:

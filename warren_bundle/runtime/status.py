@@ -8,6 +8,9 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, TypedDict, cast
 
+from warren_bundle import __version__
+from warren_bundle.launcher import flavour
+
 if TYPE_CHECKING:
     from warren_bundle.runtime.node_setup import NodeReport
     from warren_bundle.runtime.supervisor import ContainerdManager
@@ -31,6 +34,10 @@ class StatusReport(TypedDict, total=False):
     state: str
     external: bool
     supervisor_pid: int | None
+    # The warren that runs the supervisor (after a new file is installed, until the restart, not
+    # the one a CLI runs): "0.1.1", and "static", "dynamic" or "source".
+    warren_version: str | None
+    warren_flavour: str | None
     containerd_pid: int | None
     adopted: bool
     started_at: float | None  # wall clock of the current containerd's readiness (or adoption)
@@ -77,6 +84,8 @@ def report_of(mgr: ContainerdManager) -> StatusReport:
         "state": mgr.state.value,
         "external": mgr.use_external,
         "supervisor_pid": os.getpid() if not mgr.use_external else None,
+        "warren_version": __version__,
+        "warren_flavour": flavour(),
         "containerd_pid": proc.pid if proc is not None and alive else None,
         "adopted": mgr.adopted,
         "started_at": mgr.started_at,
