@@ -219,38 +219,46 @@ def stop(paths: Paths, timeout: float = STOP_GRACE) -> str:
     sup = supervisor_process(paths)
     if sup is not None:
         grace = timeout + SUPERVISOR_EXTRA
-        _signal(sup, signal.SIGTERM)
-        if _wait_gone(sup, grace):
-            done.append(f"stopped warren supervisor pid {sup.pid}")
-        else:
-            _signal(sup, signal.SIGKILL)
-            if not _wait_gone(sup, timeout):
-                raise WarrenError(
-                    f"warren supervisor pid {sup.pid} did not exit after SIGTERM and SIGKILL",
-                    f"check 'ps -o pid,stat,cmd -p {sup.pid}' (a process stuck in the kernel "
-                    "exits only when its I/O returns)",
-                )
-            done.append(
-                f"killed warren supervisor pid {sup.pid} (no exit {grace:.0f}s after SIGTERM)"
+        exited = _terminate(sup, grace, timeout)
+        if exited is None:
+            raise WarrenError(
+                f"warren supervisor pid {sup.pid} did not exit after SIGTERM and SIGKILL",
+                f"check 'ps -o pid,stat,cmd -p {sup.pid}' (a process stuck in the kernel "
+                "exits only when its I/O returns)",
             )
+        done.append(
+            f"stopped warren supervisor pid {sup.pid}"
+            if exited
+            else f"killed warren supervisor pid {sup.pid} (no exit {grace:.0f}s after SIGTERM)"
+        )
     ctrd = containerd_process(paths)
     if ctrd is not None:
-        _signal(ctrd, signal.SIGTERM)
-        if _wait_gone(ctrd, timeout):
-            done.append(f"stopped containerd pid {ctrd.pid}")
-        else:
-            _signal(ctrd, signal.SIGKILL)
-            if not _wait_gone(ctrd, timeout):
-                raise WarrenError(
-                    ("; ".join(done) + "; but " if done else "")
-                    + f"containerd pid {ctrd.pid} did not exit after SIGTERM and SIGKILL",
-                    f"check 'ps -o pid,stat,cmd -p {ctrd.pid}'; see {paths.log_file}",
-                )
-            done.append(f"killed containerd pid {ctrd.pid} (ignored SIGTERM for {timeout:.0f}s)")
+        exited = _terminate(ctrd, timeout, timeout)
+        if exited is None:
+            raise WarrenError(
+                ("; ".join(done) + "; but " if done else "")
+                + f"containerd pid {ctrd.pid} did not exit after SIGTERM and SIGKILL",
+                f"check 'ps -o pid,stat,cmd -p {ctrd.pid}'; see {paths.log_file}",
+            )
+        done.append(
+            f"stopped containerd pid {ctrd.pid}"
+            if exited
+            else f"killed containerd pid {ctrd.pid} (ignored SIGTERM for {timeout:.0f}s)"
+        )
         if sup is None:
             done[-1] += " (no supervisor was running)"
     _remove_pidfiles(paths, done)
     return "; ".join(done) if done else "not running"
+
+
+def _terminate(proc: psutil.Process, grace: float, kill_wait: float) -> bool | None:
+    """SIGTERM and up to `grace` s, then SIGKILL and up to `kill_wait` s. True: it exited on
+    SIGTERM; False: it needed the SIGKILL; None: it outlived both."""
+    _signal(proc, signal.SIGTERM)
+    if _wait_gone(proc, grace):
+        return True
+    _signal(proc, signal.SIGKILL)
+    return False if _wait_gone(proc, kill_wait) else None
 
 
 def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
