@@ -110,9 +110,12 @@ test-unit: venv
 # qemu-system-x86 qemu-utils debootstrap e2fsprogs. VM_GUESTS: a pytest -k filter.
 .PHONY: test-vm
 VM_GUESTS ?=
-# The upgrade scenario installs the containerd-1.7 warren of test-payloads over the release.
+# The upgrade scenario installs over the release, on bookworm, the containerd-1.7 warren of
+# test-payloads; on bullseye, the next warren version's static file with the same payload
+# (scripts/next_release.py, frozen from the static venv; cached in /var/cache/warren-test).
 test-vm: release test-payloads
-	$(PY) -m pytest -m vm tests/vm $(if $(VM_GUESTS),-k '$(VM_GUESTS)') $(PYTEST_ARGS)
+	WARREN_VM_STATIC_VENV=$(abspath $(STATIC_VENV)) WARREN_VM_STATIC_PAYLOAD=$(abspath $(STATIC_PAYLOAD_DIR)) \
+	  $(PY) -m pytest -m vm tests/vm $(if $(VM_GUESTS),-k '$(VM_GUESTS)') $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check warren_bundle scripts tests bench

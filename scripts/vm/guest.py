@@ -478,7 +478,7 @@ def phase_after_reboot() -> None:
             sh(f"{CTR} tasks kill -s SIGKILL keeper; sleep 2; {CTR} tasks delete keeper; "
                f"{CTR} containers rm keeper", check=False, timeout=120)  # fmt: skip
     else:
-        record("upgrade", "skip", 0, "", str(CONFIG.get("no_upgrade_reason", "not asked")))
+        record("upgrade", "skip", 0, "", "not asked")
     set_phase("purge")
     end_boot("poweroff", "idle")
 
@@ -504,10 +504,12 @@ def server_version() -> str:
 
 
 def upgrade_steps() -> None:
-    """(7) The next release (containerd 1.7) installed over this one by install.sh, as a user
-    upgrades: the service restarts on the new binary, a running container keeps running, is
-    exec'd into, stopped and deleted under the new containerd; the old version dir is kept
-    while its shim runs and pruned after."""
+    """(7) The next release installed over this one by install.sh, as a user upgrades, with a
+    container running: the service restarts on the new file and the container keeps running
+    (exec'd into, then stopped and deleted under the new supervisor). Then, by what the release
+    changes: containerd (1.6 -> 1.7) runs from its own version dir, the old one kept while its
+    shim runs, and status says it upgraded; or warren alone (same payload): the supervisor is the
+    new warren, containerd runs from the same version dir, and nothing claims an upgrade."""
     kept: dict[str, Any] = {}
 
     def before() -> tuple[str, str]:
@@ -515,6 +517,7 @@ def upgrade_steps() -> None:
         kept["pid"] = task_pid("keeper")
         kept["version"] = server_version()
         kept["bin"] = os.path.realpath("/var/lib/warren/bin")
+        kept["main_pid"] = main_pid()
         return "", f"containerd {kept['version']}, container pid {kept['pid']}"
 
     step("upgrade-container-started", before)
@@ -543,8 +546,12 @@ def upgrade_steps() -> None:
         watcher.start()
         try:
             out = sh(f"curl -sfL {URL}/next/install.sh | WARREN_BASE_URL={URL}/next sh -", 600)
-            version = poll("the new containerd answers", lambda: (
-                v if (v := server_version()) != kept["version"] else None), 300)  # fmt: skip
+            if CONFIG["upgrade"] == "containerd":
+                version = poll("the new containerd answers", lambda: (
+                    v if (v := server_version()) != kept["version"] else None), 300)  # fmt: skip
+            else:
+                poll("containerd answers again", lambda: "" if socket_answers() else None, 300)
+                version = server_version()
         finally:
             done.set()
             watcher.join(5)
@@ -564,7 +571,42 @@ def upgrade_steps() -> None:
         return out, f"container pid {pid} kept running and exec'd into"
 
     step("container-kept-across-upgrade", container_kept)
+    if CONFIG["upgrade"] == "containerd":
+        containerd_upgrade_checks(kept)
+    else:
+        warren_upgrade_checks(kept)
 
+    def removed_under_new() -> tuple[str, str]:
+        sh(f"{CTR} tasks kill -s SIGKILL keeper", 120)
+
+        def stopped() -> str | None:
+            rows = [ln for ln in sh(f"{CTR} tasks ls").splitlines() if ln.startswith("keeper ")]
+            return "" if not rows or "STOPPED" in rows[0] else None
+
+        poll("keeper stopped", stopped, 120)
+        sh(f"{CTR} tasks delete keeper", 120)
+        sh(f"{CTR} containers rm keeper", 120)
+        out = sh(f"{WARREN} ctr run --rm {IMAGE} fresh echo new-after-upgrade", 300)
+        if "new-after-upgrade" not in out:
+            raise StepFailed(f"a new container after the upgrade printed:\n{out}")
+        pruned = sh(f"{WARREN} versions --prune", timeout=120)
+        listed = [ln for ln in pruned.splitlines() if Path(kept["bin"]).name[:12] in ln]
+        if CONFIG["upgrade"] == "containerd":
+            # The old dir stays as the rollback target ("previous"), no longer in use by a shim.
+            if not listed or "previous" not in listed[0] or "in use" in listed[0]:
+                raise StepFailed(f"the old version after its shim exited: {listed}\n{pruned}")
+            said = "old dir: " + listed[0].strip()
+        else:
+            # One payload, one version dir, which is the current one: nothing to prune.
+            if not listed or "current" not in listed[0]:
+                raise StepFailed(f"the one version dir after the upgrade: {listed}\n{pruned}")
+            said = "its version dir: " + listed[0].strip()
+        return out + pruned, "stopped and deleted under the new supervisor; " + said
+
+    step("removed-under-new-supervisor", removed_under_new)
+
+
+def containerd_upgrade_checks(kept: dict[str, Any]) -> None:
     def status_says() -> tuple[str, str]:
         out = sh(f"{WARREN} containerd status --json", timeout=120)
         said = str(json.loads(out).get("upgrade") or "")
@@ -596,29 +638,39 @@ def upgrade_steps() -> None:
 
     step("containerd-from-new-version-dir", new_binary_dir)
 
-    def removed_and_pruned() -> tuple[str, str]:
-        sh(f"{CTR} tasks kill -s SIGKILL keeper", 120)
 
-        def stopped() -> str | None:
-            rows = [ln for ln in sh(f"{CTR} tasks ls").splitlines() if ln.startswith("keeper ")]
-            return "" if not rows or "STOPPED" in rows[0] else None
+def warren_upgrade_checks(kept: dict[str, Any]) -> None:
+    def status_names_new_warren() -> tuple[str, str]:
+        out = sh(f"{WARREN} containerd status --json", timeout=120)
+        report = json.loads(out)
+        want = CONFIG["next_warren"]
+        problems = []
+        if report.get("warren_version") != want:
+            problems.append(f"the supervisor is warren {report.get('warren_version')}, not {want}")
+        if report.get("supervisor_pid") in (None, kept["main_pid"]):
+            problems.append(f"supervisor pid {report.get('supervisor_pid')}: not restarted")
+        if report.get("warren_flavour") != CONFIG["flavour"]:
+            problems.append(f"a {report.get('warren_flavour')} build, not {CONFIG['flavour']}")
+        if report.get("upgrade"):  # containerd did not change: no upgrade to claim
+            problems.append(f"status claims {report['upgrade']!r}")
+        if problems:
+            raise StepFailed("; ".join(problems) + f"\n{out}")
+        return out, (f"supervisor pid {report['supervisor_pid']} runs warren {want} "
+                     f"({CONFIG['flavour']} build); no upgrade claimed")  # fmt: skip
 
-        poll("keeper stopped", stopped, 120)
-        sh(f"{CTR} tasks delete keeper", 120)
-        sh(f"{CTR} containers rm keeper", 120)
-        out = sh(f"{WARREN} ctr run --rm {IMAGE} fresh echo new-after-upgrade", 300)
-        if "new-after-upgrade" not in out:
-            raise StepFailed(f"a new container after the upgrade printed:\n{out}")
-        # The old dir stays as the rollback target ("previous"), no longer in use by a shim.
-        pruned = sh(f"{WARREN} versions --prune", timeout=120)
-        old = [ln for ln in pruned.splitlines() if Path(kept["bin"]).name[:12] in ln]
-        if not old or "previous" not in old[0] or "in use" in old[0]:
-            raise StepFailed(f"the old version after its shim exited: {old}\n{pruned}")
-        return out + pruned, "stopped and deleted under the new containerd; old dir: " + (
-            old[0].strip()
-        )
+    step("status-names-the-new-warren", status_names_new_warren)
 
-    step("removed-under-new-kept-as-previous", removed_and_pruned)
+    def same_binary_dir() -> tuple[str, str]:
+        pid = sh("pidof containerd", check=False).split()
+        exes = {os.path.realpath(f"/proc/{p}/exe") for p in pid}
+        now_bin = os.path.realpath("/var/lib/warren/bin")
+        if now_bin != kept["bin"] or exes != {f"{now_bin}/containerd"}:
+            raise StepFailed(f"containerd runs {exes}; bin -> {now_bin} (before: {kept['bin']})")
+        if kept["new"] != kept["version"]:
+            raise StepFailed(f"containerd {kept['version']} -> {kept['new']}: the payload changed")
+        return "", f"containerd {kept['new']} from the same version dir {now_bin}"
+
+    step("containerd-from-the-same-version-dir", same_binary_dir)
 
 
 def phase_purge() -> None:

@@ -39,9 +39,16 @@ SMP = os.environ.get("WARREN_VM_SMP", "2")
 CPU = os.environ.get("WARREN_VM_CPU", "qemu64")
 MAX_BOOTS = 5
 RELEASE_FILES = ("install.sh", "SHA256SUMS", "warren-linux-amd64", "warren-linux-amd64-static")
-# (7) The next release for the upgrade scenario: the frozen warren with containerd 1.7 that
-# `make test-payloads` builds (scripts/test_payloads.py), published as release/next/.
+# (7) The next release for the upgrade scenario, published as release/next/: on the bookworm
+# guests the frozen warren with containerd 1.7 that `make test-payloads` builds
+# (scripts/test_payloads.py); on bullseye, where that dynamic build cannot run, the static file
+# of the next warren version with the same payload (scripts/next_release.py).
 NEXT_EXE = os.environ.get("WARREN_VM_NEXT_EXE", "")
+NEXT_STATIC = os.environ.get("WARREN_VM_NEXT_STATIC", "")
+STATIC_VENV = Path(os.environ.get("WARREN_VM_STATIC_VENV", REPO / "build/cache/static-venv"))
+STATIC_PAYLOAD = Path(
+    os.environ.get("WARREN_VM_STATIC_PAYLOAD", REPO / "build/payload-static/linux-amd64")
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +58,9 @@ class Guest:
     cmdline: str = ""
     # The build the installer must pick with no options: the static one where glibc is older.
     flavour: str = "dynamic"
-    # The next release (containerd 1.7) is a dynamic build for bookworm's glibc.
-    upgrade: bool = True
+    # (7) What the next release changes: "containerd" (1.6 -> 1.7, a dynamic build for bookworm's
+    # glibc) or "warren" (the next warren version, static, with the same payload).
+    upgrade: str = "containerd"
     # Seconds for the whole run (all boots) before the host kills QEMU.
     timeout: float = float(os.environ.get("WARREN_VM_TIMEOUT", "1500"))
 
@@ -63,7 +71,7 @@ GUESTS = {
         Guest("bookworm-cgroup2", "bookworm"),
         Guest("bookworm-cgroup1", "bookworm", "systemd.unified_cgroup_hierarchy=0"),
         # (6) The older host: glibc 2.31, systemd 247: the installer must pick the static build.
-        Guest("bullseye", "bullseye", flavour="static", upgrade=False),
+        Guest("bullseye", "bullseye", flavour="static", upgrade="warren"),
     )
 }
 
@@ -149,7 +157,7 @@ def busybox_archives(dest: Path) -> None:
     busybox_image(dest / "airgap.tar", "docker.io/library/busybox:warren-airgap")
 
 
-def next_release() -> Path | None:
+def containerd_next() -> Path:
     """The frozen containerd-1.7 warren of `make test-payloads` (built if missing)."""
     if NEXT_EXE:
         return Path(NEXT_EXE)
@@ -159,7 +167,39 @@ def next_release() -> Path | None:
     )  # fmt: skip
     built = json.loads(out.stdout[out.stdout.index("{") :])
     found = [exe for version, exe in built.items() if version.startswith("1.7.")]
-    return Path(found[0]) if found else None
+    if not found:
+        raise FileNotFoundError("no containerd-1.7 warren for the upgrade: make test-payloads")
+    return Path(found[0])
+
+
+def warren_next() -> Path:
+    """The next warren version's static file, same payload (scripts/next_release.py)."""
+    if NEXT_STATIC:
+        return Path(NEXT_STATIC)
+    out = subprocess.run(
+        [str(REPO / ".venv/bin/python"), str(REPO / "scripts/next_release.py"),
+         "--static-venv", str(STATIC_VENV), "--payload-dir", str(STATIC_PAYLOAD)],
+        check=True, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def next_release(guest: Guest) -> dict[str, Path]:
+    """release/next/'s files (besides install.sh and SHA256SUMS) for `guest`'s upgrade. The
+    warren-only one carries this release's dynamic file, which cannot run on bullseye: the
+    installer tries it and takes the static one, as on the first install."""
+    if guest.upgrade == "containerd":
+        return {"warren-linux-amd64": containerd_next()}
+    return {
+        "warren-linux-amd64": RELEASE / "warren-linux-amd64",
+        "warren-linux-amd64-static": warren_next(),
+    }
+
+
+def warren_version(exe: Path) -> str:
+    """What `exe version --json` calls itself (the static next runs on this host too)."""
+    out = subprocess.run([str(exe), "version", "--json"], check=True, stdout=subprocess.PIPE)
+    return str(json.loads(out.stdout)["warren"])
 
 
 def prepare_share(share: Path, guest: Guest) -> None:
@@ -170,18 +210,15 @@ def prepare_share(share: Path, guest: Guest) -> None:
         if not src.is_file():
             raise FileNotFoundError(f"{src} is missing: run make release first")
         shutil.copy2(src, release / name)
-    upgrade = guest.upgrade
-    if upgrade:
-        nxt = next_release()
-        if nxt is None or not nxt.is_file():
-            raise FileNotFoundError("no containerd-1.7 warren for the upgrade: make test-payloads")
-        (release / "next").mkdir()
-        shutil.copy2(nxt, release / "next" / "warren-linux-amd64")
-        shutil.copy2(release / "install.sh", release / "next" / "install.sh")
-        subprocess.run(
-            "sha256sum warren-linux-amd64 install.sh > SHA256SUMS",
-            shell=True, check=True, cwd=release / "next",
-        )  # fmt: skip
+    nxt = release / "next"
+    nxt.mkdir()
+    files = next_release(guest)
+    for name, src in files.items():
+        shutil.copy2(src, nxt / name)
+    shutil.copy2(release / "install.sh", nxt / "install.sh")
+    subprocess.run(
+        f"sha256sum {' '.join(files)} install.sh > SHA256SUMS", shell=True, check=True, cwd=nxt
+    )
     busybox_archives(share)
     shutil.copy2(REPO / "scripts/vm/guest.py", share / "guest.py")
     (share / "guest-run.sh").write_text(
@@ -190,9 +227,11 @@ def prepare_share(share: Path, guest: Guest) -> None:
     config = {
         "guest": guest.name,
         "flavour": guest.flavour,
-        "upgrade": upgrade,
-        "no_upgrade_reason": "" if upgrade else (
-            "the next release (containerd 1.7) is a dynamic build for bookworm's glibc"),
+        "upgrade": guest.upgrade,
+        # The next release's warren: the upgrade's status must name it as the supervisor's.
+        "next_warren": warren_version(files.get("warren-linux-amd64-static") or files[
+            "warren-linux-amd64"]),
+        "this_warren": warren_version(RELEASE / "warren-linux-amd64"),
     }  # fmt: skip
     (share / "guest.json").write_text(json.dumps(config))
 
@@ -226,10 +265,13 @@ def run_guest(guest: Guest, keep: Path | None = None) -> Run:
     append = f"root=/dev/vda rw console=ttyS0 edd=off panic=-1 {guest.cmdline}".strip()
     cmd = [
         "qemu-system-x86_64", "-accel", ACCEL, "-cpu", CPU, "-m", MEMORY, "-smp", SMP,
-        "-display", "none", "-serial", "stdio", "-monitor", "none", "-nic", "none",
+        "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none", "-nic", "none",
         "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"),
         "-append", append,
-        "-drive", f"file={overlay},if=virtio,format=qcow2",
+        # cache=unsafe: the overlay is thrown away, so the guest's flushes (journald, containerd's
+        # bolt database, every os.sync) need not wait for the host's disk. What the guest wrote
+        # is in the file when QEMU exits, for the next boot of the same disk.
+        "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe",
         "-virtfs", f"local,path={share},mount_tag=share,security_model=none,id=share",
     ]  # fmt: skip
     run = Run(guest, out_dir=work)

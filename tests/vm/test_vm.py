@@ -61,6 +61,9 @@ def guest_run(name: str) -> harness.Run:
         # Images first, one at a time (debootstrap on a cold cache), then every selected guest.
         for suite in sorted({g.suite for g in harness.GUESTS.values()}):
             harness.build_image(suite)
+        # The next releases too (a freeze, on a cold cache), before guests compete for the cores.
+        for guest in _SELECTED or [name]:
+            harness.next_release(harness.GUESTS[guest])
         pool = ThreadPoolExecutor(max_workers=max(1, PARALLEL))
         if min(PARALLEL, len(_SELECTED)) > 1 and "WARREN_VM_SMP" not in os.environ:
             harness.SMP = "1"  # several guests share the host's cores (harness.SMP says why)
@@ -103,6 +106,7 @@ def require_ok(run: harness.Run, *names: str) -> None:
 
 
 BOOKWORM = ["bookworm-cgroup2", "bookworm-cgroup1"]
+ALL = [*BOOKWORM, "bullseye"]
 
 
 @pytest.mark.parametrize("guest", BOOKWORM)
@@ -131,10 +135,10 @@ def test_kill9_status_says_what_happened(guest: str) -> None:
     require_ok(run, "kill9-status-says")
 
 
-@pytest.mark.parametrize("guest", BOOKWORM)
+@pytest.mark.parametrize("guest", ALL)
 def test_shutdown_with_a_container_is_bounded(guest: str) -> None:
     """(2) A reboot with a container running takes at most the grace (+ slack) longer than one
-    without; systemd's 90 s final-kill timeout is not waited out."""
+    without; systemd's 90 s final-kill timeout is not waited out; the journal shows the grace."""
     run = guest_run(guest)
     require_ok(run, "container-running-before-reboot", "tasks-after-reboot")
     shut = run.shutdowns()
@@ -178,16 +182,25 @@ def test_uninstall_purge_leaves_the_file_list_as_before(guest: str) -> None:
     require_ok(run, "uninstall-purge", "files-as-before")
 
 
-@pytest.mark.parametrize("guest", BOOKWORM)
+# (7) What each guest's next release changes (tests/vm/harness.py), and the steps that prove it.
+UPGRADE_CHECKS = {
+    "containerd": ("status-says-upgraded", "containerd-from-new-version-dir"),
+    "warren": ("status-names-the-new-warren", "containerd-from-the-same-version-dir"),
+}
+
+
+@pytest.mark.parametrize("guest", ALL)
 def test_upgrade_by_the_installer_keeps_a_container_running(guest: str) -> None:
-    """(7) install.sh of the next release (containerd 1.7) over this one (1.6) with a container
-    running: the service restarts on the new binary, the container keeps running and is exec'd
-    into, stopped and deleted under 1.7; containerd runs from its own version dir, the old one is
-    kept while its shim runs, and status says what happened."""
+    """(7) install.sh of the next release over this one with a container running: the service
+    restarts on the new file, the container keeps running, is exec'd into, stopped and deleted
+    under the new supervisor. On bookworm the next release carries containerd 1.7 (over 1.6):
+    it runs from its own version dir, the old one kept while its shim runs, and status says it
+    upgraded. On bullseye it is the next warren (static) with the same payload: status names it
+    as the supervisor, containerd runs from the same version dir, and no upgrade is claimed."""
     run = guest_run(guest)
     require_ok(run, "upgrade-container-started", "install-next-release",
-               "container-kept-across-upgrade", "status-says-upgraded",
-               "containerd-from-new-version-dir", "removed-under-new-kept-as-previous")  # fmt: skip
+               "container-kept-across-upgrade", *UPGRADE_CHECKS[run.guest.upgrade],
+               "removed-under-new-supervisor")  # fmt: skip
 
 
 def test_bullseye_curl_sh_with_no_options_runs_the_service_and_a_container() -> None:
@@ -200,13 +213,6 @@ def test_bullseye_curl_sh_with_no_options_runs_the_service_and_a_container() -> 
                "kill9-restart-container-survives", "stop-leaves-containers",
                "service-up-after-reboot", "images-kept", "airgap-imported-once",
                "uninstall-purge", "files-as-before")  # fmt: skip
-    shut = run.shutdowns()
-    with_c, idle = shut.get("with-container"), shut.get("idle")
-    assert with_c is not None and idle is not None, f"shutdowns not measured: {shut}"
-    assert with_c <= idle + GRACE_S + SHUTDOWN_SLACK_S, (
-        f"reboot with a container {with_c} s vs {idle} s without\n{run.explain()}"
-    )
-    assert_grace_kept(run)
 
 
 @pytest.mark.parametrize("guest", BOOKWORM)

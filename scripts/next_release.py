@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Build (or find cached) the next release's static file, for the VM layer's warren-only upgrade.
+
+The next release is this tree's sources with the patch version bumped (0.1.0 -> 0.1.1), frozen
+the way `make` freezes dist/warren-linux-<arch>-static: the static venv's PyInstaller with the
+static payload, then staticx. The payload is the same, so installing it over the release changes
+warren alone: the bullseye guest (tests/vm/harness.py), where the containerd-1.7 warren of
+scripts/test_payloads.py cannot run, upgrades to it with a container running. Cached outside the
+clone under $WARREN_TEST_CACHE/next-static/<key> (/var/cache/warren-test), keyed by a hash of
+the sources, the payload's manifest and the venv's Python.
+
+    scripts/next_release.py --static-venv DIR --payload-dir DIR   # prints the file's path
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("WARREN_TEST_CACHE") or "/var/cache/warren-test") / "next-static"
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+NAME = f"warren-linux-{ARCH}"
+VERSION_LINE = re.compile(r'(?m)^__version__ = "(\d+)\.(\d+)\.(\d+)"$')
+
+
+def next_version(init_text: str) -> str:
+    """The patch release after the one warren_bundle/__init__.py declares."""
+    found = VERSION_LINE.search(init_text)
+    if found is None:
+        raise SystemExit('warren_bundle/__init__.py has no __version__ = "X.Y.Z" line')
+    major, minor, patch = found.groups()
+    return f"{major}.{minor}.{int(patch) + 1}"
+
+
+def _key(venv: Path, payload_dir: Path) -> str:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from test_payloads import _sources_hash
+
+    h = hashlib.sha256(_sources_hash().encode())
+    h.update((payload_dir / "manifest.json").read_bytes())  # it names every file's hash
+    h.update(str((venv / "bin" / "python").resolve()).encode())
+    return h.hexdigest()[:16]
+
+
+def _copy_sources(src: Path, version: str) -> None:
+    """warren_bundle and the spec, as in the tree, with `version` declared."""
+    shutil.rmtree(src, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "warren_bundle", src / "warren_bundle", ignore=ignore)
+    shutil.copytree(REPO / "build" / "spec", src / "build" / "spec", ignore=ignore)
+    init = src / "warren_bundle" / "__init__.py"
+    init.write_text(VERSION_LINE.sub(f'__version__ = "{version}"', init.read_text(), count=1))
+
+
+def build(venv: Path, payload_dir: Path) -> Path:
+    out = CACHE / _key(venv, payload_dir) / f"{NAME}-static"
+    if out.is_file():
+        return out
+    version = next_version((REPO / "warren_bundle" / "__init__.py").read_text())
+    work = CACHE / "work"
+    src = work / "src"
+    _copy_sources(src, version)
+    # As the Makefile's REPRODUCIBLE, with its own PyInstaller cache (--clean empties it).
+    env = dict(
+        os.environ,
+        PYTHONHASHSEED="0",
+        WARREN_PAYLOAD_DIR=str(payload_dir.resolve()),
+        WARREN_EXE_NAME=NAME,
+        PYINSTALLER_CONFIG_DIR=str(work / "config"),
+    )
+    if "SOURCE_DATE_EPOCH" not in env:  # the commit's time, as the Makefile's REPRODUCIBLE
+        git = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=REPO,
+                             stdout=subprocess.PIPE, text=True, check=False)  # fmt: skip
+        env["SOURCE_DATE_EPOCH"] = git.stdout.strip() or "315532800"  # 1980: zip's first year
+    subprocess.run(
+        [str(venv / "bin" / "pyinstaller"), "--noconfirm", "--clean", "--log-level", "WARN",
+         "--workpath", str(work / "build"), "--distpath", str(work / "dist"),
+         str(src / "build" / "spec" / "warren.spec")],
+        check=True, cwd=src, env=env, stdout=sys.stderr,
+    )  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    subprocess.run(
+        [str(venv / "bin" / "staticx"), "--no-compress", str(work / "dist" / NAME), str(tmp)],
+        check=True,
+        stdout=sys.stderr,
+    )
+    tmp.chmod(0o755)
+    said = subprocess.run([str(tmp), "version"], check=True, stdout=subprocess.PIPE, text=True)
+    first = said.stdout.splitlines()[0] if said.stdout else ""
+    if first != f"warren {version} (static build)":
+        tmp.unlink()
+        raise SystemExit(f"the next release says {first!r}, not warren {version} (static build)")
+    tmp.rename(out)
+    for stale in CACHE.iterdir():  # files of older inputs: only the current one stays
+        if re.fullmatch(r"[0-9a-f]{16}", stale.name) and stale != out.parent:
+            shutil.rmtree(stale, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--static-venv", type=Path, required=True, help="make's STATIC_VENV")
+    parser.add_argument("--payload-dir", type=Path, required=True, help="its STATIC_PAYLOAD_DIR")
+    args = parser.parse_args()
+    print(build(args.static_venv, args.payload_dir))
+
+
+if __name__ == "__main__":
+    main()
