@@ -68,7 +68,7 @@ _CHUNK = 1 << 20
 class ExtractResult:
     bin_dir: Path
     digest: str
-    cached: bool
+    cached: bool  # nothing was written
     duration_s: float
     written: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
@@ -333,10 +333,12 @@ def ensure_extracted(
             previous = switch_to(paths, payload.digest)
         except OSError as exc:
             raise _os_error(exc, paths.bin_dir) from exc
+    # Cached: nothing written, as when bin only switched to a version dir already extracted (by
+    # `extract --prepare` before a restart, or one kept from before).
     return ExtractResult(
         paths.bin_dir,
         payload.digest,
-        False,
+        not written and not repaired,
         time.perf_counter() - started,
         written,
         repaired,

@@ -64,7 +64,8 @@ def test_going_back_to_a_kept_version_switches_without_extracting(
 
     result = ensure_extracted(paths, payload_a)
 
-    assert result.written == [] and not result.cached
+    # Nothing written: a switch to a kept version counts as a cached extraction.
+    assert result.written == [] and result.cached and result.previous == payload_b.digest
     assert os.readlink(paths.bin_dir) == f"versions/{payload_a.digest}"
     assert {n: (dir_a / n).stat().st_ino for n in BINARIES} == inodes_a
     assert is_current(paths, payload_a)
@@ -236,5 +237,34 @@ def test_prepare_extracts_beside_the_running_version_without_switching(
 
     result = ensure_extracted(paths, payload_b)
 
-    assert result.written == [] and result.previous == payload_a.digest
+    assert result.written == [] and result.previous == payload_a.digest and result.cached
     assert installed_hashes(paths) == expected_hashes(payload_b)
+
+
+def test_extract_prepare_cli_writes_the_new_version_dir_and_leaves_bin(
+    tmp_path: Path, paths: Paths, payload_a: Payload, payload_b: Payload
+) -> None:
+    """What install.sh runs before it restarts the service onto a new warren."""
+    ensure_extracted(paths, payload_a)
+    out = run_warren(paths, "extract", "--prepare", payload=tmp_path / "payload-b")
+    assert out.returncode == 0, out.stderr
+    target = paths.version_dir(payload_b.digest)
+    assert out.stdout.startswith(f"{target}: extracted ") and "ready for a restart" in out.stdout
+    assert os.readlink(paths.bin_dir) == f"versions/{payload_a.digest}", "bin not switched"
+    assert is_current(paths, payload_a)
+    again = run_warren(paths, "extract", "--prepare", payload=tmp_path / "payload-b")
+    assert again.stdout == f"{target}: already extracted (payload sha256:{payload_b.digest[:12]})\n"
+    # The start onto it then only switches: nothing written, so the extraction counts as cached.
+    switched = run_warren(paths, "extract", payload=tmp_path / "payload-b")
+    assert switched.stdout.startswith(f"{paths.bin_dir}: switched to {target}, already extracted")
+    assert os.readlink(paths.bin_dir) == f"versions/{payload_b.digest}"
+
+
+def test_extract_prepare_with_verify_or_force_is_a_usage_error(
+    tmp_path: Path, paths: Paths, payload_b: Payload
+) -> None:
+    for other in ("--verify", "--force"):
+        out = run_warren(paths, "extract", "--prepare", other, payload=tmp_path / "payload-b")
+        assert out.returncode == ExitCode.USAGE, out.stderr
+        assert "--prepare only writes a version dir" in out.stderr
+    assert not paths.versions_dir.exists(), "nothing extracted"

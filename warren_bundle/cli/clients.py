@@ -2,26 +2,46 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from warren_bundle.cli.context import current
 from warren_bundle.cli.output import emit_json, say
 
+if TYPE_CHECKING:
+    from warren_bundle.paths import Paths
+    from warren_bundle.payload.format import Payload
+
 
 @click.command()
 @click.option("--verify", is_flag=True, help="Re-hash installed binaries and repair any damage.")
 @click.option("--force", is_flag=True, help="Rewrite the binaries even if the cache is current.")
+@click.option(
+    "--prepare",
+    is_flag=True,
+    help="Extract into this payload's own version dir without pointing bin at it: the running "
+    "containerd keeps its binaries, and a restart onto this warren only switches.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def extract(verify: bool, force: bool, as_json: bool) -> None:
+def extract(verify: bool, force: bool, prepare: bool, as_json: bool) -> None:
     """Extract containerd, ctr, the shim and runc into <data-dir>/bin (cached)."""
     from warren_bundle.extract import ensure_extracted
     from warren_bundle.payload.format import locate
     from warren_bundle.runtime.leftovers import remove_stale_unpack_dirs
 
+    if prepare and (verify or force):
+        raise click.UsageError(
+            "--prepare only writes a version dir that is missing or incomplete; run --verify "
+            "or --force without it"
+        )
     ctx = current()
     for leftover in remove_stale_unpack_dirs():  # of one-file warrens killed with SIGKILL
         say(f"warren: removed {leftover}: an unpack dir no process uses")
     payload = locate(ctx.payload)
+    if prepare:
+        prepare_version(ctx.paths, payload, as_json)
+        return
     result = ensure_extracted(ctx.paths, payload, verify=verify, force=force)
     if as_json:
         emit_json(
@@ -39,7 +59,12 @@ def extract(verify: bool, force: bool, as_json: bool) -> None:
         click.echo(
             f"repaired {', '.join(result.repaired)} (content or mode did not match the manifest)"
         )
-    if result.cached:
+    if result.cached and result.previous:
+        click.echo(
+            f"{result.bin_dir}: switched to {result.version_dir}, already extracted "
+            f"(payload sha256:{result.digest[:12]})"
+        )
+    elif result.cached:
         checked = "verified" if verify else "up to date"
         click.echo(f"{result.bin_dir}: {checked} (payload sha256:{result.digest[:12]})")
     else:
@@ -47,6 +72,28 @@ def extract(verify: bool, force: bool, as_json: bool) -> None:
             f"{result.bin_dir}: extracted {', '.join(result.written)} "
             f"in {result.duration_s * 1000:.0f} ms (payload sha256:{result.digest[:12]})"
         )
+
+
+def prepare_version(paths: Paths, payload: Payload, as_json: bool) -> None:
+    """`extract --prepare`: what an installer runs before it restarts the service."""
+    import time
+
+    from warren_bundle.extract import prepare
+
+    started = time.monotonic()
+    written = prepare(paths, payload)
+    took = time.monotonic() - started
+    target = paths.version_dir(payload.digest)
+    if as_json:
+        emit_json({"version_dir": str(target), "digest": payload.digest, "written": written,
+                   "duration_s": took})  # fmt: skip
+    elif written:
+        click.echo(
+            f"{target}: extracted {', '.join(written)} in {took * 1000:.0f} ms, ready for a "
+            f"restart (payload sha256:{payload.digest[:12]})"
+        )
+    else:
+        click.echo(f"{target}: already extracted (payload sha256:{payload.digest[:12]})")
 
 
 @click.command()
