@@ -477,6 +477,18 @@ setup_service() {
     info "wrote $UNIT"
 }
 
+# Before a restart onto a new binary: its payload is extracted into its own version dir while
+# the running containerd still serves (bin is not switched), so the socket is down only for the
+# stop and the start, not for the extraction too. A failure here is not fatal: the restart
+# extracts, and says why it cannot.
+prepare_new_version() {
+    if out=$("$BIN" extract --prepare </dev/null 2>&1); then
+        info "$out"
+    else
+        info "could not extract ahead of the restart (the start will): $(printf '%s' "$out" | tail -n 1)"
+    fi
+}
+
 # After the uninstaller is written: a failure here leaves something it can remove.
 enable_service() {
     if [ "$UNIT_WRITTEN" != true ]; then
@@ -501,6 +513,9 @@ enable_service() {
     # A new binary or unit takes effect by a restart; containers survive it (KillMode=process).
     verb=start
     if [ "$BIN_CHANGED" = true ] || [ "$UNIT_CHANGED" = true ]; then verb=restart; fi
+    if [ "$BIN_CHANGED" = true ] && systemctl is-active --quiet "$SERVICE_NAME" </dev/null; then
+        prepare_new_version
+    fi
     systemctl "$verb" "$SERVICE_NAME" </dev/null ||
         fatal "$EXIT_ERROR" "systemctl $verb $SERVICE_NAME failed; see 'journalctl -u $SERVICE_NAME' and '$BIN containerd logs'"
     info "${verb}ed $SERVICE_NAME; check it with '$BIN containerd status'"

@@ -556,6 +556,7 @@ def upgrade_steps() -> None:
             done.set()
             watcher.join(5)
         kept["new"] = version
+        kept["installer"] = out
         return out, (f"containerd {kept['version']} -> {version}; socket down "
                      f"{sum(gaps):.1f} s in {len(gaps)} gap(s)")  # fmt: skip
 
@@ -609,6 +610,7 @@ def upgrade_steps() -> None:
 def containerd_upgrade_checks(kept: dict[str, Any]) -> None:
     def status_says() -> tuple[str, str]:
         out = sh(f"{WARREN} containerd status --json", timeout=120)
+        kept["status"] = json.loads(out)
         said = str(json.loads(out).get("upgrade") or "")
         # ctr shows Debian's full versions (1.6.20~ds1), warren the release's (1.6.20).
         got = re.match(r"upgraded containerd (\S+) → (\S+); (\d+) containers? kept running", said)
@@ -637,6 +639,22 @@ def containerd_upgrade_checks(kept: dict[str, Any]) -> None:
         return listed, f"containerd from {new_bin}; old dir kept while its shim runs"
 
     step("containerd-from-new-version-dir", new_binary_dir)
+
+    def extracted_before_restart() -> tuple[str, str]:
+        """The installer extracted the new payload while the old containerd served (extract
+        --prepare): the restarted supervisor found it there and only switched bin."""
+        said = [ln for ln in kept["installer"].splitlines() if "ready for a restart" in ln]
+        report = kept.get("status") or json.loads(
+            sh(f"{WARREN} containerd status --json", timeout=120))  # fmt: skip
+        cached = (report.get("timings") or {}).get("extraction_cached")
+        if not said or cached is not True:
+            raise StepFailed(
+                f"installer: {said or 'no extract --prepare line'}; the new supervisor's "
+                f"extraction_cached: {cached}\n{kept['installer']}"
+            )
+        return kept["installer"], said[0].replace("[warren] ", "")
+
+    step("extracted-before-the-restart", extracted_before_restart)
 
 
 def warren_upgrade_checks(kept: dict[str, Any]) -> None:

@@ -184,7 +184,11 @@ def test_uninstall_purge_leaves_the_file_list_as_before(guest: str) -> None:
 
 # (7) What each guest's next release changes (tests/vm/harness.py), and the steps that prove it.
 UPGRADE_CHECKS = {
-    "containerd": ("status-says-upgraded", "containerd-from-new-version-dir"),
+    "containerd": (
+        "status-says-upgraded",
+        "containerd-from-new-version-dir",
+        "extracted-before-the-restart",
+    ),
     "warren": ("status-names-the-new-warren", "containerd-from-the-same-version-dir"),
 }
 
@@ -194,9 +198,10 @@ def test_upgrade_by_the_installer_keeps_a_container_running(guest: str) -> None:
     """(7) install.sh of the next release over this one with a container running: the service
     restarts on the new file, the container keeps running, is exec'd into, stopped and deleted
     under the new supervisor. On bookworm the next release carries containerd 1.7 (over 1.6):
-    it runs from its own version dir, the old one kept while its shim runs, and status says it
-    upgraded. On bullseye it is the next warren (static) with the same payload: status names it
-    as the supervisor, containerd runs from the same version dir, and no upgrade is claimed."""
+    the installer extracts it before the restart, it runs from its own version dir, the old one
+    is kept while its shim runs, and status says it upgraded. On bullseye it is the next warren
+    (static) with the same payload: status names it as the supervisor, containerd runs from the
+    same version dir, and no upgrade is claimed."""
     run = guest_run(guest)
     require_ok(run, "upgrade-container-started", "install-next-release",
                "container-kept-across-upgrade", *UPGRADE_CHECKS[run.guest.upgrade],
