@@ -1,12 +1,14 @@
 """`warren containerd run`: the supervisor in the foreground until a signal or FATAL.
 
-SIGTERM, SIGINT and SIGHUP ask for a graceful stop (containers keep running); a supervisor that
+SIGTERM, SIGINT and SIGHUP ask for a graceful stop (containers keep running), handled in a thread of
+their own (_on_stop_signal says why); a supervisor that
 gave up (FATAL) stops and raises, so the process exits non-zero and the service manager takes
 over.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -23,12 +25,22 @@ def run_foreground(mgr: ContainerdManager, on_ready: Callable[[ContainerdManager
     """Start, call `on_ready`, supervise until stopped. False when a stop came before readiness."""
     stop_requested = threading.Event()
 
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+    def on_stop() -> None:
         stop_requested.set()
         mgr.request_stop()
 
-    for sig in _STOP_SIGNALS:
-        signal.signal(sig, on_signal)
+    undo = _on_stop_signal(on_stop)
+    try:
+        return _supervise(mgr, on_ready, stop_requested)
+    finally:
+        undo()
+
+
+def _supervise(
+    mgr: ContainerdManager,
+    on_ready: Callable[[ContainerdManager], None],
+    stop_requested: threading.Event,
+) -> bool:
     try:
         mgr.start()
     except ContainerdExited:
@@ -54,3 +66,50 @@ def run_foreground(mgr: ContainerdManager, on_ready: Callable[[ContainerdManager
             f"see {mgr.paths.log_file}; the service manager will restart warren",
         )
     return True
+
+
+def _ignore(_signum: int, _frame: FrameType | None) -> None:
+    """A Python-level handler, so that the interpreter's C handler writes the wakeup pipe."""
+
+
+def _on_stop_signal(on_stop: Callable[[], None]) -> Callable[[], None]:
+    """Call `on_stop` from a thread of its own at each SIGTERM, SIGINT or SIGHUP; returns what
+    undoes it.
+
+    Not from a Python signal handler: that runs in the main thread between two bytecodes, even
+    inside another handler, and an Event.set() there deadlocks on the lock the code it
+    interrupted holds. Ctrl-C did it: the terminal signals the one-file warren's bootloader and
+    its child, the bootloader forwards its own, and the second handler ran inside the first
+    one's Event.set(); 2 of 6 Ctrl-C's left `warren containerd run` hung, deaf to every later
+    signal. The handlers here do nothing; the C-level handler writes each signal's number to
+    the wakeup pipe, and a thread reads it.
+    """
+    read_fd, write_fd = os.pipe()  # close-on-exec: containerd does not inherit them
+    os.set_blocking(write_fd, False)  # set_wakeup_fd requires it
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    previous = {sig: signal.signal(sig, _ignore) for sig in _STOP_SIGNALS}
+    wanted = {int(sig) for sig in _STOP_SIGNALS}
+
+    def watch() -> None:
+        while True:
+            try:
+                got = os.read(read_fd, 64)
+            except OSError:
+                return
+            if not got:  # the write end closed: undone
+                return
+            if wanted.intersection(got):
+                on_stop()
+
+    watcher = threading.Thread(target=watch, name="stop-signals", daemon=True)
+    watcher.start()
+
+    def undo() -> None:
+        signal.set_wakeup_fd(previous_fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(write_fd)
+        watcher.join(2.0)
+        os.close(read_fd)
+
+    return undo

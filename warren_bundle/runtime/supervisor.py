@@ -168,7 +168,8 @@ class ContainerdManager:
             self._close_metrics()
 
     def request_stop(self) -> None:
-        """Signal-handler safe: make a start in progress give up; call stop() afterwards."""
+        """Make a start in progress give up; call stop() afterwards. Thread-safe, but not for a
+        Python signal handler (Event.set takes a lock: runtime/foreground.py)."""
         self._stopping.set()
 
     @property
