@@ -39,10 +39,11 @@ def next_version(init_text: str) -> str:
     return f"{major}.{minor}.{int(patch) + 1}"
 
 
-def _key(venv: Path, payload_dir: Path) -> str:
-    sys.path.insert(0, str(REPO / "scripts"))
-    from test_payloads import _sources_hash
+sys.path.insert(0, str(REPO / "scripts"))
+from test_payloads import _sources_hash, drop_stale  # noqa: E402
 
+
+def _key(venv: Path, payload_dir: Path) -> str:
     h = hashlib.sha256(_sources_hash().encode())
     h.update((payload_dir / "manifest.json").read_bytes())  # it names every file's hash
     h.update(str((venv / "bin" / "python").resolve()).encode())
@@ -99,9 +100,7 @@ def build(venv: Path, payload_dir: Path) -> Path:
         tmp.unlink()
         raise SystemExit(f"the next release says {first!r}, not warren {version} (static build)")
     tmp.rename(out)
-    for stale in CACHE.iterdir():  # files of older inputs: only the current one stays
-        if re.fullmatch(r"[0-9a-f]{16}", stale.name) and stale != out.parent:
-            shutil.rmtree(stale, ignore_errors=True)
+    drop_stale(CACHE, {out.parent})
     shutil.rmtree(work, ignore_errors=True)
     return out
 
@@ -111,7 +110,8 @@ def main() -> None:
     parser.add_argument("--static-venv", type=Path, required=True, help="make's STATIC_VENV")
     parser.add_argument("--payload-dir", type=Path, required=True, help="its STATIC_PAYLOAD_DIR")
     args = parser.parse_args()
-    print(build(args.static_venv, args.payload_dir))
+    # Absolute: PyInstaller runs in the copy of the sources.
+    print(build(args.static_venv.absolute(), args.payload_dir.absolute()))
 
 
 if __name__ == "__main__":

@@ -104,17 +104,17 @@ def build() -> dict[str, Path]:
     for exe, job in jobs:
         if job.wait() != 0 or not exe.is_file():
             raise SystemExit(f"pyinstaller failed for {exe}")
-    _drop_stale(exes)
+    drop_stale(CACHE, {exe.parent for exe in exes.values()})
     return exes
 
 
-def _drop_stale(exes: dict[str, Path]) -> None:
-    """Frozen files of older inputs (every source edit makes new ones): only the current stay."""
+def drop_stale(cache: Path, keep: set[Path]) -> None:
+    """The key dirs in `cache` of older inputs (every source edit makes new ones): only `keep`
+    stay (scripts/next_release.py's cache too)."""
     import re
     import shutil
 
-    keep = {exe.parent for exe in exes.values()}
-    for entry in CACHE.iterdir():
+    for entry in cache.iterdir():
         if re.fullmatch(r"[0-9a-f]{16}", entry.name) and entry not in keep:
             shutil.rmtree(entry, ignore_errors=True)
 

@@ -3,10 +3,11 @@ unit warren-vm-scenario.service (scripts/vm/build-image.sh), once per boot.
 
 The host (tests/vm/harness.py) puts on the 9p share, mounted at /mnt/share:
   guest.json       {"guest": NAME, "flavour": "dynamic"|"static" (which build the installer must
-                   pick here), "upgrade": bool}
+                   pick here), "upgrade": "containerd"|"warren" (what the next release changes),
+                   "next_warren": the next release's warren version}
   release/         what `make release` wrote: install.sh, SHA256SUMS, warren-linux-amd64 and
-                   warren-linux-amd64-static; release/next/: the next release (containerd 1.7),
-                   for the upgrade scenario, when guest.json's "upgrade" is set
+                   warren-linux-amd64-static; release/next/: the next release, for the upgrade
+                   scenario (containerd 1.7, or the next warren version with the same payload)
   busybox.tar      an OCI archive of busybox (tests/support busybox_image), airgap.tar another
 and reads back:
   results.jsonl    one line per step: guest, phase, step, status (ok|fail|xfail|skip), seconds,
@@ -495,6 +496,11 @@ def socket_answers() -> bool:
     return True
 
 
+def containerd_exes() -> set[str]:
+    """The files the running containerd processes run from."""
+    return {os.path.realpath(f"/proc/{p}/exe") for p in sh("pidof containerd", check=False).split()}
+
+
 def server_version() -> str:
     out = sh(f"{CTR} version", timeout=60)
     found = re.findall(r"(?m)^\s*Version:\s*(\S+)", out)
@@ -628,8 +634,7 @@ def containerd_upgrade_checks(kept: dict[str, Any]) -> None:
     step("status-says-upgraded", status_says, soft=True)
 
     def new_binary_dir() -> tuple[str, str]:
-        pid = sh("pidof containerd", check=False).split()
-        exes = {os.path.realpath(f"/proc/{p}/exe") for p in pid}
+        exes = containerd_exes()
         new_bin = os.path.realpath("/var/lib/warren/bin")
         if exes != {f"{new_bin}/containerd"} or new_bin == kept["bin"]:
             raise StepFailed(f"containerd runs {exes}; bin -> {new_bin} (before: {kept['bin']})")
@@ -679,8 +684,7 @@ def warren_upgrade_checks(kept: dict[str, Any]) -> None:
     step("status-names-the-new-warren", status_names_new_warren)
 
     def same_binary_dir() -> tuple[str, str]:
-        pid = sh("pidof containerd", check=False).split()
-        exes = {os.path.realpath(f"/proc/{p}/exe") for p in pid}
+        exes = containerd_exes()
         now_bin = os.path.realpath("/var/lib/warren/bin")
         if now_bin != kept["bin"] or exes != {f"{now_bin}/containerd"}:
             raise StepFailed(f"containerd runs {exes}; bin -> {now_bin} (before: {kept['bin']})")

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -40,14 +41,15 @@ def status(paths: Paths) -> dict:
     return json.loads(run_warren(paths, "containerd", "status", "--json").stdout)
 
 
-def spawn_run(paths: Paths, payload: Path, *args: str) -> subprocess.Popen[str]:
-    """`warren containerd run` without waiting: these tests watch it come up themselves."""
+def spawn_run(paths: Paths, payload: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    """`warren containerd run` without waiting: these tests watch it come up themselves.
+    `popen`: other Popen arguments (where its output goes, its own session)."""
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     return subprocess.Popen(
         [*WARREN, "containerd", "run", *args],
         env=warren_env(paths, payload),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
         text=True,
+        **{**streams, **popen},
     )
 
 
@@ -188,12 +190,9 @@ def test_ctrl_c_stops_the_foreground_supervisor_every_time(
     for attempt in range(10):
         log = tmp_path / f"run-{attempt}.log"
         with log.open("w") as out:
-            proc = subprocess.Popen(
-                [*WARREN, "containerd", "run"],
-                env=warren_env(wpaths, staged_payload),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, as a terminal's foreground job
+            # Its own process group, as a terminal's foreground job.
+            proc = spawn_run(
+                wpaths, staged_payload, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         try:
             wait_for(lambda log=log: " ready on " in log.read_text(), timeout=60, what="ready")

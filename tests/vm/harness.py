@@ -231,7 +231,6 @@ def prepare_share(share: Path, guest: Guest) -> None:
         # The next release's warren: the upgrade's status must name it as the supervisor's.
         "next_warren": warren_version(files.get("warren-linux-amd64-static") or files[
             "warren-linux-amd64"]),
-        "this_warren": warren_version(RELEASE / "warren-linux-amd64"),
     }  # fmt: skip
     (share / "guest.json").write_text(json.dumps(config))
 

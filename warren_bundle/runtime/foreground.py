@@ -1,9 +1,8 @@
 """`warren containerd run`: the supervisor in the foreground until a signal or FATAL.
 
-SIGTERM, SIGINT and SIGHUP ask for a graceful stop (containers keep running), handled in a thread of
-their own (_on_stop_signal says why); a supervisor that
-gave up (FATAL) stops and raises, so the process exits non-zero and the service manager takes
-over.
+SIGTERM, SIGINT and SIGHUP ask for a graceful stop (containers keep running), handled in a thread
+of their own (_on_stop_signal says why); a supervisor that gave up (FATAL) stops and raises, so
+the process exits non-zero and the service manager takes over.
 """
 
 from __future__ import annotations
