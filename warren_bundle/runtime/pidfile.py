@@ -162,23 +162,40 @@ def _runs_warren(exe: str, argv: list[str]) -> bool:
     )
 
 
-def lock_holders(path: Path) -> set[int]:
-    """Pids holding a flock or POSIX lock on `path` (from /proc/locks, readable by anyone)."""
-    try:
-        inode = os.stat(path).st_ino
-        with open("/proc/locks") as fp:
-            lines = fp.read().splitlines()
-    except OSError:
-        return set()
+def parse_lock_holders(text: str, device: int, inode: int) -> set[int]:
+    """Pids that /proc/locks's `text` shows holding a lock on the file (`device`, `inode`).
+
+    A line reads `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`: the device as hex
+    major:minor, then the inode in decimal. The same inode number on another filesystem is another
+    file, so both must match. The pid is -1 (or 0) for an OFD lock and for a holder in another pid
+    namespace: nobody we can name, so not counted. Anything that does not parse is not ours.
+    """
+    want = (os.major(device), os.minor(device), inode)
     pids = set()
-    for line in lines:
+    for line in text.splitlines():
         fields = line.split()
         if len(fields) < 6 or fields[1] == "->":  # "->": a waiter, not a holder
             continue
-        with suppress(ValueError):
-            if int(fields[5].rsplit(":", 1)[1]) == inode:
-                pids.add(int(fields[4]))
+        try:
+            major, minor, ino = fields[5].split(":")
+            where = (int(major, 16), int(minor, 16), int(ino))
+            pid = int(fields[4])
+        except ValueError:
+            continue
+        if where == want and pid > 0:
+            pids.add(pid)
     return pids
+
+
+def lock_holders(path: Path) -> set[int]:
+    """Pids holding a flock or POSIX lock on `path` (from /proc/locks, readable by anyone)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as fp:
+            text = fp.read()
+    except OSError:
+        return set()
+    return parse_lock_holders(text, st.st_dev, st.st_ino)
 
 
 def is_warren_supervisor(proc: psutil.Process, paths: Paths) -> bool:
@@ -213,7 +230,7 @@ def supervisor(paths: Paths) -> psutil.Process | None:
     starting is found too, and a pidfile naming some other process can never be.
     """
     for pid in sorted(lock_holders(paths.supervisor_lock)):
-        with suppress(psutil.Error):
+        with suppress(psutil.Error, ValueError):
             proc = psutil.Process(pid)
             if is_warren_supervisor(proc, paths):
                 return proc
