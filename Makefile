@@ -10,9 +10,10 @@ PAYLOAD_DIR := build/payload/linux-$(ARCH)
 PAYLOAD := $(PAYLOAD_DIR)/payload.tar.zst
 EXE := dist/warren-linux-$(ARCH)
 RELEASE_DIR ?= dist
-# The static flavour (staticx) of $(EXE), which make release publishes beside it.
+# The static flavour of $(EXE): the same launcher and runtime with the static payload (containerd and
+# runc that need no libc of the host), which make release publishes beside it.
 STATIC_EXE := dist/warren-linux-$(ARCH)-static
-SOURCES := $(shell find warren_bundle -name '*.py') build/spec/warren.spec build/spec/warren-bundle.txt
+SOURCES := $(shell find warren_bundle -name '*.py') build/spec/warren.spec
 PYTEST_ARGS ?=
 # VM=0: make test without the VM layer (QEMU guests, about 15-20 min on 2 cores).
 VM ?= 1
@@ -63,10 +64,50 @@ build: $(EXE)
 # SOURCE_DATE_EPOCH (the commit's time).
 REPRODUCIBLE := PYTHONHASHSEED=0 SOURCE_DATE_EPOCH=$(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
-$(EXE): $(PAYLOAD) $(SOURCES) $(VENV)/.installed
-	$(REPRODUCIBLE) WARREN_PAYLOAD_DIR=$(PAYLOAD_DIR) WARREN_EXE_NAME=warren-linux-$(ARCH) \
-	  $(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
-	  --workpath .pyinstaller --distpath dist build/spec/warren.spec
+# The one file: the static launcher (launcher/launcher.c, musl), the frozen runtime (PyInstaller
+# onedir, with its loader and libc: it runs on glibc >= 2.17 and musl alike) and the payload,
+# packed by scripts/onefile.py. A launch runs the runtime in place from
+# <data-dir>/runtime/<digest> (root) or the user's cache dir, extracted once; never /tmp.
+RUNTIME_PYTHON ?= /usr/bin/python3.11
+RUNTIME_VENV ?= build/cache/runtime-venv
+RUNTIME_WORK ?= build/cache/pyinstaller-runtime
+RUNTIME_TREE := build/runtime/warren-linux-$(ARCH)-onedir
+RUNTIME := $(RUNTIME_TREE)/.loader
+LAUNCHER := build/launcher/warren-launcher-$(ARCH)
+LAUNCHER_SOURCES := $(wildcard launcher/*.c launcher/*.h)
+# zlib's inflate, from Debian's zlib1g-dev, linked into the musl launcher (only inflate is used).
+ZLIB_A ?= /usr/lib/$(shell gcc -dumpmachine)/libz.a
+MUSL_GCC ?= musl-gcc
+
+$(LAUNCHER): $(LAUNCHER_SOURCES)
+	@mkdir -p $(@D)/include
+	@ln -sf /usr/include/zlib.h /usr/include/zconf.h $(@D)/include/
+	$(MUSL_GCC) -static -Os -s -Wall -Wextra -Werror -I$(@D)/include -o $@.tmp \
+	  launcher/launcher.c launcher/sha256.c $(ZLIB_A)
+	@mv -f $@.tmp $@
+
+.PHONY: launcher runtime
+launcher: $(LAUNCHER)
+runtime: $(RUNTIME)
+
+# Frozen with Debian's python3.11, whose extension modules carry no RUNPATH: the bundled libs are
+# found through the executable's RPATH alone.
+$(RUNTIME_VENV)/.installed: pyproject.toml
+	$(RUNTIME_PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install -q -e '.[build]'
+	@touch $@
+
+$(RUNTIME): $(SOURCES) $(RUNTIME_VENV)/.installed scripts/onefile.py
+	@rm -rf $(RUNTIME_TREE)
+	$(REPRODUCIBLE) WARREN_ONEDIR=1 WARREN_EXE_NAME=warren-linux-$(ARCH) \
+	  PYINSTALLER_CONFIG_DIR=$(abspath $(RUNTIME_WORK))/config \
+	  $(RUNTIME_VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
+	  --workpath $(RUNTIME_WORK) --distpath $(dir $(RUNTIME_TREE)) build/spec/warren.spec
+	$(PY) scripts/onefile.py runtime $(RUNTIME_TREE)
+
+$(EXE): $(LAUNCHER) $(RUNTIME) $(PAYLOAD) scripts/onefile.py
+	$(PY) scripts/onefile.py pack --launcher $(LAUNCHER) --runtime $(RUNTIME_TREE) \
+	  --payload-dir $(PAYLOAD_DIR) --out $@
 	@$(EXE) version
 	@# Every module imports, getaddrinfo, idna, a metrics scrape: a bad exclusion fails here.
 	@$(EXE) _selfcheck || { rm -f $(EXE); echo "removed $(EXE): it fails its self-check" >&2; exit 1; }
@@ -98,8 +139,8 @@ test-static: $(STATIC_EXE)
 
 # The three frozen warrens (containerd 1.6, 1.7, 2.1) that tests/integration/test_upgrades.py
 # walks through; cached in /var/cache/warren-test/upgrades (WARREN_TEST_CACHE) by input hash.
-test-payloads: $(PAYLOAD) $(VENV)/.installed
-	$(PY) scripts/test_payloads.py
+test-payloads: $(PAYLOAD) $(VENV)/.installed $(LAUNCHER) $(RUNTIME)
+	$(PY) scripts/test_payloads.py --launcher $(LAUNCHER) --runtime $(RUNTIME_TREE)
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
@@ -114,7 +155,8 @@ VM_GUESTS ?=
 # test-payloads; on bullseye, the next warren version's static file with the same payload
 # (scripts/next_release.py, frozen from the static venv; cached in /var/cache/warren-test).
 test-vm: release test-payloads
-	WARREN_VM_STATIC_VENV=$(abspath $(STATIC_VENV)) WARREN_VM_STATIC_PAYLOAD=$(abspath $(STATIC_PAYLOAD_DIR)) \
+	WARREN_VM_RUNTIME_VENV=$(abspath $(RUNTIME_VENV)) WARREN_VM_LAUNCHER=$(abspath $(LAUNCHER)) \
+	  WARREN_VM_STATIC_PAYLOAD=$(abspath $(STATIC_PAYLOAD_DIR)) \
 	  $(PY) -m pytest -m vm tests/vm $(if $(VM_GUESTS),-k '$(VM_GUESTS)') $(PYTEST_ARGS)
 
 lint: venv
@@ -129,7 +171,7 @@ bench: build
 	$(PY) -m bench.run --exe $(EXE) $(BENCH_ARGS)
 
 clean:
-	rm -rf dist .pyinstaller build/payload build/downloads
+	rm -rf dist .pyinstaller build/payload build/downloads build/runtime build/launcher
 
 # --- release: what this host can build, plus install.sh and SHA256SUMS, in RELEASE_DIR ---------
 # The release workflow (.github/workflows/release.yml) builds linux/darwin x amd64/arm64 on native
@@ -138,13 +180,7 @@ RELEASE_REPO ?= warren-bundle/warren-bundle
 RELEASE_REQUIRE_UPSTREAM ?= 0
 RELEASE_ASSETS := warren-linux-amd64 warren-linux-arm64 warren-darwin-amd64 warren-darwin-arm64 \
   warren-linux-amd64-static warren-linux-arm64-static
-# The static flavour (staticx) for older glibc and musl hosts: frozen with Debian's python3.11,
-# whose extension modules carry no RUNPATH (staticx refuses those), then bundled with its libc.
-STATIC_PYTHON ?= /usr/bin/python3.11
-STATIC_VENV ?= build/cache/static-venv
-STATIC_WORK ?= build/cache/pyinstaller-static
 BULLSEYE_ROOT ?= /var/cache/warren-test/bullseye-root
-# staticx --no-compress: its xz archive costs ~350 ms per launch; uncompressed ~40 ms and +3 MB.
 
 .PHONY: release-static release-sums check-static
 
@@ -205,25 +241,17 @@ release-static: $(STATIC_EXE)
 	  cp $(STATIC_EXE) $(RELEASE_DIR)/
 	@$(MAKE) --no-print-directory release-sums
 
-# Frozen again from the same sources as $(EXE), whenever $(EXE) is rebuilt, with the static payload.
-$(STATIC_EXE): $(EXE) $(STATIC_PAYLOAD)
+# The same launcher and runtime as $(EXE), with the static payload.
+$(STATIC_EXE): $(LAUNCHER) $(RUNTIME) $(STATIC_PAYLOAD) scripts/onefile.py
 	@$(PY) -c 'import json, sys; r = json.load(open(sys.argv[1])).get("requires", {}); \
 	  sys.exit(0 if r.get("linkage") == "static" else \
 	  "error: the static flavour needs a static payload, and " + sys.argv[1] + " is " + \
 	  (r.get("linkage") or "of unrecorded linkage") + "; make payload-static (or STATIC_PAYLOAD_DIR)")' \
 	  $(STATIC_PAYLOAD_DIR)/manifest.json
-	@[ -x $(STATIC_VENV)/bin/staticx ] || { $(STATIC_PYTHON) -m venv $(STATIC_VENV) && \
-	  $(STATIC_VENV)/bin/pip install -q -e '.[build]' staticx; }
-	# A cache of its own: PyInstaller's shared one may hand back another Python's binaries.
-	$(REPRODUCIBLE) WARREN_PAYLOAD_DIR=$(STATIC_PAYLOAD_DIR) WARREN_EXE_NAME=warren-linux-$(ARCH) \
-	  PYINSTALLER_CONFIG_DIR=$(abspath $(STATIC_WORK))/config \
-	  $(STATIC_VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
-	  --workpath $(STATIC_WORK) --distpath $(STATIC_WORK)/dist build/spec/warren.spec
-	@mkdir -p $(dir $@)
-	$(STATIC_VENV)/bin/staticx --no-compress $(STATIC_WORK)/dist/warren-linux-$(ARCH) $@.tmp
-	chmod 0755 $@.tmp
+	$(PY) scripts/onefile.py pack --launcher $(LAUNCHER) --runtime $(RUNTIME_TREE) \
+	  --payload-dir $(STATIC_PAYLOAD_DIR) --out $@.tmp
 	@$@.tmp version | head -n 1 | grep -q '(static build)' || { rm -f $@.tmp; \
-	  echo "$@: the staticx file does not say it is the static build" >&2; exit 1; }
+	  echo "$@: the file does not say it is the static build" >&2; exit 1; }
 	mv -f $@.tmp $@
 
 # The static flavour in a Debian bullseye root (glibc 2.31), by chroot; needs root and debootstrap.

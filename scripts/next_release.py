@@ -2,14 +2,15 @@
 """Build (or find cached) the next release's static file, for the VM layer's warren-only upgrade.
 
 The next release is this tree's sources with the patch version bumped (0.1.0 -> 0.1.1), frozen
-the way `make` freezes dist/warren-linux-<arch>-static: the static venv's PyInstaller with the
-static payload, then staticx. The payload is the same, so installing it over the release changes
+the way `make` builds dist/warren-linux-<arch>-static: the runtime venv's PyInstaller in onedir
+mode, the runtime made self-contained (scripts/onefile.py runtime), packed behind the launcher with
+the static payload. The payload is the same, so installing it over the release changes
 warren alone: the bullseye guest (tests/vm/harness.py), where the containerd-1.7 warren of
 scripts/test_payloads.py cannot run, upgrades to it with a container running. Cached outside the
 clone under $WARREN_TEST_CACHE/next-static/<key> (/var/cache/warren-test), keyed by a hash of
 the sources, the payload's manifest and the venv's Python.
 
-    scripts/next_release.py --static-venv DIR --payload-dir DIR   # prints the file's path
+    scripts/next_release.py --runtime-venv DIR --launcher FILE --payload-dir DIR   # prints its path
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 from test_payloads import _sources_hash, drop_stale  # noqa: E402
 
 
-def _key(venv: Path, payload_dir: Path) -> str:
+def _key(venv: Path, launcher: Path, payload_dir: Path) -> str:
     h = hashlib.sha256(_sources_hash().encode())
+    h.update(launcher.read_bytes())
+    h.update((REPO / "scripts" / "onefile.py").read_bytes())
     h.update((payload_dir / "manifest.json").read_bytes())  # it names every file's hash
     h.update(str((venv / "bin" / "python").resolve()).encode())
     return h.hexdigest()[:16]
@@ -60,8 +63,8 @@ def _copy_sources(src: Path, version: str) -> None:
     init.write_text(VERSION_LINE.sub(f'__version__ = "{version}"', init.read_text(), count=1))
 
 
-def build(venv: Path, payload_dir: Path) -> Path:
-    out = CACHE / _key(venv, payload_dir) / f"{NAME}-static"
+def build(venv: Path, launcher: Path, payload_dir: Path) -> Path:
+    out = CACHE / _key(venv, launcher, payload_dir) / f"{NAME}-static"
     if out.is_file():
         return out
     version = next_version((REPO / "warren_bundle" / "__init__.py").read_text())
@@ -72,7 +75,7 @@ def build(venv: Path, payload_dir: Path) -> Path:
     env = dict(
         os.environ,
         PYTHONHASHSEED="0",
-        WARREN_PAYLOAD_DIR=str(payload_dir.resolve()),
+        WARREN_ONEDIR="1",
         WARREN_EXE_NAME=NAME,
         PYINSTALLER_CONFIG_DIR=str(work / "config"),
     )
@@ -88,12 +91,14 @@ def build(venv: Path, payload_dir: Path) -> Path:
     )  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
+    tree = work / "dist" / f"{NAME}-onedir"
+    onefile = str(REPO / "scripts" / "onefile.py")
+    subprocess.run([sys.executable, onefile, "runtime", str(tree)], check=True, stdout=sys.stderr)
     subprocess.run(
-        [str(venv / "bin" / "staticx"), "--no-compress", str(work / "dist" / NAME), str(tmp)],
-        check=True,
-        stdout=sys.stderr,
-    )
-    tmp.chmod(0o755)
+        [sys.executable, onefile, "pack", "--launcher", str(launcher), "--runtime", str(tree),
+         "--payload-dir", str(payload_dir), "--out", str(tmp)],
+        check=True, stdout=sys.stderr,
+    )  # fmt: skip
     said = subprocess.run([str(tmp), "version"], check=True, stdout=subprocess.PIPE, text=True)
     first = said.stdout.splitlines()[0] if said.stdout else ""
     if first != f"warren {version} (static build)":
@@ -107,11 +112,14 @@ def build(venv: Path, payload_dir: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--static-venv", type=Path, required=True, help="make's STATIC_VENV")
+    parser.add_argument("--runtime-venv", type=Path, required=True, help="make's RUNTIME_VENV")
+    parser.add_argument("--launcher", type=Path, required=True, help="make's LAUNCHER")
     parser.add_argument("--payload-dir", type=Path, required=True, help="its STATIC_PAYLOAD_DIR")
     args = parser.parse_args()
     # Absolute: PyInstaller runs in the copy of the sources.
-    print(build(args.static_venv.absolute(), args.payload_dir.absolute()))
+    print(
+        build(args.runtime_venv.absolute(), args.launcher.absolute(), args.payload_dir.absolute())
+    )
 
 
 if __name__ == "__main__":

@@ -3,11 +3,12 @@
 
 containerd 1.6.20 (bookworm: the default staging in build/payload/linux-<arch>), 1.7.24 (trixie)
 and 2.1.9 (sid), each paired with bookworm's runc (one that runs on this Debian 12 host), each
-frozen into one file. Cached outside the clone under $WARREN_TEST_CACHE
-(/var/cache/warren-test/upgrades), keyed by a hash of the staged manifest and of the sources that
-go into the frozen file: a fresh machine builds them (a few minutes), a second run finds them.
+packed into one file with this tree's launcher and runtime (make's LAUNCHER and RUNTIME_TREE). The
+staged payloads are cached outside the clone under $WARREN_TEST_CACHE
+(/var/cache/warren-test/upgrades); the files are packed again whenever the launcher or the runtime
+is newer (a few seconds each).
 
-    scripts/test_payloads.py            # build what is missing, print {version: exe} as JSON
+    scripts/test_payloads.py --launcher L --runtime DIR   # print {version: exe} as JSON
 """
 
 from __future__ import annotations
@@ -59,51 +60,39 @@ def _sources_hash() -> str:
     return h.hexdigest()
 
 
-def _key(staged: Path, sources: str) -> str:
-    h = hashlib.sha256((staged / "manifest.json").read_bytes())  # it names every file's hash
-    h.update(sources.encode())
-    return h.hexdigest()[:16]
+def _key(staged: Path) -> str:
+    return hashlib.sha256((staged / "manifest.json").read_bytes()).hexdigest()[:16]
 
 
-def _freeze(staged: Path, version: str, dist: Path) -> subprocess.Popen[bytes]:
-    work = CACHE / "work" / version
-    env = dict(
-        os.environ,
-        PYTHONHASHSEED="0",
-        WARREN_PAYLOAD_DIR=str(staged),
-        WARREN_EXE_NAME=f"warren-{version}",
-        # Its own cache: --clean empties it, and the three builds run side by side.
-        PYINSTALLER_CONFIG_DIR=str(work / "config"),
-    )
-    return subprocess.Popen(
-        [
-            str(REPO / ".venv" / "bin" / "pyinstaller"),
-            *("--noconfirm", "--clean", "--log-level", "WARN"),
-            *("--workpath", str(work), "--distpath", str(dist)),
-            str(REPO / "build" / "spec" / "warren.spec"),
-        ],
-        env=env,
-        cwd=REPO,
-    )
+LAUNCHER = REPO / "build" / "launcher" / f"warren-launcher-{ARCH}"
+RUNTIME = REPO / "build" / "runtime" / f"warren-linux-{ARCH}-onedir"
 
 
-def build() -> dict[str, Path]:
-    """{containerd version: frozen warren}, building the missing ones (in parallel)."""
+def build(launcher: Path = LAUNCHER, runtime: Path = RUNTIME) -> dict[str, Path]:
+    """{containerd version: one file}, packing those older than the launcher or the runtime
+    (make's LAUNCHER and RUNTIME_TREE: `make launcher runtime` builds them)."""
+    if not launcher.is_file() or not (runtime / ".loader").is_file():
+        raise SystemExit(f"{launcher} or {runtime} is missing: run 'make launcher runtime'")
     CACHE.mkdir(parents=True, exist_ok=True)
-    sources = _sources_hash()
+    newest = max((launcher.stat().st_mtime, (runtime / ".loader").stat().st_mtime))
     exes: dict[str, Path] = {}
-    jobs = []
     for _label, suite in SUITES:
         staged = _stage(suite)
         version = json.loads((staged / "manifest.json").read_text())["containerd_version"]
-        dist = CACHE / _key(staged, sources)
-        exe = dist / f"warren-{version}"
+        exe = CACHE / _key(staged) / f"warren-{version}"
         exes[version] = exe
-        if not exe.is_file():
-            jobs.append((exe, _freeze(staged, version, dist)))
-    for exe, job in jobs:
-        if job.wait() != 0 or not exe.is_file():
-            raise SystemExit(f"pyinstaller failed for {exe}")
+        if not exe.is_file() or exe.stat().st_mtime < newest:
+            subprocess.run(
+                [
+                    str(PY),
+                    str(REPO / "scripts" / "onefile.py"),
+                    "pack",
+                    *("--launcher", str(launcher), "--runtime", str(runtime)),
+                    *("--payload-dir", str(staged), "--out", str(exe)),
+                ],
+                check=True,
+                stdout=sys.stderr,
+            )
     drop_stale(CACHE, {exe.parent for exe in exes.values()})
     return exes
 
@@ -120,6 +109,12 @@ def drop_stale(cache: Path, keep: set[Path]) -> None:
 
 
 if __name__ == "__main__":
-    found = build()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--launcher", type=Path, default=LAUNCHER, help="make's LAUNCHER")
+    parser.add_argument("--runtime", type=Path, default=RUNTIME, help="make's RUNTIME_TREE")
+    args = parser.parse_args()
+    found = build(args.launcher.absolute(), args.runtime.absolute())
     json.dump({k: str(v) for k, v in found.items()}, sys.stdout, indent=2)
     print()

@@ -1,41 +1,60 @@
 """The warren file this process runs from, and which build of it this is.
 
-The static flavour is the one-file PyInstaller build wrapped by staticx, which carries its own libc
-for older glibc and musl hosts: staticx extracts the program into a temporary bundle dir, runs it
-there with its own loader, and removes the dir when that program exits. So `sys.executable` is a
-path that lives only as long as this invocation; the file the user ran is in STATICX_PROG_PATH.
+The one file is a static launcher (launcher/launcher.c) in front of the frozen runtime and the
+payload. The launcher extracts the runtime once per digest (under the data dir for root, the
+user's cache dir otherwise) and execs it in place, telling it in _WARREN_ONEFILE which file the
+user ran and in _WARREN_RUNTIME which dir it runs from. So `sys.executable` is the runtime's
+executable, and the file to run again, or to read the payload from, is the one file.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from functools import cache
+
+ONEFILE_ENV = "_WARREN_ONEFILE"
+RUNTIME_ENV = "_WARREN_RUNTIME"
 
 
-def _static_bundle() -> str | None:
-    """staticx's bundle dir when this process runs from it (an inherited variable does not count:
-    the executable itself must lie in that dir)."""
-    bundle = os.environ.get("STATICX_BUNDLE_DIR")
-    if not bundle or not getattr(sys, "frozen", False):
+def _frozen() -> bool:
+    return bool(getattr(sys, "frozen", False))
+
+
+def runtime_dir() -> str | None:
+    """The runtime dir this process runs from, when the launcher started it here (an inherited
+    variable does not count: the executable itself must lie in that dir)."""
+    runtime = os.environ.get(RUNTIME_ENV)
+    if not runtime or not _frozen():
         return None
-    try:
-        exe = os.path.realpath("/proc/self/exe")
-    except OSError:
+    exe = os.path.realpath(sys.executable)
+    return runtime if exe.startswith(os.path.realpath(runtime) + os.sep) else None
+
+
+def onefile() -> str | None:
+    """The one file the user ran, when this process runs from its runtime dir."""
+    prog = os.environ.get(ONEFILE_ENV)
+    if runtime_dir() is None or not prog:
         return None
-    return bundle if exe.startswith(os.path.realpath(bundle) + os.sep) else None
+    prog = prog.removesuffix(" (deleted)")
+    return prog if os.path.isfile(prog) else None
 
 
+@cache
 def flavour() -> str:
-    """ "static" (carries its own libc), "dynamic" (links the host's glibc), or "source"."""
-    if not getattr(sys, "frozen", False):
+    """ "static" (a payload that needs no libc of the host), "dynamic" (a payload linked against
+    the host's glibc), or "source". The runtime carries its own libc either way."""
+    if not _frozen():
         return "source"
-    return "static" if _static_bundle() else "dynamic"
+    from warren_bundle.payload import format as payload_format
+
+    try:
+        requires = payload_format.locate().manifest.requires
+    except Exception:  # a file without a payload still says what it is
+        return "dynamic"
+    return "static" if requires.get("linkage") == "static" else "dynamic"
 
 
 def executable() -> str:
     """The file to run to get this same warren again (for a detached supervisor, a unit)."""
-    if _static_bundle():
-        prog = os.environ.get("STATICX_PROG_PATH")
-        if prog and os.path.isfile(prog):
-            return os.path.realpath(prog)
-    return sys.executable
+    return onefile() or sys.executable

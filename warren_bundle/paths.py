@@ -100,6 +100,11 @@ class Paths:
         return self.data_dir / "bin"
 
     @property
+    def runtime_root(self) -> Path:
+        """Where the launcher extracts the one file's runtime for root (launcher/launcher.c)."""
+        return self.data_dir / "runtime"
+
+    @property
     def stamp(self) -> Path:
         return self.bin_dir / ".manifest.json"
 

@@ -10,7 +10,7 @@ freezing, and a bad exclusion fails the build instead of a user's command:
   every name their code imports, at any depth (the lazy imports of grpc_unix, metrics, lima ...);
 - "localhost" resolves with socket.getaddrinfo, and a name encodes with the "idna" codec;
 - a metrics server starts on 127.0.0.1:0 and a scrape of it answers;
-- in the frozen file, the unpack dir holds the marker that tells our leftovers from others'.
+- in the frozen file, the process runs from the launcher's runtime dir on the libc it carries.
 
 Nothing here starts containerd or needs root. tests/unit/test_spec_excludes.py runs the same
 checks from source with the spec's EXCLUDES made unimportable.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import pkgutil
 import sys
 from collections.abc import Callable, Iterator
@@ -174,22 +175,26 @@ def check_metrics() -> None:
         raise ValueError(f"the scrape of {server.url} lacks embedded_containerd_running")
 
 
-def check_unpack_marker() -> None:
-    """The marker warren_bundle.runtime.leftovers recognises our unpack dirs by (frozen only)."""
-    meipass = getattr(sys, "_MEIPASS", None)
-    if meipass is None:
+def check_runtime() -> None:
+    """Frozen: this process runs from the launcher's runtime dir, on the libc that dir carries."""
+    if not getattr(sys, "frozen", False):
         return
-    from warren_bundle.runtime.leftovers import MARKER
+    from warren_bundle import launcher
 
-    if not (Path(meipass) / MARKER).is_file():
-        raise FileNotFoundError(f"{MARKER} is not in {meipass} (the spec's datas add it)")
+    runtime = launcher.runtime_dir()
+    if runtime is None:
+        raise RuntimeError(f"{sys.executable} was not started by the warren launcher")
+    with open("/proc/self/maps") as fp:
+        libcs = {line.split()[-1] for line in fp if "/libc.so" in line}
+    if libcs != {os.path.join(runtime, "_internal", "libc.so.6")}:
+        raise RuntimeError(f"libc mapped from {sorted(libcs)}, not from {runtime}")
 
 
 CHECKS: dict[str, Callable[[], None]] = {
     "idna codec": check_idna,
     "getaddrinfo localhost": check_getaddrinfo,
     "metrics server and scrape": check_metrics,
-    "unpack dir marker": check_unpack_marker,
+    "runtime and its libc": check_runtime,
 }
 
 

@@ -45,7 +45,8 @@ RELEASE_FILES = ("install.sh", "SHA256SUMS", "warren-linux-amd64", "warren-linux
 # of the next warren version with the same payload (scripts/next_release.py).
 NEXT_EXE = os.environ.get("WARREN_VM_NEXT_EXE", "")
 NEXT_STATIC = os.environ.get("WARREN_VM_NEXT_STATIC", "")
-STATIC_VENV = Path(os.environ.get("WARREN_VM_STATIC_VENV", REPO / "build/cache/static-venv"))
+RUNTIME_VENV = Path(os.environ.get("WARREN_VM_RUNTIME_VENV", REPO / "build/cache/runtime-venv"))
+LAUNCHER = Path(os.environ.get("WARREN_VM_LAUNCHER", REPO / "build/launcher/warren-launcher-amd64"))
 STATIC_PAYLOAD = Path(
     os.environ.get("WARREN_VM_STATIC_PAYLOAD", REPO / "build/payload-static/linux-amd64")
 )
@@ -178,7 +179,8 @@ def warren_next() -> Path:
         return Path(NEXT_STATIC)
     out = subprocess.run(
         [str(REPO / ".venv/bin/python"), str(REPO / "scripts/next_release.py"),
-         "--static-venv", str(STATIC_VENV), "--payload-dir", str(STATIC_PAYLOAD)],
+         "--runtime-venv", str(RUNTIME_VENV), "--launcher", str(LAUNCHER),
+         "--payload-dir", str(STATIC_PAYLOAD)],
         check=True, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     return Path(out.stdout.strip().splitlines()[-1])

@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def extract(verify: bool, force: bool, prepare: bool, as_json: bool) -> None:
     """Extract containerd, ctr, the shim and runc into <data-dir>/bin (cached)."""
+    from warren_bundle import runtimes
     from warren_bundle.extract import ensure_extracted
     from warren_bundle.payload.format import locate
-    from warren_bundle.runtime.leftovers import remove_stale_unpack_dirs
 
     if prepare and (verify or force):
         raise click.UsageError(
@@ -36,8 +36,8 @@ def extract(verify: bool, force: bool, prepare: bool, as_json: bool) -> None:
             "or --force without it"
         )
     ctx = current()
-    for leftover in remove_stale_unpack_dirs():  # of one-file warrens killed with SIGKILL
-        say(f"warren: removed {leftover}: an unpack dir no process uses")
+    for old in runtimes.prune(ctx.paths):  # of warren files no process runs any more
+        say(f"warren: removed {old}: a runtime no process uses")
     payload = locate(ctx.payload)
     if prepare:
         prepare_version(ctx.paths, payload, as_json)

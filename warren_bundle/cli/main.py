@@ -53,6 +53,12 @@ class _Group(click.Group):
     envvar="WARREN_PAYLOAD",
     help="Payload file or staged dir to use instead of the embedded one.",
 )
+@click.option(
+    "--runtime-dir",
+    envvar="WARREN_RUNTIME_DIR",
+    help="Where the one file keeps its extracted runtime (default: <data-dir>/runtime as root, "
+    "~/.cache/warren/runtime otherwise; never /tmp).",
+)
 @click.option("--debug", is_flag=True, envvar="WARREN_DEBUG", help="Show tracebacks on errors.")
 @click.version_option(__version__, "-V", prog_name="warren")
 @click.pass_context
@@ -62,9 +68,12 @@ def cli(
     run_dir: str | None,
     config_dir: str | None,
     payload: str | None,
+    runtime_dir: str | None,
     debug: bool,
 ) -> None:
     """Warren bundle: a supervised containerd from one file."""
+    if runtime_dir:  # read by the launcher: a warren started from here uses the same one
+        os.environ["WARREN_RUNTIME_DIR"] = runtime_dir
     ctx.obj = Context(Paths.resolve(data_dir, run_dir, config_dir), payload, debug)
 
 

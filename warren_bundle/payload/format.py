@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from warren_bundle import launcher
 from warren_bundle.errors import PayloadError
-from warren_bundle.payload import carchive
+from warren_bundle.payload import onefile
 
 if TYPE_CHECKING:
     import tarfile
@@ -141,9 +141,7 @@ class Payload:
     def origin(self) -> str:
         if not self.embedded:
             return str(self.path)
-        # The static flavour reads its own payload from staticx's temporary copy of the program.
-        shown = launcher.executable() if str(self.path) == sys.executable else self.path
-        return f"embedded in {shown}"
+        return f"embedded in {self.path}"
 
     def descriptor(self) -> dict[str, Any]:
         return {
@@ -168,25 +166,24 @@ def _descriptor_from_json(raw: bytes, where: str) -> tuple[str, int, Manifest]:
 
 
 def read_embedded(executable: Path) -> Payload:
+    """The payload the one file carries (warren_bundle/payload/onefile.py says where)."""
     try:
+        trailer = onefile.read_trailer(executable)
         with open(executable, "rb") as fp:
-            toc = {e.name: e for e in carchive.read_toc(fp)}
-            data_entry = toc.get(PAYLOAD_ENTRY)
-            desc_entry = toc.get(DESCRIPTOR_ENTRY)
-            if data_entry is None or desc_entry is None:
-                raise PayloadError(f"no payload entry in {executable} (this build has no binaries)")
-            if data_entry.compressed or desc_entry.compressed:
-                raise PayloadError(f"payload entry in {executable} is stored compressed")
-            fp.seek(desc_entry.offset)
-            raw = fp.read(desc_entry.length)
-    except (OSError, carchive.ArchiveNotFound) as exc:
+            fp.seek(trailer.descriptor_offset)
+            raw = fp.read(trailer.descriptor_length)
+    except onefile.NotOneFile as exc:
+        raise PayloadError(f"no payload in {executable} ({exc})") from exc
+    except OSError as exc:
         raise PayloadError(f"cannot read {executable}: {exc}") from exc
+    if trailer.payload_length == 0:
+        raise PayloadError(f"no payload entry in {executable} (this build has no binaries)")
     digest, size, manifest = _descriptor_from_json(raw, str(executable))
-    if size != data_entry.length:
+    if size != trailer.payload_length:
         raise PayloadError(
-            f"payload entry in {executable} is {data_entry.length} bytes, not {size}"
+            f"payload entry in {executable} is {trailer.payload_length} bytes, not {size}"
         )
-    return Payload(digest, size, manifest, executable, data_entry.offset, embedded=True)
+    return Payload(digest, size, manifest, executable, trailer.payload_offset, embedded=True)
 
 
 def _descriptor_path(payload_file: Path) -> Path:
@@ -229,7 +226,7 @@ def locate(explicit: str | os.PathLike[str] | None = None) -> Payload:
     if chosen:
         return read_file(Path(chosen))
     if is_frozen():
-        return read_embedded(Path(sys.executable))
+        return read_embedded(Path(launcher.executable()))
     staged = default_staged_dir()
     if (staged / PAYLOAD_FILE).is_file():
         return read_file(staged)

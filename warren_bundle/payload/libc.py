@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +32,11 @@ _RELEASE = re.compile(rb"release version (\d+\.\d+)")
 def host_glibc() -> str | None:
     """This host's glibc version ('2.36'), or None (musl, or no C library at all).
 
-    The dynamic build runs on the host's glibc, which os.confstr names. The static build (staticx)
-    runs on the glibc it carries, so there confstr would name that one: the host's is read from
-    its libc.so.6 instead.
+    From source, Python runs on the host's glibc, which os.confstr names. The frozen runtime runs
+    on the glibc it carries, so there confstr would name that one: the host's is read from its
+    libc.so.6 instead.
     """
-    from warren_bundle.launcher import flavour
-
-    if flavour() == "static":
+    if getattr(sys, "frozen", False):
         return glibc_of_host_files()
     try:
         text = os.confstr("CS_GNU_LIBC_VERSION")

@@ -19,9 +19,9 @@ _DROP = (
     "_PYI_PARENT_PROCESS_LEVEL",
     "_PYI_LINUX_PROCESS_NAME",
     "_PYI_SPLASH_IPC",
-    # staticx's, for the static flavour: a warren started from here sets its own.
-    "STATICX_BUNDLE_DIR",
-    "STATICX_PROG_PATH",
+    # The launcher's (warren_bundle/launcher.py): a warren started from here gets its own.
+    "_WARREN_ONEFILE",
+    "_WARREN_RUNTIME",
 )
 
 

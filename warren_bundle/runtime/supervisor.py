@@ -17,6 +17,7 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from warren_bundle import runtimes
 from warren_bundle.errors import (
     PlatformError,
     ReadinessTimeout,
@@ -201,7 +202,6 @@ class ContainerdManager:
     def _start_embedded(self) -> None:
         from warren_bundle.extract import check_safe
         from warren_bundle.hostinfo import check_supported
-        from warren_bundle.runtime.leftovers import remove_stale_unpack_dirs
 
         begin = time.perf_counter()
         goos, _ = check_supported()
@@ -222,8 +222,8 @@ class ContainerdManager:
             self._close_metrics()
             raise
         try:
-            for leftover in remove_stale_unpack_dirs():  # of one-file warrens killed with SIGKILL
-                self._log(f"removed {leftover}: an unpack dir no process uses")
+            for old in runtimes.prune(self.paths):  # of warren files no process runs any more
+                self._log(f"removed {old}: a runtime no process uses")
             self.payload = payload = self._resolve_payload()
             before, version = upgrade.install_version(
                 self.paths, payload, self.force_version, self._log, self.timings
