@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from contextlib import suppress
 from typing import NoReturn
 
 from warren_bundle.paths import Paths
@@ -86,6 +87,17 @@ def with_runc_defaults(
     return [*args[:end], *extra, *args[end:]]
 
 
+def client_tmp(paths: Paths) -> dict[str, str]:
+    """TMPDIR for a client run as root: <data-dir>/tmp (0700), not the host's /tmp. A user keeps
+    their own TMPDIR."""
+    if os.geteuid() != 0:
+        return {}
+    tmp = paths.client_tmp
+    with suppress(OSError):
+        tmp.mkdir(mode=0o700)
+    return {"TMPDIR": str(tmp)} if tmp.is_dir() and not tmp.is_symlink() else {}
+
+
 def exec_ctr(
     paths: Paths, payload_option: str | None, socket: Callable[[], str], args: list[str]
 ) -> NoReturn:
@@ -103,7 +115,7 @@ def exec_ctr(
         argv += ["--address", socket()]
     argv += with_runc_defaults(args, str(paths.binary("runc")), str(paths.runc_root))
     sys.stdout.flush()
-    os.execve(binary, argv, child_env(prepend_path=paths.bin_dir))
+    os.execve(binary, argv, child_env(prepend_path=paths.bin_dir, extra=client_tmp(paths)))
 
 
 def exec_crictl(
@@ -134,4 +146,6 @@ def exec_crictl(
     if not given & {"-i", "--image-endpoint"}:
         argv += ["--image-endpoint", endpoint]
     sys.stdout.flush()
-    os.execve(binary, [*argv, *args], child_env(prepend_path=paths.bin_dir))
+    os.execve(
+        binary, [*argv, *args], child_env(prepend_path=paths.bin_dir, extra=client_tmp(paths))
+    )

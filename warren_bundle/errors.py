@@ -17,6 +17,9 @@ class ExitCode(IntEnum):
     NOT_RUNNING = 7
     CHECKSUM = 8
     LIMA = 9
+    # The launcher's own (launcher/launcher.c): no room for the runtime; the runtime would not run.
+    NOSPACE = 10
+    LAUNCH = 11
 
 
 class WarrenError(Exception):

@@ -100,6 +100,12 @@ class Paths:
         return self.data_dir / "bin"
 
     @property
+    def client_tmp(self) -> Path:
+        """TMPDIR for the bundled clients run as root (ctr mounts images there): never /tmp,
+        which a hardened host mounts noexec, read-only or small."""
+        return self.data_dir / "tmp"
+
+    @property
     def runtime_root(self) -> Path:
         """Where the launcher extracts the one file's runtime for root (launcher/launcher.c)."""
         return self.data_dir / "runtime"
