@@ -124,11 +124,14 @@ def runtime_archive(tree: Path) -> bytes:
     return b"".join(out)
 
 
-def pack(launcher: Path, tree: Path, payload_dir: Path, dest: Path) -> None:
+def pack(launcher: Path, tree: Path, payload_dir: Path | None, dest: Path) -> None:
+    """Write the one file; with no payload dir, a file that carries no binaries (for tests)."""
     head = launcher.read_bytes()
     archive = runtime_archive(tree)
-    payload = (payload_dir / "payload.tar.zst").read_bytes()
-    descriptor = (payload_dir / "payload.json").read_bytes()
+    payload = descriptor = b""
+    if payload_dir is not None:
+        payload = (payload_dir / "payload.tar.zst").read_bytes()
+        descriptor = (payload_dir / "payload.json").read_bytes()
     runtime_offset = len(head)
     payload_offset = runtime_offset + len(archive)
     descriptor_offset = payload_offset + len(payload)
@@ -163,7 +166,7 @@ def main() -> None:
     pk = sub.add_parser("pack")
     pk.add_argument("--launcher", type=Path, required=True)
     pk.add_argument("--runtime", type=Path, required=True)
-    pk.add_argument("--payload-dir", type=Path, required=True)
+    pk.add_argument("--payload-dir", type=Path, help="staged payload (none: no binaries)")
     pk.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.cmd == "runtime":

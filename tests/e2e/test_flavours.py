@@ -1,7 +1,9 @@
-"""The two Linux builds `make release` publishes: warren-linux-<arch> (the host's glibc) and
-warren-linux-<arch>-static (staticx: its own libc, for older glibc and musl hosts).
+"""The two Linux builds `make release` publishes: warren-linux-<arch> (a payload linked against
+the host's glibc) and warren-linux-<arch>-static (a payload that needs no libc). Both share the
+launcher and the runtime, which carries its own libc.
 
-The static one must run where there is no libc at all: a chroot holding nothing but the file.
+Both must start where there is no libc at all (a chroot holding nothing but the file); only the
+static one can extract its binaries there.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from warren_bundle.errors import ExitCode
 
 from conftest import require
 from support import FROZEN_STATIC, short_dir
@@ -28,7 +32,7 @@ def static_exe() -> Path:
 
 
 def _version(exe: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WARREN_", "STATICX_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WARREN_", "_WARREN_"))}
     return subprocess.run(
         [str(exe), "version", *args], capture_output=True, text=True, timeout=60, env=env
     )
@@ -41,27 +45,25 @@ def test_each_build_says_which_flavour_it_is(frozen_exe: Path, static_exe: Path)
     assert dynamic.stdout.splitlines()[0].endswith("(dynamic build)")
     assert static.stdout.splitlines()[0].endswith("(static build)")
     assert json.loads(_version(static_exe, "--json").stdout)["flavour"] == "static"
-    # Where the payload is read from: the file the user ran, not staticx's temporary copy.
+    # Where the payload is read from: the file the user ran, not the runtime dir it runs from.
     assert f"from embedded in {static_exe}" in static.stdout, static.stdout
 
 
-def test_an_inherited_staticx_variable_does_not_make_the_dynamic_build_static(
-    frozen_exe: Path, tmp_path: Path
-) -> None:
-    # A bundle dir that is not where this executable lies (as a static warren's child sees it;
-    # "/tmp" would not do: a clone in /tmp puts dist/ below it).
-    bundle = tmp_path / "staticx-AbC123"
-    bundle.mkdir()
-    env = {**os.environ, "STATICX_BUNDLE_DIR": str(bundle), "STATICX_PROG_PATH": "/bin/true"}
+def test_inherited_launcher_variables_are_replaced(frozen_exe: Path, tmp_path: Path) -> None:
+    # As a warren's child sees them: another file and another runtime dir.
+    env = {**os.environ, "_WARREN_ONEFILE": "/bin/true", "_WARREN_RUNTIME": str(tmp_path)}
     done = subprocess.run(
         [str(frozen_exe), "version", "--json"], capture_output=True, text=True, env=env
     )
-    assert json.loads(done.stdout)["flavour"] == "dynamic"
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["flavour"] == "dynamic"
+    assert info["payload"]["origin"] == f"embedded in {frozen_exe}"
 
 
 @pytest.fixture
 def libc_free_root(root_required: None) -> Iterator[Path]:
-    """A root with the static warren, an empty /tmp and /proc: no libc, no loader, no shell."""
+    """A root with the warrens, an empty /tmp and /proc: no libc, no loader, no shell."""
     root = short_dir("nolibc")
     for d in ("bin", "tmp", "proc"):
         (root / d).mkdir()
@@ -94,8 +96,12 @@ def test_the_static_build_runs_and_extracts_where_there_is_no_libc(
             timeout=120,
         )
 
-    # The default build needs the host's loader: it cannot even start here.
-    assert chrooted("/bin/warren-dynamic", "version").returncode != 0
+    # The default build starts too (its runtime carries its libc), but its payload needs glibc.
+    dynamic = chrooted("/bin/warren-dynamic", "version")
+    assert dynamic.returncode == 0 and "(dynamic build)" in dynamic.stdout, dynamic.stderr
+    refused = chrooted("/bin/warren-dynamic", "--data-dir", "/data-dynamic", "extract")
+    assert refused.returncode == ExitCode.PLATFORM, refused.stderr
+    assert len(refused.stderr.splitlines()) == 1 and "glibc" in refused.stderr
 
     version = chrooted("/bin/warren", "version")
     assert version.returncode == 0, version.stderr
@@ -106,5 +112,6 @@ def test_the_static_build_runs_and_extracts_where_there_is_no_libc(
     assert extracted.returncode == 0, extracted.stderr
     for name in ("containerd", "containerd-shim-runc-v2", "ctr", "runc"):
         assert (root / "data" / "bin" / name).is_file(), name
-    # staticx and PyInstaller clean their temporary dirs up after a normal exit.
+    # Nothing was written to /tmp: the runtime lives under the data dir.
     assert list((root / "tmp").iterdir()) == []
+    assert (root / "data" / "runtime").is_dir()

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from warren_bundle.errors import ExitCode
+from warren_bundle.hostinfo import host_arch
 from warren_bundle.paths import Paths
-from warren_bundle.payload import carchive
-from warren_bundle.payload.format import DESCRIPTOR_ENTRY, PAYLOAD_ENTRY
+from warren_bundle.payload import onefile
 from warren_bundle.runtime import health
 
 from support import cleanup_runtime, make_paths, short_dir, wait_for
@@ -75,18 +75,15 @@ def test_version_works_alone_from_any_directory(
     assert desc["digest"] in text.stdout
 
 
-def test_payload_is_one_unextracted_archive_entry(frozen_exe: Path, staged_payload: Path) -> None:
+def test_the_payload_sits_whole_behind_the_runtime(frozen_exe: Path, staged_payload: Path) -> None:
+    trailer = onefile.read_trailer(frozen_exe)
+    assert trailer.payload_length == (staged_payload / "payload.tar.zst").stat().st_size
     with open(frozen_exe, "rb") as fp:
-        toc = {e.name: e for e in carchive.read_toc(fp)}
-    entry = toc[PAYLOAD_ENTRY]
-    assert entry.typecode == "a"
-    assert not entry.compressed
-    assert entry.length == (staged_payload / "payload.tar.zst").stat().st_size
-    assert toc[DESCRIPTOR_ENTRY].typecode == "a"
-    with open(frozen_exe, "rb") as fp:
-        fp.seek(entry.offset)
-        digest = hashlib.sha256(fp.read(entry.length)).hexdigest()
-    assert digest == staged_descriptor(staged_payload)["digest"]
+        fp.seek(trailer.payload_offset)
+        digest = hashlib.sha256(fp.read(trailer.payload_length)).hexdigest()
+        fp.seek(trailer.descriptor_offset)
+        descriptor = json.loads(fp.read(trailer.descriptor_length))
+    assert digest == staged_descriptor(staged_payload)["digest"] == descriptor["digest"]
 
 
 @pytest.fixture
@@ -127,34 +124,30 @@ def test_carried_binaries_match_the_manifest(
 REPO = Path(__file__).resolve().parents[2]
 
 
-def freeze_launcher(dest: Path, name: str) -> Path:
-    """Freeze the launcher with no payload, the way `make build` freezes (same spec, same env)."""
-    env = dict(os.environ, WARREN_EXE_NAME=name, PYTHONHASHSEED="0", SOURCE_DATE_EPOCH="1700000000")
-    env.pop("WARREN_PAYLOAD_DIR", None)
-    build = subprocess.run(
+def pack_without_payload(dest: Path, name: str) -> Path:
+    """The one file with no payload, packed the way `make build` packs (same launcher, runtime)."""
+    arch = host_arch()
+    dest.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
         [
-            str(REPO / ".venv" / "bin" / "pyinstaller"),
-            "--noconfirm",
-            "--log-level",
-            "WARN",
-            "--workpath",
-            str(dest / "work"),
-            "--distpath",
-            str(dest),
-            str(REPO / "build" / "spec" / "warren.spec"),
+            str(REPO / ".venv" / "bin" / "python"),
+            str(REPO / "scripts" / "onefile.py"),
+            "pack",
+            *("--launcher", str(REPO / "build" / "launcher" / f"warren-launcher-{arch}")),
+            *("--runtime", str(REPO / "build" / "runtime" / f"warren-linux-{arch}-onedir")),
+            *("--out", str(dest / name)),
         ],
-        env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert build.returncode == 0, build.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[-2000:]
     return dest / name
 
 
 @pytest.fixture(scope="module")
 def empty_launcher(tmp_path_factory: pytest.TempPathFactory, frozen_exe: Path) -> Path:
-    return freeze_launcher(tmp_path_factory.mktemp("launcher-a"), "warren-empty")
+    return pack_without_payload(tmp_path_factory.mktemp("launcher-a"), "warren-empty")
 
 
 def test_no_payload_entry_is_exit_3(empty_launcher: Path, frozen_paths: Paths) -> None:
@@ -170,8 +163,8 @@ def test_no_payload_entry_is_exit_3(empty_launcher: Path, frozen_paths: Paths) -
     assert not frozen_paths.bin_dir.exists()
 
 
-def test_same_inputs_freeze_to_the_same_bytes(empty_launcher: Path, tmp_path: Path) -> None:
-    again = freeze_launcher(tmp_path / "elsewhere", "warren-empty")
+def test_same_inputs_pack_to_the_same_bytes(empty_launcher: Path, tmp_path: Path) -> None:
+    again = pack_without_payload(tmp_path / "elsewhere", "warren-empty")
     assert again.read_bytes() == empty_launcher.read_bytes()
 
 
@@ -198,10 +191,9 @@ def test_frozen_containerd_run_serves_ctr_and_stops_cleanly(
         )
         assert proc.poll() is None, proc.communicate()[1]
 
-        # The bootloader inflated its Python runtime, but never the payload.
-        unpacked = [p for d in meipass_root.glob("_MEI*") for p in d.rglob("*") if p.is_file()]
-        assert unpacked, "expected the one-file runtime dir under TMPDIR"
-        assert not [p for p in unpacked if "payload" in p.name or p.name == "containerd"]
+        # The launcher wrote nothing under TMPDIR: the runtime runs from the data dir.
+        assert list(meipass_root.iterdir()) == []
+        assert (frozen_paths.runtime_root / onefile.read_trailer(lone_exe).runtime_digest).is_dir()
 
         version = subprocess.run(
             [str(lone_exe), "ctr", "version"], env=env, capture_output=True, text=True, timeout=60

@@ -48,10 +48,8 @@ def status_json(paths: Paths) -> dict[str, Any]:
 
 
 def one_error_line(stderr: str) -> str:
-    """The one error line; a frozen file may first report unpack dirs it cleaned up."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    notices = [line for line in lines if line.startswith("warren: removed /tmp/_MEI")]
-    errors = [line for line in lines if line not in notices]
+    """The one error line."""
+    errors = [line for line in stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and "Traceback" not in stderr, stderr
     assert errors[0].startswith("warren: "), stderr
     return errors[0]

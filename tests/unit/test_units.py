@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,10 +18,8 @@ import zstandard
 
 from warren_bundle.ctr import with_runc_defaults
 from warren_bundle.errors import PayloadError, WarrenError
-from warren_bundle.payload import carchive, elf
+from warren_bundle.payload import elf, onefile
 from warren_bundle.payload.format import (
-    DESCRIPTOR_ENTRY,
-    PAYLOAD_ENTRY,
     Manifest,
     Payload,
     open_members,
@@ -124,53 +123,30 @@ def test_truncated_payload_is_damaged(staged_payload: Path, tmp_path: Path) -> N
             member.stream.read()
 
 
-# --- CArchive / ELF ---------------------------------------------------------------------------
+# --- the one file's trailer / ELF --------------------------------------------------------------
 
 
-def _carchive(entries: list[tuple[str, bytes, str]]) -> bytes:
-    """A CArchive laid out the way PyInstaller's writer lays it out."""
-    body, toc = b"", b""
-    for name, data, typecode in entries:
-        offset = len(body)
-        body += data
-        raw_name = name.encode() + b"\0"
-        pad = (16 - (struct.calcsize("!IIIIBc") + len(raw_name)) % 16) % 16
-        raw_name += b"\0" * pad
-        toc += struct.pack(
-            f"!IIIIBc{len(raw_name)}s",
-            struct.calcsize("!IIIIBc") + len(raw_name),
-            offset,
-            len(data),
-            len(data),
-            0,
-            typecode.encode(),
-            raw_name,
-        )
-    cookie_len = struct.calcsize("!8sIIII64s")
-    total = len(body) + len(toc) + cookie_len
-    cookie = struct.pack(
-        "!8sIIII64s", carchive.COOKIE_MAGIC, total, len(body), len(toc), 311, b"libpython3.11.so"
+def _one_file(head: bytes, payload: bytes, desc: bytes) -> bytes:
+    """A one file laid out the way scripts/onefile.py lays it out (a stand-in runtime archive)."""
+    runtime = onefile.RUNTIME_MAGIC + b"runtime"
+    offset = len(head)
+    trailer = onefile.Trailer(
+        offset,
+        len(runtime),
+        offset + len(runtime),
+        len(payload),
+        offset + len(runtime) + len(payload),
+        len(desc),
+        hashlib.sha256(runtime).hexdigest(),
     )
-    return body + toc + cookie
-
-
-def test_carchive_found_at_end_of_a_non_elf_file(tmp_path: Path) -> None:
-    exe = tmp_path / "exe"
-    exe.write_bytes(b"#!bootloader" * 100 + _carchive([("a", b"AAA", "a"), ("b", b"BB", "x")]))
-    with open(exe, "rb") as fp:
-        entries = {e.name: e for e in carchive.read_toc(fp)}
-        assert entries["a"].typecode == "a" and entries["b"].typecode == "x"
-        fp.seek(entries["a"].offset)
-        assert fp.read(entries["a"].length) == b"AAA"
+    return head + runtime + payload + desc + trailer.pack()
 
 
 def test_embedded_payload_read_from_a_fake_executable(staged_payload: Path, tmp_path: Path) -> None:
     data = (staged_payload / "payload.tar.zst").read_bytes()
     desc = (staged_payload / "payload.json").read_bytes()
     exe = tmp_path / "exe"
-    exe.write_bytes(
-        b"\0" * 4096 + _carchive([(PAYLOAD_ENTRY, data, "a"), (DESCRIPTOR_ENTRY, desc, "a")])
-    )
+    exe.write_bytes(_one_file(b"\0" * 4096, data, desc))
     payload = read_embedded(exe)
     assert payload.embedded and payload.origin == f"embedded in {exe}"
     assert payload.digest == json.loads(desc)["digest"]
@@ -179,10 +155,20 @@ def test_embedded_payload_read_from_a_fake_executable(staged_payload: Path, tmp_
     assert names[0] == "manifest.json" and "containerd" in names
 
 
+def test_a_trailer_that_points_past_the_end_is_payload_error(
+    staged_payload: Path, tmp_path: Path
+) -> None:
+    whole = _one_file(b"\0" * 64, b"x" * 1000, (staged_payload / "payload.json").read_bytes())
+    exe = tmp_path / "cut"
+    exe.write_bytes(whole[:200] + whole[-onefile.TRAILER_SIZE :])  # the middle lost
+    with pytest.raises(PayloadError, match="points past the end"):
+        read_embedded(exe)
+
+
 def test_executable_without_archive_is_payload_error(tmp_path: Path) -> None:
     exe = tmp_path / "plain"
     exe.write_bytes(b"no archive here" * 10)
-    with pytest.raises(PayloadError, match="failed to read embedded binary: cannot read"):
+    with pytest.raises(PayloadError, match="failed to read embedded binary: no payload in"):
         read_embedded(exe)
 
 

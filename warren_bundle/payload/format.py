@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 # `warren version` reads only the descriptor, and must not pay for them on every launch.
 
 FORMAT_VERSION = 1
-PAYLOAD_ENTRY = "warren-payload.tar.zst"
-DESCRIPTOR_ENTRY = "warren-payload.json"
 PAYLOAD_FILE = "payload.tar.zst"
 DESCRIPTOR_FILE = "payload.json"
 MANIFEST_FILE = "manifest.json"
