@@ -292,10 +292,19 @@ previous_value() {
     sed -n "s/^$1='\\(.*\\)'\$/\\1/p" "$UNINSTALL" | head -n 1
 }
 
-# fails_here FILE: prints why FILE cannot start on this host (wrong arch, too old a glibc, no
-# glibc at all) and succeeds; fails (prints nothing) when it runs.
+# fails_here FILE: prints why FILE or the binaries it carries cannot run on this host (wrong arch,
+# too old a glibc or none for a payload that links it, no room or a noexec mount for its runtime)
+# and succeeds; fails (prints nothing) when they run. Its runtime is extracted for the check into a
+# scratch dir beside it (same mount as where it will run), removed again: a refused file leaves
+# nothing behind.
 fails_here() {
-    if out=$("$1" -V 2>&1 </dev/null); then return 1; fi
+    check_runtime="$(dirname "$1")/.warren-check.$$"
+    # (An "if", not "$?": under set -e, dash leaves the function at a failed assignment.)
+    if out=$(WARREN_RUNTIME_DIR="$check_runtime" "$1" version --check 2>&1 </dev/null); then
+        rm -rf "$check_runtime"
+        return 1
+    fi
+    rm -rf "$check_runtime"
     printf '%s' "$out" | grep -v '^[[:space:]]*$' | tail -n 1
 }
 
@@ -321,8 +330,8 @@ stage_download() {
     chmod 0755 "$NEW_FILE"
 }
 
-# The default build links the host's glibc; where it cannot start (older glibc, musl), the static
-# one carries its own. Each is tried here, in the bin dir (a noexec /tmp must not decide), before
+# The default build's binaries link the host's glibc; where they cannot run (older glibc, musl),
+# the static build's need no libc. Each is tried here, in the bin dir (a noexec /tmp must not decide), before
 # it replaces anything.
 choose_flavour() {
     stage_download
@@ -379,7 +388,6 @@ EOF
     cat <<EOF
 ExecStartPre=-/sbin/modprobe overlay
 EOF
-    leftover_kill_line
     cat <<EOF
 # A service is patient: a first start at boot on a small or busy host (extraction, then
 # containerd's own start) can take minutes; a ready timeout it cannot meet only restarts it.
@@ -411,24 +419,6 @@ EOF
 UNIT_CGROUP='cg=$(sed -n "s|/[.]control||; s/^0:://p; s/^[0-9]*:name=systemd://p" /proc/self/cgroup | head -n 1); '
 # shellcheck disable=SC2016
 UNIT_PROCS='$(cat "/sys/fs/cgroup$cg/cgroup.procs" "/sys/fs/cgroup/unified$cg/cgroup.procs" "/sys/fs/cgroup/systemd$cg/cgroup.procs" 2>/dev/null | sort -u)'
-
-# The one-file warren runs as two processes: the bootloader (systemd's main PID) and its child, the
-# supervisor. A SIGKILL of the main PID cannot be forwarded, so the supervisor lives on in the
-# unit's cgroup and every restart would fail with "already running". Before each start, a warren
-# left in this unit's cgroup is killed (SIGKILL, as its parent was): the new supervisor adopts the
-# containerd it leaves, and containers keep running.
-leftover_kill_line() {
-    printf '# Before a start: kill a supervisor left by a SIGKILL of the main process; containerd is adopted.\n'
-    # shellcheck disable=SC2016 # the $ are for the shell systemd runs, not this one
-    # Only the unit's own cgroup is read (a scan of /proc costs a fork per process). The static
-    # build's processes run from staticx's temporary copy: STATICX_PROG_PATH names $BIN.
-    printf '%s' 'ExecStartPre=-/bin/sh -c '"'$UNIT_CGROUP" \
-        'for pid in '"$UNIT_PROCS"'; do ' \
-        'case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in "'"$BIN"'" | "'"$BIN"' (deleted)") ;; ' \
-        '*/staticx-*/*) tr "\\0" "\\n" <"/proc/$pid/environ" 2>/dev/null | grep -qx "STATICX_PROG_PATH='"$BIN"'" || continue ;; *) continue ;; esac; ' \
-        'echo "warren: killing supervisor $pid, left running by a killed main process; its containerd is adopted"; kill -KILL "$pid"; done; exit 0'"'" | sed 's/\$/$$/g'
-    printf '\n'
-}
 
 # At shutdown only (the manager is "stopping"): SIGTERM to the containers (the children of warren's
 # shims), the grace, SIGKILL to those left, then the shims. Written into the unit with $ as $$.

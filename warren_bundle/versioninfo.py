@@ -68,3 +68,14 @@ def node_parts(m: Manifest) -> dict[str, Any]:
         "sandbox_image_source": image.get("source") if image else None,
         "crictl": (crictl or {}).get("version", "?") if m.has_crictl else None,
     }
+
+
+def check_runs_here(payload_option: str | None) -> str:
+    """One line saying the payload's binaries run on this host; PlatformError when they cannot."""
+    from warren_bundle.payload import libc
+    from warren_bundle.payload.format import locate
+
+    payload = locate(payload_option)
+    requirement = libc.Requirement.from_dict(payload.manifest.requires)
+    libc.check(requirement)
+    return f"the binaries of this warren run on this host ({libc.host_libc_name()})"

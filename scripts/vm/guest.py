@@ -339,19 +339,11 @@ def phase_install() -> None:
         status = sh(f"{WARREN} containerd status", check=False, timeout=60)
         pid = re.search(r"(?m)^supervisor pid\s+(\d+)", status)
         problems = []
-        # The one-file warren: systemd's main PID is the bootloader, the supervisor its child;
-        # the static build puts staticx's process above that (a grandchild).
-        ancestors = []
-        at = pid.group(1) if pid else ""
-        for _ in range(2):
-            if not at or not Path(f"/proc/{at}/stat").exists():
-                break
-            at = Path(f"/proc/{at}/stat").read_text().rsplit(")", 1)[1].split()[1]
-            ancestors.append(at)
-        if not pid or KILL9["main"] not in (pid.group(1), *ancestors):
+        # The launcher execs the runtime in place: systemd's main PID is the supervisor itself.
+        if not pid or KILL9["main"] != pid.group(1):
             problems.append(
-                f"supervisor pid {pid.group(1) if pid else '?'} is neither systemd's MainPID "
-                f"{KILL9['main']} nor below it (the killed one was {KILL9['before']})"
+                f"supervisor pid {pid.group(1) if pid else '?'} is not systemd's MainPID "
+                f"{KILL9['main']} (the killed one was {KILL9['before']})"
             )
         restarts = sh(f"systemctl show -p NRestarts --value {SERVICE}").strip()
         if restarts != KILL9["restarts"]:

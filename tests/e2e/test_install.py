@@ -7,6 +7,7 @@ because WARREN_SYSTEMD_DIR is set, and is neither enabled nor started.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from warren_bundle.hostinfo import host_arch
+from warren_bundle.payload import onefile
 
 from conftest import IN_CI, have
 from support import (
@@ -30,6 +34,32 @@ pytestmark = pytest.mark.e2e
 
 ASSET = "warren-linux-amd64" if os.uname().machine == "x86_64" else "warren-linux-arm64"
 UNIT_NAME = "warren-containerd.service"
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pack_needing_glibc(exe: Path, glibc: str, dest: Path, staged: Path) -> None:
+    """`exe` packed again with its payload's manifest saying its binaries need GLIBC_`glibc`."""
+    trailer = onefile.read_trailer(exe)
+    staged.mkdir()
+    with open(exe, "rb") as fp:
+        fp.seek(trailer.payload_offset)
+        (staged / "payload.tar.zst").write_bytes(fp.read(trailer.payload_length))
+        fp.seek(trailer.descriptor_offset)
+        descriptor = json.loads(fp.read(trailer.descriptor_length))
+    descriptor["manifest"]["requires"] = {
+        "linkage": "dynamic", "glibc": glibc, "binary": "containerd", "dynamic": ["containerd"]
+    }  # fmt: skip
+    (staged / "payload.json").write_text(json.dumps(descriptor))
+    arch = host_arch()
+    subprocess.run(
+        [str(REPO / ".venv/bin/python"), str(REPO / "scripts/onefile.py"), "pack",
+         "--launcher", str(REPO / f"build/launcher/warren-launcher-{arch}"),
+         "--runtime", str(REPO / f"build/runtime/warren-linux-{arch}-onedir"),
+         "--payload-dir", str(staged), "--out", str(dest)],
+        check=True, capture_output=True,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +79,10 @@ def releases(frozen_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     garbage = root / "garbage.bin"
     garbage.write_bytes(b"\x7fELF" + bytes(range(256)) * 64)
     stage_release(root / "foreign", garbage, ASSET)
-    # /oldhost: the default build cannot start here (its ELF interpreter is absent, as glibc's
-    # loader is on a musl host), the static build beside it runs.
+    # /oldhost: the default build's binaries need a glibc newer than this host's (as on an
+    # older host), the static build beside it runs.
     oldhost = stage_release(root / "oldhost", frozen_exe, ASSET)
-    subprocess.run(["patchelf", "--set-interpreter", "/lib64/ld-warren-absent.so.2",
-                    str(oldhost / ASSET)], check=True)  # fmt: skip
+    pack_needing_glibc(frozen_exe, "99.0", oldhost / ASSET, root / "staged-99")
     shutil.copyfile(frozen_exe, oldhost / f"{ASSET}-static")
     names = sorted((ASSET, f"{ASSET}-static", "install.sh"))
     (oldhost / "SHA256SUMS").write_text(
@@ -457,7 +486,12 @@ def test_macos_installs_the_binary_and_points_at_lima(
     releases: FileServer, target: Target, frozen_exe: Path
 ) -> None:
     # The darwin asset here is the Linux build renamed: what is tested is the installer's path.
-    done = install(releases, target, release="darwin", WARREN_PLATFORM="darwin")
+    # Its runtime (a Linux one) goes elsewhere: a real darwin file has none in the data dir.
+    elsewhere = target.root.parent / f"{target.root.name}-runtime"
+    done = install(
+        releases, target, release="darwin", WARREN_PLATFORM="darwin",
+        WARREN_RUNTIME_DIR=str(elsewhere),
+    )  # fmt: skip
 
     assert done.returncode == 0, done.stderr
     assert f"/darwin/{ASSET.replace('linux', 'darwin')}" in releases.requests
@@ -466,7 +500,14 @@ def test_macos_installs_the_binary_and_points_at_lima(
     assert not target.systemd_dir.exists(), "no systemd unit on macOS"
     assert "OS='darwin'" in target.uninstaller.read_text()
 
-    gone = subprocess.run([target.uninstaller], capture_output=True, text=True, timeout=120)
+    gone = subprocess.run(
+        [target.uninstaller],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "WARREN_RUNTIME_DIR": str(elsewhere)},
+    )
+    shutil.rmtree(elsewhere, ignore_errors=True)
     assert gone.returncode == 0, gone.stderr
     assert target.tree() == {}
 

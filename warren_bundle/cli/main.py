@@ -79,10 +79,19 @@ def cli(
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def version(as_json: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only say whether the binaries this file carries run on this host (exit 5 when not): "
+    "what install.sh asks before it installs a file.",
+)
+def version(as_json: bool, check: bool) -> None:
     """Launcher, containerd and runc versions, payload digest and provenance."""
-    from warren_bundle.versioninfo import version_info
+    from warren_bundle.versioninfo import check_runs_here, version_info
 
+    if check:
+        click.echo(check_runs_here(current().payload))
+        return
     info = version_info(current().payload)
     if as_json:
         emit_json(info)
