@@ -51,7 +51,7 @@ def test_a_build_without_the_payload_entry_is_binary_not_embedded(
 
     assert check.level == Level.FAIL
     assert check.exit_code == ExitCode.PAYLOAD
-    assert check.message.startswith("failed to read embedded binary: cannot read /bin/true")
+    assert check.message.startswith("failed to read embedded binary: no payload in /bin/true")
     assert check.remedy and "make build" in check.remedy
 
 
