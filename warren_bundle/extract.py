@@ -29,13 +29,13 @@ from warren_bundle.errors import (
     PlatformError,
 )
 from warren_bundle.extract_checks import (
-    _check_dir_safe,
-    _check_exec_allowed,
-    _check_free_space,
-    _makedirs,
-    _os_error,
-    _unsafe_file,
-    _unsafe_names,
+    check_dir_safe,
+    check_exec_allowed,
+    check_free_space,
+    make_dirs,
+    os_error_at,
+    unsafe_file,
+    unsafe_names,
 )
 from warren_bundle.extract_checks import check_safe as check_safe  # re-exported
 from warren_bundle.extract_checks import version_link_target as version_link_target
@@ -115,7 +115,7 @@ def stamp_matches_in(directory: Path, digest: str, manifest: Manifest) -> bool:
         if (
             not isinstance(rec, dict)
             or not stat.S_ISREG(st.st_mode)
-            or _unsafe_file(st)
+            or unsafe_file(st)
             or st.st_size != rec.get("size")
             or st.st_mtime_ns != rec.get("mtime_ns")
         ):
@@ -161,7 +161,7 @@ def damaged_files_in(directory: Path, manifest: Manifest) -> list[str]:
     for entry in manifest.files:
         path = directory / entry.name
         try:
-            ok = not _unsafe_file(os.lstat(path)) and sha256_file(path) == entry.sha256
+            ok = not unsafe_file(os.lstat(path)) and sha256_file(path) == entry.sha256
         except OSError:
             ok = False
         if not ok:
@@ -184,7 +184,7 @@ def extract_lock(paths: Paths, timeout: float) -> Iterator[None]:
                 "wait for it to finish, or stop the other warren process",
             ) from None
         except OSError as exc:  # a read-only or foreign data dir
-            raise _os_error(exc, paths.extract_lock) from exc
+            raise os_error_at(exc, paths.extract_lock) from exc
         yield
 
 
@@ -207,15 +207,15 @@ def _remove_stale_temp_dirs(paths: Paths) -> None:
 
 def _install(target: Path, payload: Payload, tmp: Path) -> list[str]:
     """Move the checked files from tmp into the version dir `target`, stamp last."""
-    _makedirs(target)
+    make_dirs(target)
     # Drop the stamp first: if we die between two replaces, the next run sees no stamp and repairs.
     with suppress(FileNotFoundError):
         (target / MANIFEST_STAMP).unlink()
     names = [f.name for f in payload.manifest.files]
     subdirs = sorted({name.split("/", 1)[0] for name in names if "/" in name})
     for sub in subdirs:
-        _makedirs(target / sub)
-        _check_dir_safe(target / sub, "version subdir")
+        make_dirs(target / sub)
+        check_dir_safe(target / sub, "version subdir")
     for name in names:
         os.replace(tmp / name, target / name)
     for sub in subdirs:
@@ -301,7 +301,7 @@ def ensure_extracted(
     _check_arch(payload)
     check_safe(paths)
     # Binaries another user could have written are re-extracted, and said to be repaired.
-    repaired = _unsafe_names(paths, payload.manifest)
+    repaired = unsafe_names(paths, payload.manifest)
     if repaired:
         force = True
     if not force and _stamp_matches(paths, payload):
@@ -312,18 +312,18 @@ def ensure_extracted(
             return ExtractResult(paths.bin_dir, payload.digest, True, time.perf_counter() - started)
         force = True
     _check_libc(payload)
-    _makedirs(paths.data_dir)
+    make_dirs(paths.data_dir)
     check_safe(paths)
     with extract_lock(paths, lock_timeout):
         if not force and _stamp_matches(paths, payload):
             return ExtractResult(paths.bin_dir, payload.digest, True, time.perf_counter() - started)
         _remove_stale_temp_dirs(paths)
-        _makedirs(paths.versions_dir)
+        make_dirs(paths.versions_dir)
         check_safe(paths)
         try:
             _migrate_legacy_bin(paths)
         except OSError as exc:
-            raise _os_error(exc, paths.bin_dir) from exc
+            raise os_error_at(exc, paths.bin_dir) from exc
         check_safe(paths)
         target = paths.version_dir(payload.digest)
         written: list[str] = []
@@ -332,7 +332,7 @@ def ensure_extracted(
         try:
             previous = switch_to(paths, payload.digest)
         except OSError as exc:
-            raise _os_error(exc, paths.bin_dir) from exc
+            raise os_error_at(exc, paths.bin_dir) from exc
     # Cached: nothing written, as when bin only switched to a version dir already extracted (by
     # `extract --prepare` before a restart, or one kept from before).
     return ExtractResult(
@@ -357,27 +357,27 @@ def prepare(paths: Paths, payload: Payload, lock_timeout: float = LOCK_TIMEOUT) 
     if stamp_matches_in(target, payload.digest, payload.manifest):
         return []
     _check_libc(payload)
-    _makedirs(paths.data_dir)
+    make_dirs(paths.data_dir)
     with extract_lock(paths, lock_timeout):
         if stamp_matches_in(target, payload.digest, payload.manifest):
             return []
         _remove_stale_temp_dirs(paths)
-        _makedirs(paths.versions_dir)
+        make_dirs(paths.versions_dir)
         check_safe(paths)
         return _extract_into(paths, payload, target)
 
 
 def _extract_into(paths: Paths, payload: Payload, target: Path) -> list[str]:
-    _check_dir_safe(target, "version dir")
-    _check_exec_allowed(paths.data_dir)
-    _check_free_space(paths.data_dir, sum(f.size for f in payload.manifest.files))
+    check_dir_safe(target, "version dir")
+    check_exec_allowed(paths.data_dir)
+    check_free_space(paths.data_dir, sum(f.size for f in payload.manifest.files))
     import shutil
     import tempfile
 
     try:
         tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=paths.versions_dir))
     except OSError as exc:
-        raise _os_error(exc, paths.versions_dir) from exc
+        raise os_error_at(exc, paths.versions_dir) from exc
     try:
         from warren_bundle.unpack import unpack_to
 
@@ -389,6 +389,6 @@ def _extract_into(paths: Paths, payload: Payload, target: Path) -> list[str]:
         try:
             return _install(target, payload, tmp)
         except OSError as exc:
-            raise _os_error(exc, target) from exc
+            raise os_error_at(exc, target) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

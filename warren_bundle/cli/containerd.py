@@ -40,7 +40,7 @@ def run(**opts: Any) -> None:
     """Run containerd in the foreground, supervised, until SIGTERM or Ctrl-C."""
     from warren_bundle.runtime.control import require_root
     from warren_bundle.runtime.foreground import run_foreground
-    from warren_bundle.runtime.upgrade import replace_other_version
+    from warren_bundle.runtime.switching import replace_other_version
 
     require_root("containerd run")
     options = RunOptions(**opts)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from warren_bundle.paths import Paths, check_socket_path
 from warren_bundle.runtime.health import Probe
+
+if TYPE_CHECKING:
+    from warren_bundle.runtime.switching import RolledBack
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Backend(Protocol):
     def status(self) -> dict[str, Any]: ...
     def require_running(self, report: dict[str, Any]) -> None: ...
     def socket(self, option: str | None, validate: bool) -> SocketAnswer: ...
+    def rollback(self, ready_timeout: float) -> RolledBack: ...
 
 
 class EmbeddedBackend:
@@ -38,9 +42,15 @@ class EmbeddedBackend:
 
     kind = "embedded"
 
-    def __init__(self, paths: Paths, global_args: list[str]) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        global_args: list[str],
+        progress: Callable[[str], None] = lambda line: None,
+    ) -> None:
         self.paths = paths
         self.global_args = global_args
+        self.progress = progress
 
     def start(
         self, run_args: list[str], ready_timeout: float | None, images_timeout: float
@@ -52,7 +62,7 @@ class EmbeddedBackend:
         control.require_root("containerd start")
         check_safe(self.paths)  # before the log is opened for the detached supervisor
         timeout = (30.0 if ready_timeout is None else ready_timeout) + 15
-        from warren_bundle.runtime.upgrade import replace_other_version
+        from warren_bundle.runtime.switching import replace_other_version
 
         replaced = replace_other_version(
             self.paths, _option(self.global_args, "--payload"), "--force" in run_args
@@ -85,6 +95,11 @@ class EmbeddedBackend:
 
         cand = detect(self.paths, option)
         return SocketAnswer(cand.kind, cand.path, validate_socket(cand) if validate else None)
+
+    def rollback(self, ready_timeout: float) -> RolledBack:
+        from warren_bundle.runtime.switching import rollback
+
+        return rollback(self.paths, self.global_args, ready_timeout, self.progress)
 
 
 class LimaBackend:
@@ -153,6 +168,14 @@ class LimaBackend:
             )
         return SocketAnswer("lima", path, probe if validate else None)
 
+    def rollback(self, ready_timeout: float) -> RolledBack:
+        from warren_bundle.errors import WarrenError
+
+        raise WarrenError(
+            "warren rollback acts on the embedded containerd's versions; the Lima VM has its own",
+            "run 'warren rollback' inside the VM ('limactl shell warren')",
+        )
+
 
 def _option(args: list[str], name: str) -> str | None:
     for i, arg in enumerate(args[:-1]):
@@ -166,4 +189,4 @@ def backend_for(paths: Paths, global_args: list[str], progress: Callable[[str], 
 
     if host_os() == "darwin":
         return LimaBackend(paths, progress)
-    return EmbeddedBackend(paths, global_args)
+    return EmbeddedBackend(paths, global_args, progress)

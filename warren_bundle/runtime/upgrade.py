@@ -126,33 +126,3 @@ def after_change(paths: Paths, before: Before, now: Installed, log: Log) -> str 
             f"{versions.human_size(version.size_bytes)})"
         )
     return said
-
-
-def replace_other_version(paths: Paths, payload_arg: str | None, force: bool) -> str | None:
-    """When this run dir's supervisor runs another payload than ours, stop it gracefully (its
-    containerd gets SIGTERM; shims and containers keep running) so that ours starts instead.
-
-    The change is checked first (a refused one stops nothing), and our payload is extracted
-    into its own version dir while the old containerd still serves: the socket is down only for
-    the stop and the start. Returns what was stopped, or None when there was nothing to replace.
-    """
-    from warren_bundle.extract import prepare
-    from warren_bundle.payload.format import locate
-    from warren_bundle.runtime import control, statefile
-
-    sup = control.supervisor_process(paths)
-    if sup is None:
-        return None
-    report = statefile.read(paths) or {}
-    if report.get("supervisor_pid") != sup.pid:
-        return None  # still starting: start_detached waits for it
-    ours = locate(payload_arg)
-    running_dir = report.get("version_dir")
-    running = Path(running_dir).name if running_dir else report.get("payload_digest")
-    if running == ours.digest or versions.pinned_name(paths) is not None:
-        return None
-    old = report.get("containerd_version") or report.get("server_version")
-    warning = versions.check_upgrade(old, ours.manifest.containerd_version, force)
-    prepare(paths, ours)
-    done = control.stop(paths)
-    return f"{warning}; {done}" if warning else done
