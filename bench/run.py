@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from warren_bundle.extract import ensure_extracted
 from warren_bundle.hostinfo import host_arch
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import Payload, read_embedded
+from warren_bundle.store.extract import ensure_extracted
 
 from . import extraction, footprint, launch, pods, report, runtime
 from .context import REPO, Bench, Runs

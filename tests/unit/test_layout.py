@@ -65,7 +65,7 @@ def test_version_loads_no_runtime_payload_reader_or_heavy_library() -> None:
     loaded = set(out.stderr.split())
     for heavy in (
         "warren_bundle.runtime.supervisor",
-        "warren_bundle.extract",
+        "warren_bundle.store.extract",
         "warren_bundle.payload.tarstream",
         "warren_bundle.doctor.run",
         "warren_bundle.lima.manager",

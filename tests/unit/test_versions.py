@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from test_extract import expected_hashes, installed_hashes, make_payload
 
-from warren_bundle import versions
 from warren_bundle.errors import ExitCode, UnsafePathError, UpgradeRefused
-from warren_bundle.extract import ensure_extracted, is_current, read_stamp
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import BINARIES, Payload
+from warren_bundle.store import versions
+from warren_bundle.store.extract import ensure_extracted, is_current, read_stamp
 
 from support import make_paths, run_warren, wait_for
 
@@ -228,7 +228,7 @@ def test_versions_cli_lists_json_with_sizes(
 def test_prepare_extracts_beside_the_running_version_without_switching(
     paths: Paths, payload_a: Payload, payload_b: Payload
 ) -> None:
-    from warren_bundle.extract import prepare
+    from warren_bundle.store.extract import prepare
 
     ensure_extracted(paths, payload_a)
     assert sorted(prepare(paths, payload_b)) == sorted(BINARIES)

@@ -230,7 +230,7 @@ def show_config(**opts: Any) -> None:
     """Print the containerd config warren would write."""
     from warren_bundle.payload.format import locate
     from warren_bundle.runtime.config import build_config, render
-    from warren_bundle.versions import config_target
+    from warren_bundle.store.versions import config_target
 
     ctx = current()
     version, directory = config_target(ctx.paths, locate(ctx.payload))

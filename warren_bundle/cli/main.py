@@ -72,7 +72,7 @@ def cli(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def version(as_json: bool) -> None:
     """Launcher, containerd and runc versions, payload digest and provenance."""
-    from warren_bundle.versioninfo import version_info
+    from warren_bundle.store.info import version_info
 
     info = version_info(current().payload)
     if as_json:

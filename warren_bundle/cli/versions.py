@@ -18,7 +18,7 @@ from warren_bundle.cli.output import emit_json, say
 @click.option("--unpin", is_flag=True, help="Drop the pin 'warren rollback' set.")
 def versions(as_json: bool, prune: bool, unpin: bool) -> None:
     """Extracted versions: which is current, which running shims use, the disk each takes."""
-    from warren_bundle import versions as v
+    from warren_bundle.store import versions as v
 
     paths = current().paths
     removed = []

@@ -55,8 +55,8 @@ class EmbeddedBackend:
     def start(
         self, run_args: list[str], ready_timeout: float | None, images_timeout: float
     ) -> dict[str, Any]:
-        from warren_bundle.extract import check_safe
         from warren_bundle.runtime import control
+        from warren_bundle.store.extract import check_safe
 
         check_socket_path(self.paths.socket)
         control.require_root("containerd start")

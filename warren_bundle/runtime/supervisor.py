@@ -24,7 +24,7 @@ from warren_bundle.errors import (
     path_error,
 )
 from warren_bundle.paths import DEFAULT_DATA_DIR, Paths, check_socket_path, system_socket_path
-from warren_bundle.runtime import health, logs, pidfile, rundir, statefile, upgrade
+from warren_bundle.runtime import health, logs, pidfile, rundir, statefile
 from warren_bundle.runtime.adoption import adoptable_pid, adopted_since
 from warren_bundle.runtime.childenv import child_env
 from warren_bundle.runtime.config import ConfigOptions
@@ -36,6 +36,7 @@ from warren_bundle.runtime.readiness import Probe, wait_ready
 from warren_bundle.runtime.settings import ExitInfo, Settings, Timings
 from warren_bundle.runtime.states import SUPERVISED, State
 from warren_bundle.runtime.status import StatusReport, report_of
+from warren_bundle.store import install as upgrade
 
 if TYPE_CHECKING:
     from warren_bundle.payload.format import Payload
@@ -199,9 +200,9 @@ class ContainerdManager:
         self._set_state(State.RUNNING)
 
     def _start_embedded(self) -> None:
-        from warren_bundle.extract import check_safe
         from warren_bundle.hostinfo import check_supported
         from warren_bundle.runtime.leftovers import remove_stale_unpack_dirs
+        from warren_bundle.store.extract import check_safe
 
         begin = time.perf_counter()
         goos, _ = check_supported()

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warren_bundle import versions
 from warren_bundle.paths import Paths
+from warren_bundle.store import versions
 
 Log = Callable[[str], None]
 
@@ -27,9 +27,9 @@ def replace_other_version(paths: Paths, payload_arg: str | None, force: bool) ->
     into its own version dir while the old containerd still serves: the socket is down only for
     the stop and the start. Returns what was stopped, or None when there was nothing to replace.
     """
-    from warren_bundle.extract import prepare
     from warren_bundle.payload.format import locate
     from warren_bundle.runtime import control, statefile
+    from warren_bundle.store.extract import prepare
 
     sup = control.supervisor_process(paths)
     if sup is None:
@@ -65,8 +65,8 @@ def rollback(paths: Paths, global_args: list[str], ready_timeout: float, log: Lo
     """Go back to the previous version when containerd supports it: refuse first (nothing
     changed), then stop the supervisor, switch bin, pin the version, and start it again."""
     from warren_bundle.errors import UpgradeRefused, WarrenError
-    from warren_bundle.extract import extract_lock, read_stamp, read_stamp_in, switch_to
     from warren_bundle.runtime import control
+    from warren_bundle.store.extract import extract_lock, read_stamp, read_stamp_in, switch_to
 
     previous = versions.previous_name(paths)
     cur_stamp: dict[str, Any] = read_stamp(paths) or {}

@@ -28,17 +28,6 @@ from warren_bundle.errors import (
     ExtractionError,
     PlatformError,
 )
-from warren_bundle.extract_checks import (
-    check_dir_safe,
-    check_exec_allowed,
-    check_free_space,
-    make_dirs,
-    os_error_at,
-    unsafe_file,
-    unsafe_names,
-)
-from warren_bundle.extract_checks import check_safe as check_safe  # re-exported
-from warren_bundle.extract_checks import version_link_target as version_link_target
 from warren_bundle.fsutil import (
     LockTimeout,
     atomic_write,
@@ -50,6 +39,17 @@ from warren_bundle.fsutil import (
 from warren_bundle.hostinfo import host_arch
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import Manifest, Payload
+from warren_bundle.store.checks import (
+    check_dir_safe,
+    check_exec_allowed,
+    check_free_space,
+    make_dirs,
+    os_error_at,
+    unsafe_file,
+    unsafe_names,
+)
+from warren_bundle.store.checks import check_safe as check_safe  # re-exported
+from warren_bundle.store.checks import version_link_target as version_link_target
 
 MANIFEST_STAMP = ".manifest.json"  # in each version dir (and so, through the link, in bin/)
 
@@ -379,7 +379,7 @@ def _extract_into(paths: Paths, payload: Payload, target: Path) -> list[str]:
     except OSError as exc:
         raise os_error_at(exc, paths.versions_dir) from exc
     try:
-        from warren_bundle.unpack import unpack_to
+        from warren_bundle.store.unpack import unpack_to
 
         unpack_to(payload, tmp)
         if not payload.manifest.requires:  # staged before it was recorded: read the files

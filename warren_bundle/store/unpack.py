@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from warren_bundle.errors import PayloadError
-from warren_bundle.extract_checks import os_error_at
 from warren_bundle.payload.format import MANIFEST_FILE, Manifest, Payload
+from warren_bundle.store.checks import os_error_at
 
 if TYPE_CHECKING:
     from warren_bundle.payload.tarstream import MemberStream

@@ -130,7 +130,7 @@ class Version:
 
 
 def current_name(paths: Paths) -> str | None:
-    from warren_bundle.extract import version_link_target
+    from warren_bundle.store.extract import version_link_target
 
     return version_link_target(paths)
 
@@ -148,7 +148,7 @@ def previous_name(paths: Paths) -> str | None:
 def config_target(paths: Paths, payload: Payload) -> tuple[str, Path]:
     """The containerd version and version dir a start would write the config for: the pinned
     version (after a rollback) when one is pinned and extracted, else this payload's."""
-    from warren_bundle.extract import read_stamp_in
+    from warren_bundle.store.extract import read_stamp_in
 
     pinned = pinned_name(paths)
     if pinned is not None and pinned != payload.digest:
@@ -272,7 +272,7 @@ def list_versions(paths: Paths) -> list[Version]:
 def prune(paths: Paths, keep_previous: bool = True) -> list[Version]:
     """Remove version dirs that are not current, not previous, and that no running process
     came from; the removed ones. Under the extraction lock: nobody is extracting meanwhile."""
-    from warren_bundle.extract import extract_lock
+    from warren_bundle.store.extract import extract_lock
 
     removed: list[Version] = []
     if not paths.versions_dir.is_dir():

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from warren_bundle import versions
 from warren_bundle.paths import Paths
+from warren_bundle.store import versions
 
 if TYPE_CHECKING:
     from warren_bundle.payload.format import Manifest, Payload
@@ -34,7 +34,7 @@ class Installed:
 
 
 def _before(paths: Paths) -> Before:
-    from warren_bundle.extract import read_stamp
+    from warren_bundle.store.extract import read_stamp
 
     # What last ran on this root (a `warren extract` alone changes nothing containerd read).
     last = versions.last_run(paths)
@@ -45,8 +45,8 @@ def _before(paths: Paths) -> Before:
 
 
 def _pinned(paths: Paths, payload: Payload, before: Before, log: Log) -> Installed | None:
-    from warren_bundle.extract import extract_lock, read_stamp_in, stamp_matches_in, switch_to
     from warren_bundle.payload.format import Manifest
+    from warren_bundle.store.extract import extract_lock, read_stamp_in, stamp_matches_in, switch_to
 
     pinned = versions.pinned_name(paths)
     if pinned is None or pinned == payload.digest:
@@ -76,7 +76,7 @@ def install_version(
 ) -> tuple[Before, Installed]:
     """Extract our payload (or keep the pinned version) and point bin at it; refuse, before
     anything is switched, a change containerd does not support. Also what ran before."""
-    from warren_bundle.extract import ensure_extracted
+    from warren_bundle.store.extract import ensure_extracted
 
     before = _before(paths)
     pinned = _pinned(paths, payload, before, log)
