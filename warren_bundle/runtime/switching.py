@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from warren_bundle.paths import Paths
-from warren_bundle.store import versions
+from warren_bundle.store import compat, versions
 
 Log = Callable[[str], None]
 
@@ -43,7 +43,7 @@ def replace_other_version(paths: Paths, payload_arg: str | None, force: bool) ->
     if running == ours.digest or versions.pinned_name(paths) is not None:
         return None
     old = report.get("containerd_version") or report.get("server_version")
-    warning = versions.check_upgrade(old, ours.manifest.containerd_version, force)
+    warning = compat.check_upgrade(old, ours.manifest.containerd_version, force)
     prepare(paths, ours)
     done = control.stop(paths)
     return f"{warning}; {done}" if warning else done
@@ -78,7 +78,7 @@ def rollback(paths: Paths, global_args: list[str], ready_timeout: float, log: Lo
     prev_stamp = read_stamp_in(paths.version_dir(previous)) or {}
     current_version = versions.last_run(paths)[1] or cur_stamp.get("containerd_version")
     target = prev_stamp.get("containerd_version")
-    problem = versions.rollback_problem(current_version, target, versions.highest_run(paths))
+    problem = compat.rollback_problem(current_version, target, versions.highest_run(paths))
     if problem:
         raise UpgradeRefused(
             f"cannot roll back to containerd {target}: {problem}; nothing was changed",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from warren_bundle.paths import Paths
-from warren_bundle.store import versions
+from warren_bundle.store import compat, versions
 
 if TYPE_CHECKING:
     from warren_bundle.payload.format import Manifest, Payload
@@ -83,7 +83,7 @@ def install_version(
     if pinned is not None:
         return before, pinned
     if before[0] != payload.digest:
-        warning = versions.check_upgrade(before[1], payload.manifest.containerd_version, force)
+        warning = compat.check_upgrade(before[1], payload.manifest.containerd_version, force)
         if warning:
             log(warning)
     result = ensure_extracted(paths, payload)
@@ -107,8 +107,8 @@ def after_change(paths: Paths, before: Before, now: Installed, log: Log) -> str 
         return None
     kept = versions.running_containers(paths)
     old = before[1] or "?"
-    up = (versions.parse_version(old) or (0, 0, 0)) <= (
-        versions.parse_version(now.containerd) or (0, 0, 0)
+    up = (compat.parse_version(old) or (0, 0, 0)) <= (
+        compat.parse_version(now.containerd) or (0, 0, 0)
     )
     said = (
         f"{'upgraded' if up else 'switched'} containerd {old} → {now.containerd}; "
