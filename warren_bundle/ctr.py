@@ -92,7 +92,8 @@ def exec_ctr(
     """Replace this process with the bundled ctr, pointed at `socket` (unless -a is given)."""
     from warren_bundle.payload.format import locate
     from warren_bundle.runtime.childenv import child_env
-    from warren_bundle.store.extract import ensure_extracted, is_current
+    from warren_bundle.store.extract import ensure_extracted
+    from warren_bundle.store.stamp import is_current
 
     payload = locate(payload_option)
     if not is_current(paths, payload):
@@ -113,7 +114,8 @@ def exec_crictl(
     from warren_bundle.errors import NotCarried
     from warren_bundle.payload.format import locate
     from warren_bundle.runtime.childenv import child_env
-    from warren_bundle.store.extract import ensure_extracted, is_current
+    from warren_bundle.store.extract import ensure_extracted
+    from warren_bundle.store.stamp import is_current
 
     payload = locate(payload_option)
     if not payload.manifest.has_crictl:

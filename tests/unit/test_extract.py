@@ -20,7 +20,8 @@ from warren_bundle.errors import ExitCode, PayloadError, UnsafePathError
 from warren_bundle.hostinfo import host_arch
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import BINARIES, Payload, pack, read_file
-from warren_bundle.store.extract import ensure_extracted, is_current, read_stamp
+from warren_bundle.store.extract import ensure_extracted
+from warren_bundle.store.stamp import is_current, read_stamp
 
 from support import REPO, make_paths, run_warren, short_dir, stage_payload, wait_for
 

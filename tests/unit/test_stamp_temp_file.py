@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from warren_bundle.payload.format import BINARIES, pack
-from warren_bundle.store.extract import ensure_extracted, is_current
+from warren_bundle.store.extract import ensure_extracted
+from warren_bundle.store.stamp import is_current
 
 from support import REPO, make_paths, stage_payload
 

@@ -14,7 +14,8 @@ from warren_bundle.errors import ExitCode, UnsafePathError, UpgradeRefused
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import BINARIES, Payload
 from warren_bundle.store import compat, versions
-from warren_bundle.store.extract import ensure_extracted, is_current, read_stamp
+from warren_bundle.store.extract import ensure_extracted
+from warren_bundle.store.stamp import is_current, read_stamp
 
 from support import make_paths, run_warren, wait_for
 

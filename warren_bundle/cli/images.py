@@ -44,7 +44,8 @@ def import_command(
     from warren_bundle.images import DEFAULT_NAMESPACES, import_archive
     from warren_bundle.payload.format import locate
     from warren_bundle.sockets import detect
-    from warren_bundle.store.extract import ensure_extracted, is_current
+    from warren_bundle.store.extract import ensure_extracted
+    from warren_bundle.store.stamp import is_current
 
     ctx = current()
     socket = detect(ctx.paths, socket_option).path

@@ -66,7 +66,8 @@ def rollback(paths: Paths, global_args: list[str], ready_timeout: float, log: Lo
     changed), then stop the supervisor, switch bin, pin the version, and start it again."""
     from warren_bundle.errors import UpgradeRefused, WarrenError
     from warren_bundle.runtime import control
-    from warren_bundle.store.extract import extract_lock, read_stamp, read_stamp_in, switch_to
+    from warren_bundle.store.extract import extract_lock, switch_to
+    from warren_bundle.store.stamp import read_stamp, read_stamp_in
 
     previous = versions.previous_name(paths)
     cur_stamp: dict[str, Any] = read_stamp(paths) or {}

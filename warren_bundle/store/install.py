@@ -34,7 +34,7 @@ class Installed:
 
 
 def _before(paths: Paths) -> Before:
-    from warren_bundle.store.extract import read_stamp
+    from warren_bundle.store.stamp import read_stamp
 
     # What last ran on this root (a `warren extract` alone changes nothing containerd read).
     last = versions.last_run(paths)
@@ -46,7 +46,8 @@ def _before(paths: Paths) -> Before:
 
 def _pinned(paths: Paths, payload: Payload, before: Before, log: Log) -> Installed | None:
     from warren_bundle.payload.format import Manifest
-    from warren_bundle.store.extract import extract_lock, read_stamp_in, stamp_matches_in, switch_to
+    from warren_bundle.store.extract import extract_lock, switch_to
+    from warren_bundle.store.stamp import read_stamp_in, stamp_matches_in
 
     pinned = versions.pinned_name(paths)
     if pinned is None or pinned == payload.digest:

@@ -71,7 +71,7 @@ def previous_name(paths: Paths) -> str | None:
 def config_target(paths: Paths, payload: Payload) -> tuple[str, Path]:
     """The containerd version and version dir a start would write the config for: the pinned
     version (after a rollback) when one is pinned and extracted, else this payload's."""
-    from warren_bundle.store.extract import read_stamp_in
+    from warren_bundle.store.stamp import read_stamp_in
 
     pinned = pinned_name(paths)
     if pinned is not None and pinned != payload.digest:
