@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     NOT_RUNNING = 7
     CHECKSUM = 8
     LIMA = 9
+    SETTINGS = 10
 
 
 class WarrenError(Exception):
@@ -63,6 +64,12 @@ class ReadinessTimeout(WarrenError):
 
 class NotRunningError(WarrenError):
     exit_code = ExitCode.NOT_RUNNING
+
+
+class SettingsDiffer(WarrenError):
+    """`containerd start` with settings the running containerd does not run with."""
+
+    exit_code = ExitCode.SETTINGS
 
 
 class SocketNotFoundError(WarrenError):

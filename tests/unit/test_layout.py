@@ -215,6 +215,7 @@ CLI_RUNTIME_API = {
     "supervisor",  # ContainerdManager, the library API `containerd run` builds
     "config",  # rendering the config (`containerd config`, `node`)
     "settings",  # typed settings the options build
+    "options",  # RunOptions: the typed run options, parsed here and passed whole
     "logs",  # reading the log (`containerd logs`)
     "leftovers",  # removing unpack dirs no process uses (`extract`)
 }

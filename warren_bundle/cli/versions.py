@@ -61,11 +61,11 @@ def versions(as_json: bool, prune: bool, unpin: bool) -> None:
 @click.option(
     "--ready-timeout",
     type=float,
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait for the rolled-back containerd to answer.",
+    default=None,
+    help="Seconds to wait for the rolled-back containerd to answer (default: the one it was "
+    "started with). Every other option it was started with is kept.",
 )
-def rollback(ready_timeout: float) -> None:
+def rollback(ready_timeout: float | None) -> None:
     """Go back to the previous version, when containerd supports it; restart containerd onto it."""
     from warren_bundle.cli.containerd import backend
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict
-from typing import TYPE_CHECKING, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from warren_bundle import __version__
 from warren_bundle.launcher import flavour
@@ -58,6 +58,7 @@ class StatusReport(TypedDict, total=False):
     log: str
     timings: TimingsReport
     metrics_addr: str | None
+    run_options: dict[str, Any] | None  # how it was started (runtime/options.py), for restarts
     events: list[str]
     updated_at: float
     # Added by a reader in another process (runtime/control.py), checked against live processes.
@@ -110,6 +111,7 @@ def report_of(mgr: ContainerdManager) -> StatusReport:
         "log": str(mgr.paths.log_file),
         "timings": cast("TimingsReport", asdict(mgr.timings)),
         "metrics_addr": mgr.metrics_addr,
+        "run_options": mgr.run_options.to_dict() if mgr.run_options else None,
         "node": mgr.node,
         "updated_at": now,
     }

@@ -41,6 +41,7 @@ from warren_bundle.store import install as upgrade
 if TYPE_CHECKING:
     from warren_bundle.payload.format import Payload
     from warren_bundle.runtime.hooks import MetricsEndpoint
+    from warren_bundle.runtime.options import RunOptions
 
 # Work that needs a ready containerd (air-gap image import): run once per start(), by the
 # runtime, so a library user of ensure_containerd() gets what `warren containerd run` gets.
@@ -72,6 +73,7 @@ class ContainerdManager:
         processes: Processes | None = None,
         probe: Probe | None = None,
         force_version: bool = False,
+        run_options: RunOptions | None = None,
     ) -> None:
         self.paths = paths or Paths.resolve(data_dir=data_dir)
         self.use_external = use_external
@@ -101,6 +103,8 @@ class ContainerdManager:
         self._mutex = threading.RLock()
         self._listeners: list[EventListener] = []
         self.force_version = force_version
+        # The options it was started with, recorded in the state file for a restart to reuse.
+        self.run_options = run_options
         # <data>/versions/<digest> containerd runs from (a rollback's pin may differ from ours)
         self.version: upgrade.Installed | None = None
         self.upgrade: str | None = None  # "upgraded containerd 1.6.20 → 1.7.24; …"
@@ -111,9 +115,6 @@ class ContainerdManager:
     @property
     def socket_path(self) -> str:
         return str(system_socket_path() if self.use_external else self.paths.socket)
-
-    def get_socket_path(self) -> str:
-        return self.socket_path
 
     @property
     def pid(self) -> int | None:

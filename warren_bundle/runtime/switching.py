@@ -9,14 +9,29 @@ that refuse a change containerd does not support are the version store's (versio
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from warren_bundle.paths import Paths
+from warren_bundle.runtime.options import RunOptions
 from warren_bundle.store import compat, versions
 
 Log = Callable[[str], None]
+
+
+def running_options(paths: Paths) -> RunOptions | None:
+    """The options this run dir's running supervisor recorded (runtime/options.py); None when
+    none runs, it is still starting, or it is an older warren that recorded none."""
+    from warren_bundle.runtime import control, statefile
+
+    sup = control.supervisor_process(paths)
+    if sup is None:
+        return None
+    report = statefile.read(paths) or {}
+    if report.get("supervisor_pid") != sup.pid:
+        return None
+    return RunOptions.from_dict(report.get("run_options"))
 
 
 def replace_other_version(paths: Paths, payload_arg: str | None, force: bool) -> str | None:
@@ -61,9 +76,12 @@ class RolledBack:
     containers_kept: int = 0
 
 
-def rollback(paths: Paths, global_args: list[str], ready_timeout: float, log: Log) -> RolledBack:
+def rollback(
+    paths: Paths, global_args: list[str], ready_timeout: float | None, log: Log
+) -> RolledBack:
     """Go back to the previous version when containerd supports it: refuse first (nothing
-    changed), then stop the supervisor, switch bin, pin the version, and start it again."""
+    changed), then stop the supervisor, switch bin, pin the version, and start it again with
+    the options it ran with (`ready_timeout`, when given, replaces the recorded one)."""
     from warren_bundle.errors import UpgradeRefused, WarrenError
     from warren_bundle.runtime import control
     from warren_bundle.store.extract import extract_lock, switch_to
@@ -87,6 +105,9 @@ def rollback(paths: Paths, global_args: list[str], ready_timeout: float, log: Lo
         )
     control.require_root("rollback")
     running = control.supervisor_process(paths) is not None
+    options = running_options(paths) or RunOptions()
+    if ready_timeout is not None:
+        options = replace(options, ready_timeout=ready_timeout)
     if running:
         log(control.stop(paths))
     with extract_lock(paths, 30.0):
@@ -94,9 +115,7 @@ def rollback(paths: Paths, global_args: list[str], ready_timeout: float, log: Lo
     versions.pin(paths, previous)
     if not running:
         return RolledBack(current_version, target, paths.version_dir(previous), restarted=False)
-    report = control.start_detached(
-        global_args, ["--ready-timeout", str(ready_timeout)], paths, ready_timeout + 15
-    )
+    report = control.start_detached(global_args, options, paths, options.ready_timeout + 15)
     return RolledBack(
         current_version,
         target,
