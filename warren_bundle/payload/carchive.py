@@ -80,10 +80,3 @@ def read_toc(fp: BinaryIO) -> list[Entry]:
         )
         pos += entry_length
     return entries
-
-
-def find_entry(fp: BinaryIO, name: str) -> Entry | None:
-    for entry in read_toc(fp):
-        if entry.name == name:
-            return entry
-    return None

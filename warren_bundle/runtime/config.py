@@ -90,10 +90,6 @@ def config_version_for(containerd_version: str) -> int:
     return 3 if at_least(containerd_version, (2, 0)) else 2
 
 
-def sandbox_image_for(containerd_version: str) -> str:
-    return SANDBOX_IMAGE_V2 if config_version_for(containerd_version) == 3 else SANDBOX_IMAGE_V1
-
-
 def _gid_of(group: str) -> int:
     if group.isdigit():
         return int(group)
