@@ -78,7 +78,7 @@ class EmbeddedBackend:
         check_socket_path(self.paths.socket)
         control.require_root("containerd start")
         check_safe(self.paths)  # before the log is opened for the detached supervisor
-        timeout = options.ready_timeout + 15
+        timeout = options.ready_timeout + control.START_EXTRA
         recorded = running_options(self.paths)
         replaced = replace_other_version(self.paths, self.payload, options.force)
         if not replaced and restart and control.supervisor_process(self.paths) is not None:

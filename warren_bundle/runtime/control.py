@@ -35,6 +35,8 @@ from warren_bundle.runtime.status import StatusReport
 STOP_GRACE = 10.0
 # The supervisor stops containerd within STOP_GRACE (SIGTERM, then SIGKILL); it gets this long more.
 SUPERVISOR_EXTRA = 5.0
+# A detached start waits for containerd's ready timeout plus this: the launch, extraction, config.
+START_EXTRA = 15.0
 
 
 def self_command() -> list[str]:

@@ -83,7 +83,7 @@ class RunOptions:
         """The options a supervisor recorded; None when it recorded none (an older warren)."""
         if not isinstance(data, Mapping):
             return None
-        known = {f.name for f in fields(cls)} - {"force"}
+        known = _FIELDS - {"force"}
         values = {k: v for k, v in data.items() if k in known}
         values["registry_mirrors"] = tuple(values.get("registry_mirrors") or ())
         try:
@@ -96,7 +96,8 @@ class RunOptions:
         elsewhere: what a restart onto another version runs with."""
         if recorded is None:
             return self
-        return replace(recorded, force=self.force, **{k: getattr(self, k) for k in given})
+        mine = {k: getattr(self, k) for k in given if k in _FIELDS and k != "force"}
+        return replace(recorded, force=self.force, **mine)
 
     def differences(self, recorded: RunOptions, given: Collection[str]) -> list[str]:
         """Each setting the user gave that the running supervisor does not run with, in words:
@@ -141,6 +142,9 @@ class RunOptions:
             force_version=self.force,
             run_options=self,
         )
+
+
+_FIELDS = frozenset(f.name for f in fields(RunOptions))
 
 
 def _shown(value: object) -> str:

@@ -115,7 +115,9 @@ def rollback(
     versions.pin(paths, previous)
     if not running:
         return RolledBack(current_version, target, paths.version_dir(previous), restarted=False)
-    report = control.start_detached(global_args, options, paths, options.ready_timeout + 15)
+    report = control.start_detached(
+        global_args, options, paths, options.ready_timeout + control.START_EXTRA
+    )
     return RolledBack(
         current_version,
         target,
