@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from warren_bundle.fsutil import locked
-from warren_bundle.store.atomic import TMP_PREFIX, ensure_dir, remove_leftovers
+from warren_bundle.store.atomic import TMP_PREFIX, ensure_dir, remove_leftovers, root_lock
 
 STAMP = "done"
 
@@ -103,6 +103,17 @@ def test_then_runs_under_the_lock_also_when_complete(tmp_path: Path) -> None:
     ensure_dir(tmp_path, "d", **kw)  # type: ignore[arg-type]
     seen = ensure_dir(tmp_path, "d", then=lambda d: d.name, **kw)  # type: ignore[arg-type]
     assert seen.then == "d" and seen.built is None and len(calls) == 1
+
+
+def test_a_generic_root_with_its_own_lock(tmp_path: Path) -> None:
+    # What a launcher's runtime cache needs: a digest-named dir under a root it may not have
+    # created yet, a builder, and nothing else.
+    root = tmp_path / "cache" / "runtime"
+    calls: list[Path] = []
+    lock = root_lock(root, 5.0)
+    done = ensure_dir(root, "f00d", lock=lock, complete=_complete, build=_builder(calls))
+    assert done.built == "built" and (root / "f00d" / STAMP).is_file()
+    assert (root / ".lock").is_file() and len(calls) == 1
 
 
 def test_leftovers_of_killed_builds_are_removed(tmp_path: Path) -> None:

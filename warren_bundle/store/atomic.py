@@ -87,6 +87,18 @@ def fsync_tree(top: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
+def root_lock(root: Path, timeout: float) -> Callable[[], AbstractContextManager[object]]:
+    """The simplest store lock: an flock on <root>/.lock (created with root), for callers with
+    no lock of their own. A timeout raises fsutil.LockTimeout, naming the lock file."""
+    from warren_bundle.fsutil import locked
+
+    def lock() -> AbstractContextManager[object]:
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        return locked(root / ".lock", timeout)
+
+    return lock
+
+
 def remove_leftovers(root: Path, prefix: str = TMP_PREFIX) -> None:
     """Temp dirs of builds that were killed. Call under the lock: then nobody is building one."""
     import shutil
