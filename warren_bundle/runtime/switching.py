@@ -3,7 +3,7 @@ that runs another payload than ours, and `warren rollback`.
 
 Both stop this run dir's supervisor gracefully (its containerd gets SIGTERM; shims and
 containers keep running), change what bin points at, and start a supervisor again. The rules
-that refuse a change containerd does not support are the version store's (versions.py).
+that refuse a change containerd does not support are the version store's (store/compat.py).
 """
 
 from __future__ import annotations

@@ -6,10 +6,12 @@ then rename), and the previous one is kept: a new warren never rewrites a file t
 containerd or shim came from.
 
 Fast path (no lock, a few stat calls): the stamp <data>/bin/.manifest.json names this payload's
-digest and every file still has the size and mtime_ns recorded when it was written. Otherwise the
-slow path streams the payload into a temp dir beside the version dir, checks every hash, replaces
-the files one by one (a process running one keeps its old inode), writes the stamp last, and only
-then points bin at the version.
+digest and every file still has the size and mtime_ns recorded when it was written (stamp.py).
+Otherwise the slow path is the store's one primitive (atomic.ensure_dir: lock, re-check, build
+aside, verify, fsync, install): it streams the payload into a temp dir beside the version dir,
+checks every hash, replaces the files one by one (a process running one keeps its old inode),
+writes the stamp last, and only then, under the same lock, points bin at the version. `prepare`
+is the same without the switch.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A supervisor's side of versions: which version dir containerd runs from, and what changed.
 
-Before anything is switched, a change containerd does not support is refused (versions.py); a
+Before anything is switched, a change containerd does not support is refused (compat.py); a
 version `warren rollback` pinned is kept whatever warren starts it. Once the new containerd is
 ready: "upgraded containerd 1.6.20 → 1.7.24; 3 containers kept running", the run is recorded
 (the last and the highest version on this root) and the version dirs no shim uses are pruned.
