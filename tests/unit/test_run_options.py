@@ -202,3 +202,33 @@ def test_run_options_round_trip_through_the_state_file() -> None:
     assert "force" not in STARTED_WITH.to_dict()
     assert RunOptions.from_dict(None) is None
     assert RunOptions.from_dict({"socket_group": "g", "unknown": 1}) == RunOptions(socket_group="g")
+
+
+def test_a_library_manager_records_what_it_runs_with(tmp_path: Path) -> None:
+    # The library gets what the CLI gets: a ContainerdManager built without RunOptions records
+    # the options it was given, so a rollback from the CLI keeps them too.
+    from warren_bundle.runtime.config import ConfigOptions
+    from warren_bundle.runtime.settings import Settings
+    from warren_bundle.runtime.supervisor import ContainerdManager
+
+    mgr = ContainerdManager(
+        paths=make_paths(tmp_path),
+        config_options=ConfigOptions(
+            socket_group="wheel",
+            registry_mirrors={"docker.io": ["https://mirror.local"]},
+            pod_cidr="10.99.0.0/16",
+        ),
+        settings=Settings(ready_timeout=45.0, health_interval=0.5),
+    )
+    recorded = RunOptions.from_dict(mgr.status()["run_options"])
+    assert recorded == RunOptions(
+        socket_group="wheel",
+        registry_mirrors=("docker.io=https://mirror.local",),
+        ready_timeout=45.0,
+        health_interval=0.5,
+        pod_cidr="10.99.0.0/16",
+    )
+    assert (
+        ContainerdManager(paths=make_paths(tmp_path), use_external=True).status()["run_options"]
+        is None
+    )

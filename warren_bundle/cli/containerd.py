@@ -42,7 +42,7 @@ def containerd() -> None:
 def run(**opts: Any) -> None:
     """Run containerd in the foreground, supervised, until SIGTERM or Ctrl-C."""
     from warren_bundle.runtime.control import require_root
-    from warren_bundle.runtime.foreground import run_foreground
+    from warren_bundle.runtime.foreground import manager_for, run_foreground
     from warren_bundle.runtime.switching import replace_other_version
 
     require_root("containerd run")
@@ -50,7 +50,7 @@ def run(**opts: Any) -> None:
     replaced = replace_other_version(current().paths, current().payload, options.force)
     if replaced:
         say(f"warren: {replaced}")
-    mgr = options.manager(current().paths, current().payload)
+    mgr = manager_for(options, current().paths, current().payload)
     mgr.add_event_listener(lambda line: say(f"warren: {line}"))
     if run_foreground(mgr, _announce_ready):
         say("warren: containerd stopped")

@@ -15,10 +15,8 @@ from typing import TYPE_CHECKING, Any
 from warren_bundle.runtime.settings import DEFAULT_HEALTH_INTERVAL, DEFAULT_READY_TIMEOUT
 
 if TYPE_CHECKING:
-    from warren_bundle.paths import Paths
-    from warren_bundle.payload.format import Payload
     from warren_bundle.runtime.config import ConfigOptions
-    from warren_bundle.runtime.supervisor import ContainerdManager
+    from warren_bundle.runtime.settings import Settings
 
 # What a running supervisor's options are compared on: how containerd and its supervisor run.
 # Not ready_timeout (how long a start waits, moot once it runs) nor force (a one-time consent).
@@ -111,6 +109,25 @@ class RunOptions:
                 )
         return said
 
+    @classmethod
+    def of(cls, config: ConfigOptions, settings: Settings, metrics_addr: str | None) -> RunOptions:
+        """The options a manager built without RunOptions (the library API) runs with: so that
+        its record, too, lets a restart keep them."""
+        mirrors = tuple(
+            f"{host}={endpoint}"
+            for host, endpoints in config.registry_mirrors.items()
+            for endpoint in endpoints
+        )
+        return cls(
+            socket_group=config.socket_group,
+            registry_mirrors=mirrors,
+            ready_timeout=settings.ready_timeout,
+            health_interval=settings.health_interval,
+            containerd_debug=config.debug,
+            metrics_addr=metrics_addr,
+            pod_cidr=config.pod_cidr,
+        )
+
     # --- what the supervisor is built from ----------------------------------------------------
 
     def config_options(self) -> ConfigOptions:
@@ -125,22 +142,6 @@ class RunOptions:
             registry_mirrors=mirrors,
             debug=self.containerd_debug,
             pod_cidr=self.pod_cidr,
-        )
-
-    def manager(self, paths: Paths, payload: Payload | str | None) -> ContainerdManager:
-        from warren_bundle.runtime.settings import Settings
-        from warren_bundle.runtime.supervisor import ContainerdManager
-
-        return ContainerdManager(
-            paths=paths,
-            payload=payload,
-            config_options=self.config_options(),
-            settings=Settings(
-                ready_timeout=self.ready_timeout, health_interval=self.health_interval
-            ),
-            metrics_addr=self.metrics_addr,
-            force_version=self.force,
-            run_options=self,
         )
 
 

@@ -73,6 +73,16 @@ class StatusReport(TypedDict, total=False):
     node: NodeReport | None  # what the start set up for pods (runtime/node_setup.py)
 
 
+def _run_options(mgr: ContainerdManager) -> dict[str, Any] | None:
+    """How this supervisor runs containerd (runtime/options.py), for a restart to keep."""
+    if mgr.use_external:
+        return None
+    from warren_bundle.runtime.options import RunOptions
+
+    options = mgr.run_options or RunOptions.of(mgr.config_options, mgr.settings, mgr.metrics_addr)
+    return options.to_dict()
+
+
 def report_of(mgr: ContainerdManager) -> StatusReport:
     """The supervisor's own view of itself (the state file's content)."""
     proc = mgr._proc
@@ -111,7 +121,7 @@ def report_of(mgr: ContainerdManager) -> StatusReport:
         "log": str(mgr.paths.log_file),
         "timings": cast("TimingsReport", asdict(mgr.timings)),
         "metrics_addr": mgr.metrics_addr,
-        "run_options": mgr.run_options.to_dict() if mgr.run_options else None,
+        "run_options": _run_options(mgr),
         "node": mgr.node,
         "updated_at": now,
     }
