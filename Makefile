@@ -24,7 +24,7 @@ all: build
 
 help:
 	@echo "make run      build dist/warren-linux-$(ARCH) if needed and run containerd in the foreground"
-	@echo "make test     the whole test suite (unit, integration with real containerd, frozen file),"
+	@echo "make test     make lint, then the whole test suite (unit, integration with real containerd, frozen file),"
 	@echo "              then the integration suites again against the frozen file (make test-frozen),"
 	@echo "              the static file (make test-static) and booted guests (make test-vm; VM=0 skips)"
 	@echo "make build    dist/warren-linux-$(ARCH): launcher + verified containerd/runc payload"
@@ -119,8 +119,10 @@ run: build
 # frozen file standing in for `python -m warren_bundle` (WARREN_TEST_EXE): the artifact is the
 # product; then the supervisor's lifecycle and reliability suites with the static build (the
 # other file `make release` publishes); then the release in booted guests (make test-vm; VM=0
-# leaves it out). pytest's exit 5 (no test selected) fails any step.
-test: release
+# leaves it out). pytest's exit 5 (no test selected) fails any step. Lint comes first: a change
+# that ruff or mypy --strict refuses fails here, and so in .ci/run, before anything is built.
+test: lint
+	@$(MAKE) --no-print-directory release
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-frozen
 	$(MAKE) --no-print-directory test-static

@@ -6,9 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
-from warren_bundle.extract import ensure_extracted
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import Payload
+from warren_bundle.store.extract import ensure_extracted
 
 from .context import Bench
 from .rows import Row, Target

@@ -80,7 +80,7 @@ def describe(work: Path) -> dict[str, Any]:
                 "--untracked-files=no",
                 "--",
                 ".",
-                ":!README.md",
+                ":!docs/bench.md",
                 ":!bench/results.json",
             )
         ),

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from warren_bundle.extract import ensure_extracted
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import Payload
 from warren_bundle.runtime import health
 from warren_bundle.runtime.childenv import child_env
 from warren_bundle.runtime.config import ConfigOptions, write_config
+from warren_bundle.store.extract import ensure_extracted
 
 from .context import REPO, Bench
 from .rows import Row

@@ -1,4 +1,4 @@
-"""Print the table, write bench/results.json, and regenerate the README's benchmark block."""
+"""Print the table, write bench/results.json, regenerate the block in docs/bench.md."""
 
 from __future__ import annotations
 

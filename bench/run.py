@@ -1,4 +1,4 @@
-"""`make bench`: every row with its baseline and ratio; --json; bench/results.json; README block.
+"""`make bench`: every row with its baseline and ratio; --json; results.json; docs/bench.md.
 
 Usage: python -m bench.run [--exe dist/warren-linux-amd64] [--json] [--quick] [--only GROUPS]
 """
@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from warren_bundle.extract import ensure_extracted
 from warren_bundle.hostinfo import host_arch
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import Payload, read_embedded
+from warren_bundle.store.extract import ensure_extracted
 
 from . import extraction, footprint, launch, pods, report, runtime
 from .context import REPO, Bench, Runs
@@ -28,7 +28,7 @@ from .rows import Row
 
 GROUPS = ("launch", "extraction", "start", "pods", "size")
 RESULTS = REPO / "bench" / "results.json"
-README = REPO / "README.md"
+BENCH_PAGE = REPO / "docs" / "bench.md"  # holds the benchmark block, between its markers
 
 
 def _progress(message: str) -> None:
@@ -54,11 +54,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--write",
         choices=("auto", "yes", "no"),
         default="auto",
-        help="write bench/results.json and the README block (auto: only for a full run)",
+        help="write bench/results.json and the block in docs/bench.md (auto: only for a full run)",
     )
     parser.add_argument("--rebuild-floor", action="store_true", help="refreeze the hello-world")
     parser.add_argument(
-        "--note", action="append", default=[], help="a line for the README block (repeatable)"
+        "--note",
+        action="append",
+        default=[],
+        help="a line for the docs/bench.md block (repeatable)",
     )
     return parser.parse_args(argv)
 
@@ -181,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {note}")
     if args.write == "yes" or (args.write == "auto" and full):
         report.write_json(RESULTS, data)
-        report.update_readme(README, report.readme_block(rows, machine, args.note))
-        _progress(f"wrote {RESULTS.relative_to(REPO)} and the README block")
+        report.update_readme(BENCH_PAGE, report.readme_block(rows, machine, args.note))
+        _progress(
+            f"wrote {RESULTS.relative_to(REPO)} and the block in {BENCH_PAGE.relative_to(REPO)}"
+        )
     _progress(f"done in {extra['duration_s']} s")
     return 0
 

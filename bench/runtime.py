@@ -17,13 +17,13 @@ from pathlib import Path
 
 import psutil
 
-from warren_bundle.extract import ensure_extracted
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import Payload
 from warren_bundle.runtime import health, pidfile
 from warren_bundle.runtime import statefile as state
 from warren_bundle.runtime.childenv import child_env
 from warren_bundle.runtime.config import ConfigOptions, write_config
+from warren_bundle.store.extract import ensure_extracted
 
 from .context import Bench
 from .rows import Row, Target

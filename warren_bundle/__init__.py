@@ -16,11 +16,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-DEFAULT_DATA_DIR = "/var/lib/warren"
-CONTAINERD_SOCKET_PATH = "/run/warren-containerd/containerd.sock"
-CONTAINERD_CONFIG_PATH = "/etc/warren-containerd/config.toml"
-
 _LAZY = {
+    # Locations are paths.py's, never repeated here.
+    "DEFAULT_DATA_DIR": "paths",
+    "CONTAINERD_SOCKET_PATH": "paths",
+    "CONTAINERD_CONFIG_PATH": "paths",
     "ContainerdManager": "runtime.supervisor",
     "ensure_containerd": "runtime.ensure",
     "State": "runtime.states",

@@ -226,9 +226,9 @@ def auto_import(
 def current_report(paths: Paths) -> dict[str, Any]:
     """The import report of the supervisor running now; NotRunningError when there is none."""
     from warren_bundle.errors import NotRunningError
-    from warren_bundle.runtime.control import supervisor_process
+    from warren_bundle.runtime import pidfile
 
-    sup = supervisor_process(paths)
+    sup = pidfile.supervisor(paths)
     if sup is None:
         raise NotRunningError(
             "containerd is not running (no supervisor), so no image import ran",

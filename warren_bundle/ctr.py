@@ -102,9 +102,10 @@ def exec_ctr(
     paths: Paths, payload_option: str | None, socket: Callable[[], str], args: list[str]
 ) -> NoReturn:
     """Replace this process with the bundled ctr, pointed at `socket` (unless -a is given)."""
-    from warren_bundle.extract import ensure_extracted, is_current
     from warren_bundle.payload.format import locate
     from warren_bundle.runtime.childenv import child_env
+    from warren_bundle.store.extract import ensure_extracted
+    from warren_bundle.store.stamp import is_current
 
     payload = locate(payload_option)
     if not is_current(paths, payload):
@@ -123,9 +124,10 @@ def exec_crictl(
 ) -> NoReturn:
     """Replace this process with the bundled crictl, pointed at `socket` for both services."""
     from warren_bundle.errors import NotCarried
-    from warren_bundle.extract import ensure_extracted, is_current
     from warren_bundle.payload.format import locate
     from warren_bundle.runtime.childenv import child_env
+    from warren_bundle.store.extract import ensure_extracted
+    from warren_bundle.store.stamp import is_current
 
     payload = locate(payload_option)
     if not payload.manifest.has_crictl:

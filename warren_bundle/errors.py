@@ -17,9 +17,10 @@ class ExitCode(IntEnum):
     NOT_RUNNING = 7
     CHECKSUM = 8
     LIMA = 9
+    SETTINGS = 10
     # The launcher's own (launcher/launcher.c): no room for the runtime; the runtime would not run.
-    NOSPACE = 10
-    LAUNCH = 11
+    NOSPACE = 11
+    LAUNCH = 12
 
 
 class WarrenError(Exception):
@@ -66,6 +67,12 @@ class ReadinessTimeout(WarrenError):
 
 class NotRunningError(WarrenError):
     exit_code = ExitCode.NOT_RUNNING
+
+
+class SettingsDiffer(WarrenError):
+    """`containerd start` with settings the running containerd does not run with."""
+
+    exit_code = ExitCode.SETTINGS
 
 
 class SocketNotFoundError(WarrenError):

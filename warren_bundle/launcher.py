@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-from functools import cache
 
 ONEFILE_ENV = "_WARREN_ONEFILE"
 RUNTIME_ENV = "_WARREN_RUNTIME"
@@ -38,21 +37,6 @@ def onefile() -> str | None:
         return None
     prog = prog.removesuffix(" (deleted)")
     return prog if os.path.isfile(prog) else None
-
-
-@cache
-def flavour() -> str:
-    """ "static" (a payload that needs no libc of the host), "dynamic" (a payload linked against
-    the host's glibc), or "source". The runtime carries its own libc either way."""
-    if not _frozen():
-        return "source"
-    from warren_bundle.payload import format as payload_format
-
-    try:
-        requires = payload_format.locate().manifest.requires
-    except Exception:  # a file without a payload still says what it is
-        return "dynamic"
-    return "static" if requires.get("linkage") == "static" else "dynamic"
 
 
 def executable() -> str:

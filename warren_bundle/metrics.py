@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from warren_bundle.errors import WarrenError
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 
     from warren_bundle.paths import Paths
 
-DEFAULT_METRICS_PORT = 9323
 DEFAULT_METRICS_HOST = "127.0.0.1"
 LIMA_STATUS_FILE = "status.json"
 # A containerd process counts as running in the SERVING states (ORPHANED: alive, unsupervised).
@@ -249,7 +247,3 @@ def scrape(address: str, timeout: float = 2.0) -> str:
 
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as reply:
         return str(reply.read().decode())
-
-
-def lima_status_path(paths: Paths) -> Path:
-    return paths.lima_dir / LIMA_STATUS_FILE

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from warren_bundle.errors import ExitCode, PayloadError, UnsafePathError
-from warren_bundle.extract import ensure_extracted, is_current, read_stamp
 from warren_bundle.hostinfo import host_arch
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import BINARIES, Payload, pack, read_file
+from warren_bundle.store.extract import ensure_extracted
+from warren_bundle.store.stamp import is_current, read_stamp
 
 from support import REPO, make_paths, run_warren, short_dir, stage_payload, wait_for
 
@@ -246,7 +247,7 @@ sys.path.insert(0, {repo!r})
 from pathlib import Path
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import read_file
-from warren_bundle.extract import ensure_extracted
+from warren_bundle.store.extract import ensure_extracted
 paths = Paths(Path({data!r}), Path({data!r}) / "run", Path({data!r}) / "etc")
 result = ensure_extracted(paths, read_file(Path({payload!r})))
 print(json.dumps({{"cached": result.cached, "written": result.written}}))

@@ -11,10 +11,10 @@ import pytest
 from warren_bundle.doctor.base import Inputs, Level
 from warren_bundle.doctor.payload_checks import check_libc
 from warren_bundle.errors import ExitCode, PlatformError
-from warren_bundle.extract import ensure_extracted
 from warren_bundle.paths import Paths
 from warren_bundle.payload import elf, libc
 from warren_bundle.payload.format import BINARIES, Payload, pack
+from warren_bundle.store.extract import ensure_extracted
 
 from conftest import require
 from support import make_paths, stage_payload

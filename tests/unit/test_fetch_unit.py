@@ -15,7 +15,8 @@ import pytest
 from warren_bundle.errors import FetchError, PinError, Unreachable, UnsafeArchive
 from warren_bundle.fetch.archive import extract_release_binaries
 from warren_bundle.fetch.cli import main, one_line
-from warren_bundle.fetch.debian import require_apt, upstream_version
+from warren_bundle.fetch.debian import require_apt
+from warren_bundle.fetch.debversion import upstream_version
 from warren_bundle.fetch.download import NetOptions, download
 from warren_bundle.fetch.pins import (
     DEFAULT_CHECKSUMS,

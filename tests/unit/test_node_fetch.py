@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from warren_bundle.extract import ensure_extracted
 from warren_bundle.fetch.cli import main
 from warren_bundle.paths import Paths
 from warren_bundle.payload import format as payload
+from warren_bundle.store.extract import ensure_extracted
 
 from support import release_artifacts as ra
 

@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from warren_bundle.extract import ensure_extracted, is_current
 from warren_bundle.payload.format import BINARIES, pack
+from warren_bundle.store.extract import ensure_extracted
+from warren_bundle.store.stamp import is_current
 
 from support import REPO, make_paths, stage_payload
 
@@ -18,7 +19,7 @@ _KILLED_IN_STAMP_WRITE = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from warren_bundle.extract import ensure_extracted
+from warren_bundle.store.extract import ensure_extracted
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import read_file
 

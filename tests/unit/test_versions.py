@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from test_extract import expected_hashes, installed_hashes, make_payload
 
-from warren_bundle import versions
 from warren_bundle.errors import ExitCode, UnsafePathError, UpgradeRefused
-from warren_bundle.extract import ensure_extracted, is_current, read_stamp
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import BINARIES, Payload
+from warren_bundle.store import compat, versions
+from warren_bundle.store.extract import ensure_extracted
+from warren_bundle.store.stamp import is_current, read_stamp
 
 from support import make_paths, run_warren, wait_for
 
@@ -158,27 +159,27 @@ def test_verify_repairs_inside_the_current_version(paths: Paths, payload_a: Payl
     ],
 )
 def test_upgrade_policy(old: str | None, new: str, ok: bool) -> None:
-    assert (versions.upgrade_problem(old, new) is None) == ok
+    assert (compat.upgrade_problem(old, new) is None) == ok
 
 
 def test_a_refusal_names_the_supported_path_and_force_says_what_it_risks() -> None:
     with pytest.raises(UpgradeRefused) as refused:
-        versions.check_upgrade("1.6.20", "2.1.9", force=False)
+        compat.check_upgrade("1.6.20", "2.1.9", force=False)
     assert "skips a minor line" in str(refused.value)
-    assert versions.SUPPORTED_PATH in refused.value.remedy
+    assert compat.SUPPORTED_PATH in refused.value.remedy
     assert refused.value.exit_code == ExitCode.ERROR
-    warning = versions.check_upgrade("1.6.20", "2.1.9", force=True)
+    warning = compat.check_upgrade("1.6.20", "2.1.9", force=True)
     assert warning and "--force" in warning and "may fail to read its metadata" in warning
 
 
 def test_rollback_policy() -> None:
-    assert versions.rollback_problem("1.7.24", "1.6.20", "1.7.24") is None
-    assert versions.rollback_problem("1.7.24", "1.7.20", "2.1.9") is None
+    assert compat.rollback_problem("1.7.24", "1.6.20", "1.7.24") is None
+    assert compat.rollback_problem("1.7.24", "1.7.20", "2.1.9") is None
     assert "2.1.9 has run on this data" in (
-        versions.rollback_problem("1.7.24", "1.6.20", "2.1.9") or ""
+        compat.rollback_problem("1.7.24", "1.6.20", "2.1.9") or ""
     )
-    assert versions.rollback_problem("2.1.9", "1.7.24", "2.1.9")
-    assert versions.rollback_problem("1.7.24", "1.5.0", "1.7.24")
+    assert compat.rollback_problem("2.1.9", "1.7.24", "2.1.9")
+    assert compat.rollback_problem("1.7.24", "1.5.0", "1.7.24")
 
 
 def test_a_running_shim_keeps_its_version_from_being_pruned(
@@ -228,7 +229,7 @@ def test_versions_cli_lists_json_with_sizes(
 def test_prepare_extracts_beside_the_running_version_without_switching(
     paths: Paths, payload_a: Payload, payload_b: Payload
 ) -> None:
-    from warren_bundle.extract import prepare
+    from warren_bundle.store.extract import prepare
 
     ensure_extracted(paths, payload_a)
     assert sorted(prepare(paths, payload_b)) == sorted(BINARIES)
@@ -268,3 +269,28 @@ def test_extract_prepare_with_verify_or_force_is_a_usage_error(
         assert out.returncode == ExitCode.USAGE, out.stderr
         assert "--prepare only writes a version dir" in out.stderr
     assert not paths.versions_dir.exists(), "nothing extracted"
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("1.7.24", (1, 7, 24)),
+        ("v2.1.9", (2, 1, 9)),
+        ("1.6.20~ds1-1+deb12u3", (1, 6, 20)),
+        ("2.0", (2, 0, 0)),
+        ("2", (2, 0, 0)),
+        ("", None),
+        (None, None),
+        ("unknown", None),
+    ],
+)
+def test_one_parser_reads_every_containerd_version(text: str | None, parsed: object) -> None:
+    # The config's version (2 or 3), CNI's bin_dirs (2.1), CRI's pinned label (1.7) and the
+    # upgrade rules all read a version through compat.parse_version.
+    from warren_bundle.node.kubelet import reports_pinned
+    from warren_bundle.runtime.config import config_version_for
+
+    assert compat.parse_version(text) == parsed
+    assert config_version_for(text or "") == (3 if parsed and parsed[0] >= 2 else 2)
+    assert reports_pinned(text or "") == bool(parsed and parsed[:2] >= (1, 7))
+    assert compat.at_least(text, (2, 1)) == bool(parsed and parsed[:2] >= (2, 1))

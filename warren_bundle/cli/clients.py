@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def extract(verify: bool, force: bool, prepare: bool, as_json: bool) -> None:
     """Extract containerd, ctr, the shim and runc into <data-dir>/bin (cached)."""
-    from warren_bundle import runtimes
-    from warren_bundle.extract import ensure_extracted
     from warren_bundle.payload.format import locate
+    from warren_bundle.store import runtimes
+    from warren_bundle.store.extract import ensure_extracted
 
     if prepare and (verify or force):
         raise click.UsageError(
@@ -78,7 +78,7 @@ def prepare_version(paths: Paths, payload: Payload, as_json: bool) -> None:
     """`extract --prepare`: what an installer runs before it restarts the service."""
     import time
 
-    from warren_bundle.extract import prepare
+    from warren_bundle.store.extract import prepare
 
     started = time.monotonic()
     written = prepare(paths, payload)

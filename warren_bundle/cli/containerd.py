@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from warren_bundle.cli.context import current
-from warren_bundle.cli.options import RunOptions, positive_seconds, run_options
+from warren_bundle.cli.options import given_options, positive_seconds, run_options
 from warren_bundle.cli.output import emit_json, rows, say
+from warren_bundle.runtime.options import RunOptions
 
 if TYPE_CHECKING:
     from warren_bundle.runtime.backend import Backend
@@ -26,7 +27,9 @@ def backend() -> Backend:
     from warren_bundle.runtime.backend import backend_for
 
     ctx = current()
-    return backend_for(ctx.paths, ctx.global_args(), lambda line: say(f"warren: {line}"))
+    return backend_for(
+        ctx.paths, ctx.global_args(), lambda line: say(f"warren: {line}"), ctx.payload
+    )
 
 
 @click.group()
@@ -39,15 +42,15 @@ def containerd() -> None:
 def run(**opts: Any) -> None:
     """Run containerd in the foreground, supervised, until SIGTERM or Ctrl-C."""
     from warren_bundle.runtime.control import require_root
-    from warren_bundle.runtime.foreground import run_foreground
-    from warren_bundle.runtime.upgrade import replace_other_version
+    from warren_bundle.runtime.foreground import manager_for, run_foreground
+    from warren_bundle.runtime.switching import replace_other_version
 
     require_root("containerd run")
     options = RunOptions(**opts)
     replaced = replace_other_version(current().paths, current().payload, options.force)
     if replaced:
         say(f"warren: {replaced}")
-    mgr = options.manager(current())
+    mgr = manager_for(options, current().paths, current().payload)
     mgr.add_event_listener(lambda line: say(f"warren: {line}"))
     if run_foreground(mgr, _announce_ready):
         say("warren: containerd stopped")
@@ -76,16 +79,21 @@ def _announce_ready(mgr: ContainerdManager) -> None:
     callback=positive_seconds,
     help="Seconds to wait for the air-gap images in <data-dir>/images to be imported.",
 )
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Restart a running containerd with these options (containers keep running); the "
+    "options not given stay as it runs with them.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def start(as_json: bool, images_timeout: float, **opts: Any) -> None:
-    """Start a detached supervised containerd; return once it is ready and images are imported."""
-    from click.core import ParameterSource
+def start(as_json: bool, images_timeout: float, restart: bool, **opts: Any) -> None:
+    """Start a detached supervised containerd; return once it is ready and images are imported.
 
-    options = RunOptions(**opts)
-    source = click.get_current_context().get_parameter_source("ready_timeout")
-    given = source not in (ParameterSource.DEFAULT, None)
+    While it runs, options that differ from those it runs with are an error (exit 10) that
+    names them: --restart applies them."""
+    given = given_options() - {"as_json", "images_timeout", "restart"}
     where = backend()
-    report = where.start(options.args(), options.ready_timeout if given else None, images_timeout)
+    report = where.start(RunOptions(**opts), images_timeout, given=given, restart=restart)
     if as_json:
         emit_json(report)
         return
@@ -230,7 +238,7 @@ def show_config(**opts: Any) -> None:
     """Print the containerd config warren would write."""
     from warren_bundle.payload.format import locate
     from warren_bundle.runtime.config import build_config, render
-    from warren_bundle.versions import config_target
+    from warren_bundle.store.versions import config_target
 
     ctx = current()
     version, directory = config_target(ctx.paths, locate(ctx.payload))

@@ -41,10 +41,11 @@ def import_command(
 ) -> None:
     """Import image archives (docker save / OCI layout; .tar, .tar.gz, .tar.zst)."""
     from warren_bundle.errors import ImageImportError
-    from warren_bundle.extract import ensure_extracted, is_current
     from warren_bundle.images import DEFAULT_NAMESPACES, import_archive
     from warren_bundle.payload.format import locate
     from warren_bundle.sockets import detect
+    from warren_bundle.store.extract import ensure_extracted
+    from warren_bundle.store.stamp import is_current
 
     ctx = current()
     socket = detect(ctx.paths, socket_option).path

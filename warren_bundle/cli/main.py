@@ -87,7 +87,7 @@ def cli(
 )
 def version(as_json: bool, check: bool) -> None:
     """Launcher, containerd and runc versions, payload digest and provenance."""
-    from warren_bundle.versioninfo import check_runs_here, version_info
+    from warren_bundle.store.info import check_runs_here, version_info
 
     if check:
         click.echo(check_runs_here(current().payload))

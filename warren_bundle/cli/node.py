@@ -15,7 +15,7 @@ def kubelet_flags(as_json: bool) -> None:
     from warren_bundle.node.kubelet import kubelet_settings
     from warren_bundle.payload.format import locate
     from warren_bundle.runtime.config import ConfigOptions, build_config
-    from warren_bundle.versions import config_target
+    from warren_bundle.store.versions import config_target
 
     ctx = current()
     version, directory = config_target(ctx.paths, locate(ctx.payload))

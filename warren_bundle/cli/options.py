@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-if TYPE_CHECKING:
-    from warren_bundle.cli.context import Context
-    from warren_bundle.runtime.config import ConfigOptions
-    from warren_bundle.runtime.supervisor import ContainerdManager
+from warren_bundle.runtime.settings import DEFAULT_HEALTH_INTERVAL, DEFAULT_READY_TIMEOUT
 
 
 def _metrics_addr(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -82,7 +78,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--ready-timeout",
             type=float,
-            default=30.0,
+            default=DEFAULT_READY_TIMEOUT,
             show_default=True,
             envvar="WARREN_READY_TIMEOUT",
             callback=positive_seconds,
@@ -91,7 +87,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--health-interval",
             type=float,
-            default=5.0,
+            default=DEFAULT_HEALTH_INTERVAL,
             show_default=True,
             envvar="WARREN_HEALTH_INTERVAL",
             callback=positive_seconds,
@@ -126,60 +122,14 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    socket_group: str | None
-    registry_mirrors: tuple[str, ...]
-    ready_timeout: float
-    health_interval: float
-    containerd_debug: bool
-    metrics_addr: str | None = None
-    force: bool = False
-    pod_cidr: str | None = None
+def given_options() -> frozenset[str]:
+    """The run options the user gave (on the command line or in the environment), by name:
+    those a `start` compares with a running supervisor's, and that a restart changes."""
+    from click.core import ParameterSource
 
-    def args(self) -> list[str]:
-        """The same options for the detached `containerd run` that `start` launches."""
-        args = ["--ready-timeout", str(self.ready_timeout)]
-        args += ["--health-interval", str(self.health_interval)]
-        if self.socket_group:
-            args += ["--socket-group", self.socket_group]
-        for mirror in self.registry_mirrors:
-            args += ["--registry-mirror", mirror]
-        if self.containerd_debug:
-            args.append("--containerd-debug")
-        if self.metrics_addr:
-            args += ["--metrics-addr", self.metrics_addr]
-        if self.force:
-            args.append("--force")
-        if self.pod_cidr:
-            args += ["--pod-cidr", self.pod_cidr]
-        return args
-
-    def config_options(self) -> ConfigOptions:
-        from warren_bundle.runtime.config import ConfigOptions, parse_mirror
-
-        mirrors: dict[str, list[str]] = {}
-        for spec in self.registry_mirrors:
-            host, endpoint = parse_mirror(spec)
-            mirrors.setdefault(host, []).append(endpoint)
-        return ConfigOptions(
-            socket_group=self.socket_group,
-            registry_mirrors=mirrors,
-            debug=self.containerd_debug,
-            pod_cidr=self.pod_cidr,
-        )
-
-    def manager(self, ctx: Context) -> ContainerdManager:
-        from warren_bundle.runtime.settings import Settings
-        from warren_bundle.runtime.supervisor import ContainerdManager
-
-        return ContainerdManager(
-            paths=ctx.paths,
-            payload=ctx.payload,
-            config_options=self.config_options(),
-            settings=Settings(
-                ready_timeout=self.ready_timeout, health_interval=self.health_interval
-            ),
-            metrics_addr=self.metrics_addr,
-            force_version=self.force,
-        )
+    ctx = click.get_current_context()
+    return frozenset(
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+    )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from warren_bundle.cli.context import current
@@ -20,7 +18,7 @@ from warren_bundle.cli.output import emit_json, say
 @click.option("--unpin", is_flag=True, help="Drop the pin 'warren rollback' set.")
 def versions(as_json: bool, prune: bool, unpin: bool) -> None:
     """Extracted versions: which is current, which running shims use, the disk each takes."""
-    from warren_bundle import versions as v
+    from warren_bundle.store import versions as v
 
     paths = current().paths
     removed = []
@@ -63,54 +61,24 @@ def versions(as_json: bool, prune: bool, unpin: bool) -> None:
 @click.option(
     "--ready-timeout",
     type=float,
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait for the rolled-back containerd to answer.",
+    default=None,
+    help="Seconds to wait for the rolled-back containerd to answer (default: the one it was "
+    "started with). Every other option it was started with is kept.",
 )
-def rollback(ready_timeout: float) -> None:
+def rollback(ready_timeout: float | None) -> None:
     """Go back to the previous version, when containerd supports it; restart containerd onto it."""
-    from warren_bundle import versions as v
-    from warren_bundle.errors import UpgradeRefused, WarrenError
-    from warren_bundle.extract import extract_lock, read_stamp, read_stamp_in, switch_to
-    from warren_bundle.runtime import control
+    from warren_bundle.cli.containerd import backend
 
-    ctx = current()
-    paths = ctx.paths
-    previous = v.previous_name(paths)
-    cur_stamp: dict[str, Any] = read_stamp(paths) or {}
-    if previous is None:
-        raise WarrenError(
-            f"no previous version to roll back to under {paths.versions_dir}",
-            "run 'warren versions' to see what is extracted",
-        )
-    prev_stamp = read_stamp_in(paths.version_dir(previous)) or {}
-    current_version = v.last_run(paths)[1] or cur_stamp.get("containerd_version")
-    target = prev_stamp.get("containerd_version")
-    problem = v.rollback_problem(current_version, target, v.highest_run(paths))
-    if problem:
-        raise UpgradeRefused(
-            f"cannot roll back to containerd {target}: {problem}; nothing was changed",
-            "keep this version, or restore a backup of the data dir taken before the upgrade",
-        )
-    control.require_root("rollback")
-    running = control.supervisor_process(paths) is not None
-    if running:
-        say(f"warren: {control.stop(paths)}")
-    with extract_lock(paths, 30.0):
-        switch_to(paths, previous)
-    v.pin(paths, previous)
-    if not running:
+    done = backend().rollback(ready_timeout)
+    if not done.restarted:
         click.echo(
-            f"rolled back to containerd {target} ({paths.version_dir(previous)}); containerd is "
+            f"rolled back to containerd {done.target} ({done.version_dir}); containerd is "
             "not running: the next 'warren containerd start' runs it"
         )
         return
-    report = control.start_detached(
-        ctx.global_args(), ["--ready-timeout", str(ready_timeout)], paths, ready_timeout + 15
-    )
-    kept = v.running_containers(paths)
+    kept = done.containers_kept
     click.echo(
-        f"rolled back containerd {current_version} → {target}; "
+        f"rolled back containerd {done.previous} → {done.target}; "
         f"{kept} container{'' if kept == 1 else 's'} kept running "
-        f"(pid {report.get('containerd_pid')})"
+        f"(pid {done.containerd_pid})"
     )

@@ -163,7 +163,7 @@ def check_cgroup_driver(inputs: Inputs) -> Check:
     from warren_bundle.node.kubelet import runc_systemd_cgroup
     from warren_bundle.payload.format import locate
     from warren_bundle.runtime.config import ConfigOptions, build_config, systemd_manages_cgroups
-    from warren_bundle.versions import config_target
+    from warren_bundle.store.versions import config_target
 
     name = "cgroup driver"
     version, directory = config_target(inputs.paths, locate(inputs.payload_option))

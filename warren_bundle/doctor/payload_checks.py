@@ -107,8 +107,8 @@ def _bin(inputs: Inputs) -> Path:
 
 def _requirement_of_extracted(inputs: Inputs, digest: str) -> Requirement | None:
     """What the binaries extracted from this very payload need, read from their ELF headers."""
-    from warren_bundle.extract import read_stamp
     from warren_bundle.payload import elf, libc
+    from warren_bundle.store.stamp import read_stamp
 
     stamp = read_stamp(inputs.paths)
     if stamp is None or stamp.get("digest") != digest or not isinstance(stamp.get("files"), dict):
@@ -122,8 +122,8 @@ def _requirement_of_extracted(inputs: Inputs, digest: str) -> Requirement | None
 
 def check_binaries(inputs: Inputs) -> Check:
     """What `<data>/bin` holds, checked against the stamp it was written with."""
-    from warren_bundle.extract import damaged_files, read_stamp
     from warren_bundle.payload.format import Manifest, locate
+    from warren_bundle.store.stamp import damaged_files, read_stamp
 
     name = "binaries"
     bin_dir = inputs.paths.bin_dir

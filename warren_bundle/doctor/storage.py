@@ -14,7 +14,7 @@ BINARIES_ROOM = 64 * 2**20  # spare room beyond the binaries for config, state a
 
 
 def check_data_dir(inputs: Inputs) -> Check:
-    from warren_bundle.extract import check_safe
+    from warren_bundle.store.extract import check_safe
 
     name = "data dir"
     data_dir = inputs.paths.data_dir

@@ -22,6 +22,7 @@ from typing import Any
 from warren_bundle.errors import ChecksumMismatch, FetchError
 from warren_bundle.fsutil import sha256_file
 
+from .debversion import upstream_version
 from .download import NetOptions
 from .node import stage_debian
 from .sandbox import SandboxOptions, stage_sandbox
@@ -70,14 +71,6 @@ def host_dpkg_arch() -> str | None:
         return None
 
 
-def upstream_version(debian_version: str) -> str:
-    """'1.6.20~ds1-1+deb12u3' -> '1.6.20', '1:2.1.9+ds1-5' -> '2.1.9'."""
-    ver = debian_version.split(":", 1)[-1]
-    ver = ver.rsplit("-", 1)[0] if "-" in ver else ver
-    match = re.match(r"\d+(?:\.\d+)*", ver)
-    return match.group(0) if match else ver
-
-
 def require_apt() -> None:
     missing = [t for t in ("apt-get", "dpkg-deb") if shutil.which(t) is None]
     if missing:
@@ -87,7 +80,7 @@ def require_apt() -> None:
         )
 
 
-def _run(cmd: Sequence[str], what: str, cwd: Path | None = None) -> str:
+def run_tool(cmd: Sequence[str], what: str, cwd: Path | None = None) -> str:
     env = dict(os.environ, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
     proc = subprocess.run(list(cmd), capture_output=True, text=True, cwd=cwd, env=env)
     if proc.returncode != 0:
@@ -144,13 +137,13 @@ class Apt:
         if not status.exists():
             status.write_text("")
         print(f"fetch: apt-get update for {self.suite}/{self.arch} ({self.state})", file=sys.stderr)
-        _run(["apt-get", "-q", *self.options(), "update"], f"apt-get update ({self.suite})")
+        run_tool(["apt-get", "-q", *self.options(), "update"], f"apt-get update ({self.suite})")
         self._updated = True
 
     def locate(self, package: str) -> tuple[str, str, int, str, str]:
         """(url, file name, size, hash algorithm, hash) of the candidate .deb, from the index."""
         self.update()
-        out = _run(
+        out = run_tool(
             [
                 "apt-get",
                 "-q",
@@ -178,8 +171,8 @@ class Apt:
             return deb, url
         dest_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".apt-", dir=dest_dir) as tmp:
-            _let_apt_write(Path(tmp))
-            _run(
+            let_apt_write(Path(tmp))
+            run_tool(
                 ["apt-get", "-q", *self.options(), "download", f"{package}:{self.arch}"],
                 f"apt-get download {package} ({self.suite}/{self.arch})",
                 cwd=Path(tmp),
@@ -202,7 +195,7 @@ def _hash_file(path: Path, algo: str) -> str:
     return digest.hexdigest()
 
 
-def _let_apt_write(directory: Path) -> None:
+def let_apt_write(directory: Path) -> None:
     """apt downloads as the `_apt` user; give it the dir so it need not fall back to root."""
     if os.geteuid() != 0:
         return
@@ -250,7 +243,7 @@ class DebianSource:
                 raise
             # Empty or stale system lists (e.g. a slim image): use a private state instead.
             deb, url = self._apt(suite, arch, private=True).download(package, debs)
-        fields = _run(
+        fields = run_tool(
             ["dpkg-deb", "-f", str(deb), "Package", "Version", "Architecture"],
             f"dpkg-deb -f {deb.name}",
         )
@@ -267,7 +260,7 @@ def _take_from_deb(info: DebInfo, names: Mapping[str, Sequence[str]], st: Staged
     """names: the payload name (cni/bridge) -> where the package may hold it."""
     with tempfile.TemporaryDirectory(prefix=".deb-", dir=st.tmp.parent) as tmp:
         root = Path(tmp)
-        _run(["dpkg-deb", "-x", str(info.deb), str(root)], f"dpkg-deb -x {info.deb.name}")
+        run_tool(["dpkg-deb", "-x", str(info.deb), str(root)], f"dpkg-deb -x {info.deb.name}")
         for name, rels in names.items():
             src = next(_regular_files(root, rels), None)
             if src is None:

@@ -30,7 +30,8 @@ from warren_bundle.fsutil import locked, sha256_file
 from warren_bundle.payload import format as payload
 
 from . import gobuild
-from .debian import Apt, _let_apt_write, _run, host_dpkg_arch, require_apt, upstream_version
+from .debian import Apt, host_dpkg_arch, let_apt_write, require_apt, run_tool
+from .debversion import upstream_version
 from .staging import Staged, check_static, discard, new_staging, write_executable
 
 DEFAULT_STATIC_CACHE = Path("/var/cache/warren-build/debian-static")
@@ -82,7 +83,7 @@ class Dsc:
 def locate(apt: Apt, package: str) -> Dsc:
     """The candidate .dsc of `package` (URL and SHA-256 from the signed Sources index)."""
     apt.update()
-    out = _run(
+    out = run_tool(
         ["apt-get", "-q", *apt.options(), "--print-uris", "source", package],
         f"apt-get source {package} ({apt.suite})",
     )
@@ -108,8 +109,8 @@ def unpack_source(apt: Apt, dsc: Dsc, src_cache: Path) -> tuple[Path, Path]:
     src_cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dsc.package}-", dir=src_cache))
     try:
-        _let_apt_write(tmp)
-        _run(
+        let_apt_write(tmp)
+        run_tool(
             ["apt-get", "-q", *apt.options(), "source", f"{dsc.package}={dsc.version}"],
             f"apt-get source {dsc.package}={dsc.version}",
             cwd=tmp,
@@ -143,7 +144,7 @@ def install_build_deps(trees: Sequence[Path], dsc_files: Sequence[Path]) -> None
         return
     print("fetch: installing the build-deps (apt-get build-dep)", file=sys.stderr, flush=True)
     try:
-        _run(
+        run_tool(
             ["apt-get", "-q", "-y", "--no-upgrade", "--no-install-recommends", "build-dep"]
             + [str(p) for p in dsc_files],
             "apt-get build-dep",
@@ -159,7 +160,7 @@ def install_build_deps(trees: Sequence[Path], dsc_files: Sequence[Path]) -> None
 
 def _deps_satisfied(tree: Path) -> bool:
     try:
-        _run(["dpkg-checkbuilddeps"], "dpkg-checkbuilddeps", cwd=tree)
+        run_tool(["dpkg-checkbuilddeps"], "dpkg-checkbuilddeps", cwd=tree)
     except FetchError:
         return False
     return True

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from warren_bundle.payload.format import CNI_DIR
 
 from .archive import extract_release_binaries
+from .debversion import upstream_version
 from .pins import Artifact, cni_artifact, crictl_artifact
 
 if TYPE_CHECKING:
@@ -68,8 +69,6 @@ def _cni_component(version: str, source: str) -> dict[str, Any]:
 
 def stage_debian(st: Staged, source: DebianSource, suite: str) -> dict[str, str]:
     """The CNI plugins from the suite's containernetworking-plugins; its provenance entry."""
-    from .debian import upstream_version
-
     info = source.fetch(DEBIAN_CNI_PACKAGE, suite, st.arch)
     source.take(info, {f"{CNI_DIR}/{p}": f"{DEBIAN_CNI_DIR}/{p}" for p in CNI_PLUGINS}, st)
     component = _cni_component(upstream_version(info.version), "debian")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
 CAP_SYS_RESOURCE = 24
 

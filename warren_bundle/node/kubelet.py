@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from warren_bundle.paths import Paths
+from warren_bundle.store.compat import at_least
 
 
 def runc_systemd_cgroup(config: dict[str, Any]) -> bool:
@@ -27,8 +27,7 @@ def sandbox_image_of(config: dict[str, Any]) -> str | None:
 
 def reports_pinned(containerd_version: str) -> bool:
     """CRI marks pinned images (io.cri-containerd.pinned) from containerd 1.7 on."""
-    parts = [int(p) for p in re.findall(r"\d+", containerd_version)[:2]]
-    return tuple(parts) >= (1, 7)
+    return at_least(containerd_version, (1, 7))
 
 
 def kubelet_settings(

@@ -20,8 +20,8 @@ CTR_TIMEOUT = 60.0
 
 def carried(version_dir: Path) -> dict[str, Any] | None:
     """{"ref", "file", ...} of the sandbox image in this version dir's stamp, if it has one."""
-    from warren_bundle.extract import read_stamp_in
     from warren_bundle.payload.format import Manifest
+    from warren_bundle.store.stamp import read_stamp_in
 
     stamp = read_stamp_in(version_dir)
     if stamp is None or not isinstance(stamp.get("manifest"), dict):

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -358,3 +359,16 @@ def _add(tar: tarfile.TarFile, name: str, mode: int, mtime: int, fp: BinaryIO, s
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
     tar.addfile(info, fp)
+
+
+@cache
+def flavour() -> str:
+    """ "static" (a payload that needs no libc of the host), "dynamic" (a payload linked against
+    the host's glibc), or "source". The frozen runtime carries its own libc either way."""
+    if not is_frozen():
+        return "source"
+    try:
+        requires = locate().manifest.requires
+    except PayloadError:  # a file without a payload still says what it is
+        return "dynamic"
+    return "static" if requires.get("linkage") == "static" else "dynamic"

@@ -6,12 +6,16 @@ branches on the platform itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from warren_bundle.paths import Paths, check_socket_path
 from warren_bundle.runtime.health import Probe
+from warren_bundle.runtime.options import RunOptions
+
+if TYPE_CHECKING:
+    from warren_bundle.runtime.switching import RolledBack
 
 
 @dataclass(frozen=True)
@@ -25,12 +29,18 @@ class Backend(Protocol):
     kind: str  # "embedded" or "lima"
 
     def start(
-        self, run_args: list[str], ready_timeout: float | None, images_timeout: float
+        self,
+        options: RunOptions,
+        images_timeout: float,
+        *,
+        given: Collection[str] = (),
+        restart: bool = False,
     ) -> dict[str, Any]: ...
     def stop(self) -> str: ...
     def status(self) -> dict[str, Any]: ...
     def require_running(self, report: dict[str, Any]) -> None: ...
     def socket(self, option: str | None, validate: bool) -> SocketAnswer: ...
+    def rollback(self, ready_timeout: float | None) -> RolledBack: ...
 
 
 class EmbeddedBackend:
@@ -38,26 +48,50 @@ class EmbeddedBackend:
 
     kind = "embedded"
 
-    def __init__(self, paths: Paths, global_args: list[str]) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        global_args: list[str],
+        progress: Callable[[str], None] = lambda line: None,
+        payload: str | None = None,
+    ) -> None:
         self.paths = paths
-        self.global_args = global_args
+        self.global_args = global_args  # the root options, for a detached `warren` to share
+        self.progress = progress
+        self.payload = payload  # --payload, typed: never parsed back out of global_args
 
     def start(
-        self, run_args: list[str], ready_timeout: float | None, images_timeout: float
+        self,
+        options: RunOptions,
+        images_timeout: float,
+        *,
+        given: Collection[str] = (),
+        restart: bool = False,
     ) -> dict[str, Any]:
-        from warren_bundle.extract import check_safe
+        """Start the detached supervisor with `options`, or find it running. `given`: the
+        options the user gave; a running supervisor's other settings are kept by a restart
+        (`restart`, or onto another version) and compared otherwise (SettingsDiffer)."""
         from warren_bundle.runtime import control
+        from warren_bundle.runtime.switching import replace_other_version, running_options
+        from warren_bundle.store.checks import check_safe
 
         check_socket_path(self.paths.socket)
         control.require_root("containerd start")
         check_safe(self.paths)  # before the log is opened for the detached supervisor
-        timeout = (30.0 if ready_timeout is None else ready_timeout) + 15
-        from warren_bundle.runtime.upgrade import replace_other_version
-
-        replaced = replace_other_version(
-            self.paths, _option(self.global_args, "--payload"), "--force" in run_args
-        )
-        report = dict(control.start_detached(self.global_args, run_args, self.paths, timeout))
+        timeout = options.ready_timeout + control.START_EXTRA
+        recorded = running_options(self.paths)
+        replaced = replace_other_version(self.paths, self.payload, options.force)
+        if not replaced and restart and control.supervisor_process(self.paths) is not None:
+            replaced = control.stop(self.paths)
+        if replaced:
+            options = options.over(recorded, given)
+        elif recorded is not None:
+            _refuse_other_settings(options, recorded, given)
+        report = dict(control.start_detached(self.global_args, options, self.paths, timeout))
+        if report.get("already_running"):  # a supervisor that was still starting when we looked
+            now = RunOptions.from_dict(report.get("run_options"))
+            if now is not None:
+                _refuse_other_settings(options, now, given)
         if replaced:
             report["replaced"] = replaced
         if not report.get("already_running"):
@@ -86,6 +120,11 @@ class EmbeddedBackend:
         cand = detect(self.paths, option)
         return SocketAnswer(cand.kind, cand.path, validate_socket(cand) if validate else None)
 
+    def rollback(self, ready_timeout: float | None) -> RolledBack:
+        from warren_bundle.runtime.switching import rollback
+
+        return rollback(self.paths, self.global_args, ready_timeout, self.progress)
+
 
 class LimaBackend:
     """containerd in the Lima VM 'warren' (macOS)."""
@@ -106,10 +145,15 @@ class LimaBackend:
         return LimaManager(self.paths.data_dir, settings=settings, progress=self.progress)
 
     def start(
-        self, run_args: list[str], ready_timeout: float | None, images_timeout: float
+        self,
+        options: RunOptions,
+        images_timeout: float,
+        *,
+        given: Collection[str] = (),
+        restart: bool = False,
     ) -> dict[str, Any]:
         # Lima's own deadline (VM boot included) unless the user gave one.
-        mgr = self._manager(ready_timeout)
+        mgr = self._manager(options.ready_timeout if "ready_timeout" in given else None)
         mgr.start()
         return dict(mgr.status())
 
@@ -153,17 +197,40 @@ class LimaBackend:
             )
         return SocketAnswer("lima", path, probe if validate else None)
 
+    def rollback(self, ready_timeout: float | None) -> RolledBack:
+        from warren_bundle.errors import WarrenError
 
-def _option(args: list[str], name: str) -> str | None:
-    for i, arg in enumerate(args[:-1]):
-        if arg == name:
-            return args[i + 1]
-    return None
+        raise WarrenError(
+            "warren rollback acts on the embedded containerd's versions; the Lima VM has its own",
+            "run 'warren rollback' inside the VM ('limactl shell warren')",
+        )
 
 
-def backend_for(paths: Paths, global_args: list[str], progress: Callable[[str], None]) -> Backend:
+def _refuse_other_settings(
+    options: RunOptions, running: RunOptions, given: Collection[str]
+) -> None:
+    from warren_bundle.errors import SettingsDiffer
+
+    differ = options.differences(running, given)
+    if differ:
+        raise SettingsDiffer(
+            "containerd is already running with other settings: "
+            + "; ".join(differ)
+            + "; nothing was changed",
+            "apply them with 'warren containerd start --restart' and the same options "
+            "(containers keep running), or 'warren containerd stop' then 'warren containerd "
+            "start' with them",
+        )
+
+
+def backend_for(
+    paths: Paths,
+    global_args: list[str],
+    progress: Callable[[str], None],
+    payload: str | None = None,
+) -> Backend:
     from warren_bundle.hostinfo import host_os
 
     if host_os() == "darwin":
         return LimaBackend(paths, progress)
-    return EmbeddedBackend(paths, global_args)
+    return EmbeddedBackend(paths, global_args, progress, payload)

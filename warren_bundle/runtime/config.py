@@ -20,6 +20,7 @@ from typing import Any
 from warren_bundle.errors import ConfigError
 from warren_bundle.fsutil import atomic_write
 from warren_bundle.paths import Paths
+from warren_bundle.store.compat import at_least
 
 SANDBOX_IMAGE_V1 = "registry.k8s.io/pause:3.9"
 SANDBOX_IMAGE_V2 = "registry.k8s.io/pause:3.10"
@@ -86,12 +87,7 @@ def systemd_manages_cgroups() -> bool:
 
 
 def config_version_for(containerd_version: str) -> int:
-    major = containerd_version.lstrip("v").split(".", 1)[0]
-    return 3 if major.isdigit() and int(major) >= 2 else 2
-
-
-def sandbox_image_for(containerd_version: str) -> str:
-    return SANDBOX_IMAGE_V2 if config_version_for(containerd_version) == 3 else SANDBOX_IMAGE_V1
+    return 3 if at_least(containerd_version, (2, 0)) else 2
 
 
 def _gid_of(group: str) -> int:
@@ -186,7 +182,7 @@ def cri_node_settings(
         restrict = not can_set_oom_score_adj()
     cni: dict[str, Any] = {"conf_dir": str(conf_dir(paths)), "max_conf_num": 1}
     # 2.1 deprecates bin_dir for bin_dirs (a list); 1.x and 2.0 know only bin_dir.
-    if tuple(int(p) for p in re.findall(r"\d+", containerd_version)[:2]) >= (2, 1):
+    if at_least(containerd_version, (2, 1)):
         cni["bin_dirs"] = [str(cni_bin_dir(bin_dir))]
     else:
         cni["bin_dir"] = str(cni_bin_dir(bin_dir))

@@ -26,6 +26,7 @@ from warren_bundle.paths import Paths
 from warren_bundle.runtime import health, logs, pidfile
 from warren_bundle.runtime import statefile as state
 from warren_bundle.runtime.childenv import child_env
+from warren_bundle.runtime.options import RunOptions
 from warren_bundle.runtime.process import describe_returncode
 from warren_bundle.runtime.states import SERVING, UP, State
 from warren_bundle.runtime.states import parse as parse_state
@@ -34,6 +35,8 @@ from warren_bundle.runtime.status import StatusReport
 STOP_GRACE = 10.0
 # The supervisor stops containerd within STOP_GRACE (SIGTERM, then SIGKILL); it gets this long more.
 SUPERVISOR_EXTRA = 5.0
+# A detached start waits for containerd's ready timeout plus this: the launch, extraction, config.
+START_EXTRA = 15.0
 
 
 def self_command() -> list[str]:
@@ -63,7 +66,7 @@ def containerd_process(paths: Paths) -> psutil.Process | None:
 
 
 def start_detached(
-    global_args: list[str], run_args: list[str], paths: Paths, timeout: float
+    global_args: list[str], options: RunOptions, paths: Paths, timeout: float
 ) -> StatusReport:
     """Launch `warren containerd run` in its own session; return its status once ready.
 
@@ -82,7 +85,8 @@ def start_detached(
         raise path_error(exc, paths.log_file, "--data-dir", "open") from exc
     try:
         child = subprocess.Popen(
-            [*self_command(), *global_args, "containerd", "run", *run_args],
+            # containerd's command line is built here, once, from the typed options.
+            [*self_command(), *global_args, "containerd", "run", *options.args()],
             stdin=subprocess.DEVNULL,
             stdout=log_fd,
             stderr=log_fd,

@@ -12,12 +12,37 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from warren_bundle.errors import ContainerdExited, WarrenError
+from warren_bundle.runtime.options import RunOptions
 from warren_bundle.runtime.states import State
 from warren_bundle.runtime.supervisor import ContainerdManager
 
+if TYPE_CHECKING:
+    from warren_bundle.paths import Paths
+    from warren_bundle.payload.format import Payload
+
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def manager_for(
+    options: RunOptions, paths: Paths, payload: Payload | str | None
+) -> ContainerdManager:
+    """The supervisor `containerd run` runs: built from the typed options, which it records."""
+    from warren_bundle.runtime.settings import Settings
+
+    return ContainerdManager(
+        paths=paths,
+        payload=payload,
+        config_options=options.config_options(),
+        settings=Settings(
+            ready_timeout=options.ready_timeout, health_interval=options.health_interval
+        ),
+        metrics_addr=options.metrics_addr,
+        force_version=options.force,
+        run_options=options,
+    )
 
 
 def run_foreground(mgr: ContainerdManager, on_ready: Callable[[ContainerdManager], None]) -> bool:

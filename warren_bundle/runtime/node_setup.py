@@ -13,7 +13,7 @@ from warren_bundle.runtime.config import ConfigOptions, cri_node_settings, write
 
 if TYPE_CHECKING:
     from warren_bundle.paths import Paths
-    from warren_bundle.runtime.upgrade import Installed
+    from warren_bundle.store.install import Installed
 
 
 class NodeReport(TypedDict):

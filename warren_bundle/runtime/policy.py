@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from warren_bundle.runtime.settings import Settings
+
 
 @dataclass(frozen=True)
 class Restart:
@@ -25,11 +27,12 @@ class RestartPolicy:
     def __init__(
         self,
         *,
-        initial: float = 0.1,
-        cap: float = 15.0,
-        stable_after: float = 30.0,
-        max_restarts: int = 5,
-        window: float = 60.0,
+        # Settings' defaults, so that the policy and the supervisor's knobs cannot drift apart.
+        initial: float = Settings.backoff_initial,
+        cap: float = Settings.backoff_max,
+        stable_after: float = Settings.stable_after,
+        max_restarts: int = Settings.max_restarts,
+        window: float = Settings.restart_window,
     ) -> None:
         self.initial, self.cap, self.stable_after = initial, cap, stable_after
         self.max_restarts, self.window = max_restarts, window

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict
-from typing import TYPE_CHECKING, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from warren_bundle import __version__
-from warren_bundle.launcher import flavour
+from warren_bundle.payload.format import flavour
 
 if TYPE_CHECKING:
     from warren_bundle.runtime.node_setup import NodeReport
@@ -58,6 +58,7 @@ class StatusReport(TypedDict, total=False):
     log: str
     timings: TimingsReport
     metrics_addr: str | None
+    run_options: dict[str, Any] | None  # how it was started (runtime/options.py), for restarts
     events: list[str]
     updated_at: float
     # Added by a reader in another process (runtime/control.py), checked against live processes.
@@ -70,6 +71,16 @@ class StatusReport(TypedDict, total=False):
     replaced: str | None  # what `start` stopped to replace a supervisor of another version
     images: dict[str, object] | None
     node: NodeReport | None  # what the start set up for pods (runtime/node_setup.py)
+
+
+def _run_options(mgr: ContainerdManager) -> dict[str, Any] | None:
+    """How this supervisor runs containerd (runtime/options.py), for a restart to keep."""
+    if mgr.use_external:
+        return None
+    from warren_bundle.runtime.options import RunOptions
+
+    options = mgr.run_options or RunOptions.of(mgr.config_options, mgr.settings, mgr.metrics_addr)
+    return options.to_dict()
 
 
 def report_of(mgr: ContainerdManager) -> StatusReport:
@@ -110,6 +121,7 @@ def report_of(mgr: ContainerdManager) -> StatusReport:
         "log": str(mgr.paths.log_file),
         "timings": cast("TimingsReport", asdict(mgr.timings)),
         "metrics_addr": mgr.metrics_addr,
+        "run_options": _run_options(mgr),
         "node": mgr.node,
         "updated_at": now,
     }

@@ -17,7 +17,6 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from warren_bundle import runtimes
 from warren_bundle.errors import (
     PlatformError,
     ReadinessTimeout,
@@ -25,7 +24,7 @@ from warren_bundle.errors import (
     path_error,
 )
 from warren_bundle.paths import DEFAULT_DATA_DIR, Paths, check_socket_path, system_socket_path
-from warren_bundle.runtime import health, logs, pidfile, rundir, statefile, upgrade
+from warren_bundle.runtime import health, logs, pidfile, rundir, statefile
 from warren_bundle.runtime.adoption import adoptable_pid, adopted_since
 from warren_bundle.runtime.childenv import child_env
 from warren_bundle.runtime.config import ConfigOptions
@@ -37,10 +36,13 @@ from warren_bundle.runtime.readiness import Probe, wait_ready
 from warren_bundle.runtime.settings import ExitInfo, Settings, Timings
 from warren_bundle.runtime.states import SUPERVISED, State
 from warren_bundle.runtime.status import StatusReport, report_of
+from warren_bundle.store import install as upgrade
+from warren_bundle.store import runtimes
 
 if TYPE_CHECKING:
     from warren_bundle.payload.format import Payload
     from warren_bundle.runtime.hooks import MetricsEndpoint
+    from warren_bundle.runtime.options import RunOptions
 
 # Work that needs a ready containerd (air-gap image import): run once per start(), by the
 # runtime, so a library user of ensure_containerd() gets what `warren containerd run` gets.
@@ -72,6 +74,7 @@ class ContainerdManager:
         processes: Processes | None = None,
         probe: Probe | None = None,
         force_version: bool = False,
+        run_options: RunOptions | None = None,
     ) -> None:
         self.paths = paths or Paths.resolve(data_dir=data_dir)
         self.use_external = use_external
@@ -101,6 +104,8 @@ class ContainerdManager:
         self._mutex = threading.RLock()
         self._listeners: list[EventListener] = []
         self.force_version = force_version
+        # The options it was started with, recorded in the state file for a restart to reuse.
+        self.run_options = run_options
         # <data>/versions/<digest> containerd runs from (a rollback's pin may differ from ours)
         self.version: upgrade.Installed | None = None
         self.upgrade: str | None = None  # "upgraded containerd 1.6.20 → 1.7.24; …"
@@ -111,9 +116,6 @@ class ContainerdManager:
     @property
     def socket_path(self) -> str:
         return str(system_socket_path() if self.use_external else self.paths.socket)
-
-    def get_socket_path(self) -> str:
-        return self.socket_path
 
     @property
     def pid(self) -> int | None:
@@ -200,8 +202,8 @@ class ContainerdManager:
         self._set_state(State.RUNNING)
 
     def _start_embedded(self) -> None:
-        from warren_bundle.extract import check_safe
         from warren_bundle.hostinfo import check_supported
+        from warren_bundle.store.extract import check_safe
 
         begin = time.perf_counter()
         goos, _ = check_supported()

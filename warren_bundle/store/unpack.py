@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from warren_bundle.errors import PayloadError
-from warren_bundle.extract_checks import _os_error
 from warren_bundle.payload.format import MANIFEST_FILE, Manifest, Payload
+from warren_bundle.store.checks import os_error_at
 
 if TYPE_CHECKING:
     from warren_bundle.payload.tarstream import MemberStream
@@ -112,7 +112,7 @@ def unpack_to(payload: Payload, tmp: Path) -> None:
                     mode = 0o755 if entry.mode & 0o111 else 0o644
                     actual = _write_member(member.stream, dest, entry.size, syncer, mode)
                 except OSError as exc:
-                    raise _os_error(exc, dest) from exc
+                    raise os_error_at(exc, dest) from exc
                 if actual != entry.sha256:
                     raise PayloadError(
                         f"{member.name} fails its SHA-256 (expected {entry.sha256}, got {actual})"
@@ -122,7 +122,7 @@ def unpack_to(payload: Payload, tmp: Path) -> None:
         failures = syncer.finish()
     if failures:
         path, error = failures[0]
-        raise _os_error(error, path) from error
+        raise os_error_at(error, path) from error
     missing = sorted(set(expected) - seen)
     if missing:
         raise PayloadError(f"{payload.origin} lacks {', '.join(missing)}")

@@ -1,6 +1,6 @@
 """A supervisor's side of versions: which version dir containerd runs from, and what changed.
 
-Before anything is switched, a change containerd does not support is refused (versions.py); a
+Before anything is switched, a change containerd does not support is refused (compat.py); a
 version `warren rollback` pinned is kept whatever warren starts it. Once the new containerd is
 ready: "upgraded containerd 1.6.20 → 1.7.24; 3 containers kept running", the run is recorded
 (the last and the highest version on this root) and the version dirs no shim uses are pruned.
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from warren_bundle import versions
 from warren_bundle.paths import Paths
+from warren_bundle.store import compat, versions
 
 if TYPE_CHECKING:
     from warren_bundle.payload.format import Manifest, Payload
@@ -34,7 +34,7 @@ class Installed:
 
 
 def _before(paths: Paths) -> Before:
-    from warren_bundle.extract import read_stamp
+    from warren_bundle.store.stamp import read_stamp
 
     # What last ran on this root (a `warren extract` alone changes nothing containerd read).
     last = versions.last_run(paths)
@@ -45,8 +45,9 @@ def _before(paths: Paths) -> Before:
 
 
 def _pinned(paths: Paths, payload: Payload, before: Before, log: Log) -> Installed | None:
-    from warren_bundle.extract import extract_lock, read_stamp_in, stamp_matches_in, switch_to
     from warren_bundle.payload.format import Manifest
+    from warren_bundle.store.extract import extract_lock, switch_to
+    from warren_bundle.store.stamp import read_stamp_in, stamp_matches_in
 
     pinned = versions.pinned_name(paths)
     if pinned is None or pinned == payload.digest:
@@ -76,14 +77,14 @@ def install_version(
 ) -> tuple[Before, Installed]:
     """Extract our payload (or keep the pinned version) and point bin at it; refuse, before
     anything is switched, a change containerd does not support. Also what ran before."""
-    from warren_bundle.extract import ensure_extracted
+    from warren_bundle.store.extract import ensure_extracted
 
     before = _before(paths)
     pinned = _pinned(paths, payload, before, log)
     if pinned is not None:
         return before, pinned
     if before[0] != payload.digest:
-        warning = versions.check_upgrade(before[1], payload.manifest.containerd_version, force)
+        warning = compat.check_upgrade(before[1], payload.manifest.containerd_version, force)
         if warning:
             log(warning)
     result = ensure_extracted(paths, payload)
@@ -107,8 +108,8 @@ def after_change(paths: Paths, before: Before, now: Installed, log: Log) -> str 
         return None
     kept = versions.running_containers(paths)
     old = before[1] or "?"
-    up = (versions.parse_version(old) or (0, 0, 0)) <= (
-        versions.parse_version(now.containerd) or (0, 0, 0)
+    up = (compat.parse_version(old) or (0, 0, 0)) <= (
+        compat.parse_version(now.containerd) or (0, 0, 0)
     )
     said = (
         f"{'upgraded' if up else 'switched'} containerd {old} → {now.containerd}; "
@@ -126,33 +127,3 @@ def after_change(paths: Paths, before: Before, now: Installed, log: Log) -> str 
             f"{versions.human_size(version.size_bytes)})"
         )
     return said
-
-
-def replace_other_version(paths: Paths, payload_arg: str | None, force: bool) -> str | None:
-    """When this run dir's supervisor runs another payload than ours, stop it gracefully (its
-    containerd gets SIGTERM; shims and containers keep running) so that ours starts instead.
-
-    The change is checked first (a refused one stops nothing), and our payload is extracted
-    into its own version dir while the old containerd still serves: the socket is down only for
-    the stop and the start. Returns what was stopped, or None when there was nothing to replace.
-    """
-    from warren_bundle.extract import prepare
-    from warren_bundle.payload.format import locate
-    from warren_bundle.runtime import control, statefile
-
-    sup = control.supervisor_process(paths)
-    if sup is None:
-        return None
-    report = statefile.read(paths) or {}
-    if report.get("supervisor_pid") != sup.pid:
-        return None  # still starting: start_detached waits for it
-    ours = locate(payload_arg)
-    running_dir = report.get("version_dir")
-    running = Path(running_dir).name if running_dir else report.get("payload_digest")
-    if running == ours.digest or versions.pinned_name(paths) is not None:
-        return None
-    old = report.get("containerd_version") or report.get("server_version")
-    warning = versions.check_upgrade(old, ours.manifest.containerd_version, force)
-    prepare(paths, ours)
-    done = control.stop(paths)
-    return f"{warning}; {done}" if warning else done

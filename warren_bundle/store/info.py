@@ -6,8 +6,7 @@ from typing import Any
 
 from warren_bundle import __version__
 from warren_bundle.errors import PayloadError
-from warren_bundle.launcher import flavour
-from warren_bundle.payload.format import Manifest, locate
+from warren_bundle.payload.format import Manifest, flavour, locate
 
 
 def provenance_summary(manifest: Manifest) -> str:

@@ -24,7 +24,7 @@ from warren_bundle.paths import Paths
 from warren_bundle.payload.format import Manifest
 
 
-def _check_dir_safe(path: Path, what: str) -> None:
+def check_dir_safe(path: Path, what: str) -> None:
     """Refuse a dir another user could swap or write into: we exec what lies in it as root."""
     try:
         st = os.lstat(path)
@@ -106,7 +106,7 @@ def _check_bin_safe(paths: Paths) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISLNK(st.st_mode):
-        _check_dir_safe(paths.bin_dir, "bin dir")
+        check_dir_safe(paths.bin_dir, "bin dir")
         return
     name = version_link_target(paths)
     if name is None or st.st_uid not in (os.geteuid(), 0):
@@ -115,7 +115,7 @@ def _check_bin_safe(paths: Paths) -> None:
             f"warren's own {paths.versions_dir.name}/<digest> dirs; refusing to write through it",
             f"replace it with a real directory (rm {paths.bin_dir}) or pass --data-dir",
         )
-    _check_dir_safe(paths.version_dir(name), "version dir")
+    check_dir_safe(paths.version_dir(name), "version dir")
 
 
 def _readlink(path: Path) -> str:
@@ -128,27 +128,27 @@ def _readlink(path: Path) -> str:
 def check_safe(paths: Paths) -> None:
     """Everything warren writes or execs as root under the data dir: checked before any write."""
     _check_ancestors_safe(paths.data_dir.absolute())
-    _check_dir_safe(paths.data_dir, "data dir")
-    _check_dir_safe(paths.versions_dir, "versions dir")
+    check_dir_safe(paths.data_dir, "data dir")
+    check_dir_safe(paths.versions_dir, "versions dir")
     _check_bin_safe(paths)
-    _check_dir_safe(paths.logs_dir, "logs dir")
+    check_dir_safe(paths.logs_dir, "logs dir")
 
 
-def _unsafe_names(paths: Paths, manifest: Manifest) -> list[str]:
+def unsafe_names(paths: Paths, manifest: Manifest) -> list[str]:
     names = []
     for entry in manifest.files:
         with suppress(OSError):
-            if _unsafe_file(os.lstat(paths.binary(entry.name))):
+            if unsafe_file(os.lstat(paths.binary(entry.name))):
                 names.append(entry.name)
     return names
 
 
-def _unsafe_file(st: os.stat_result) -> bool:
+def unsafe_file(st: os.stat_result) -> bool:
     """A binary another user could have written: group/other-writable, or owned by them."""
     return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)) or st.st_uid not in (os.geteuid(), 0)
 
 
-def _makedirs(path: Path) -> None:
+def make_dirs(path: Path) -> None:
     try:
         path.mkdir(mode=0o755, parents=True, exist_ok=True)
     except PermissionError as exc:
@@ -160,7 +160,7 @@ def _makedirs(path: Path) -> None:
         raise path_error(exc, path, "--data-dir", "create") from exc
 
 
-def _check_exec_allowed(path: Path) -> None:
+def check_exec_allowed(path: Path) -> None:
     if os.statvfs(path).f_flag & os.ST_NOEXEC:
         raise ExtractionError(
             f"data dir {path} is on a noexec filesystem: containerd could not be run from it",
@@ -168,7 +168,7 @@ def _check_exec_allowed(path: Path) -> None:
         )
 
 
-def _check_free_space(path: Path, needed: int) -> None:
+def check_free_space(path: Path, needed: int) -> None:
     vfs = os.statvfs(path)
     free = vfs.f_bavail * vfs.f_frsize
     if free < needed:
@@ -178,7 +178,7 @@ def _check_free_space(path: Path, needed: int) -> None:
         )
 
 
-def _os_error(exc: OSError, where: Path) -> WarrenError:
+def os_error_at(exc: OSError, where: Path) -> WarrenError:
     if exc.errno == errno.ENOSPC:
         return ExtractionError(
             f"no space left on device writing {where}",

@@ -6,57 +6,60 @@ then rename), and the previous one is kept: a new warren never rewrites a file t
 containerd or shim came from.
 
 Fast path (no lock, a few stat calls): the stamp <data>/bin/.manifest.json names this payload's
-digest and every file still has the size and mtime_ns recorded when it was written. Otherwise the
-slow path streams the payload into a temp dir beside the version dir, checks every hash, replaces
-the files one by one (a process running one keeps its old inode), writes the stamp last, and only
-then points bin at the version.
+digest and every file still has the size and mtime_ns recorded when it was written (stamp.py).
+Otherwise the slow path is the store's one primitive (atomic.ensure_dir: lock, re-check, build
+aside, verify, fsync, install): it streams the payload into a temp dir beside the version dir,
+checks every hash, replaces the files one by one (a process running one keeps its old inode),
+writes the stamp last, and only then, under the same lock, points bin at the version. `prepare`
+is the same without the switch.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from warren_bundle.errors import (
     ExtractionError,
     PlatformError,
 )
-from warren_bundle.extract_checks import (
-    _check_dir_safe,
-    _check_exec_allowed,
-    _check_free_space,
-    _makedirs,
-    _os_error,
-    _unsafe_file,
-    _unsafe_names,
-)
-from warren_bundle.extract_checks import check_safe as check_safe  # re-exported
-from warren_bundle.extract_checks import version_link_target as version_link_target
 from warren_bundle.fsutil import (
     LockTimeout,
     atomic_write,
     fsync_dir,
     locked,
-    read_json,
-    sha256_file,
 )
 from warren_bundle.hostinfo import host_arch
 from warren_bundle.paths import Paths
-from warren_bundle.payload.format import Manifest, Payload
-
-MANIFEST_STAMP = ".manifest.json"  # in each version dir (and so, through the link, in bin/)
+from warren_bundle.payload.format import Payload
+from warren_bundle.store.atomic import Ensured, ensure_dir
+from warren_bundle.store.checks import (
+    check_dir_safe,
+    check_exec_allowed,
+    check_free_space,
+    make_dirs,
+    os_error_at,
+    unsafe_names,
+)
+from warren_bundle.store.checks import check_safe as check_safe  # re-exported
+from warren_bundle.store.checks import version_link_target as version_link_target
+from warren_bundle.store.stamp import (
+    MANIFEST_STAMP,
+    bin_matches,
+    damaged_files,
+    read_stamp_in,
+    stamp_matches_in,
+    write_stamp,
+)
 
 # shutil, tempfile and unpack (hashlib, queue, threading) are imported by the slow path only:
 # the cached check, run before every containerd start, is a few stat calls and must stay so.
 
-STAMP_FORMAT = 1
 LOCK_TIMEOUT = 120.0
 _TMP_PREFIX = ".bin-new-"
 _LINK_PREFIX = ".bin-link-"
@@ -76,99 +79,6 @@ class ExtractResult:
     previous: str | None = None  # the digest bin pointed at before, when this call switched it
 
 
-# --- the stamp (fast path) --------------------------------------------------------------------
-
-
-def read_stamp(paths: Paths) -> dict[str, Any] | None:
-    """The current version's stamp (read through bin)."""
-    return read_stamp_in(paths.bin_dir)
-
-
-def read_stamp_in(directory: Path) -> dict[str, Any] | None:
-    data = read_json(directory / MANIFEST_STAMP)
-    return data if data is not None and data.get("format") == STAMP_FORMAT else None
-
-
-def _stamp_matches(paths: Paths, payload: Payload) -> bool:
-    # Current only in the versioned layout (bin a link into versions/): an old single-dir bin
-    # holding this very payload must still take the slow path, which moves it into versions/,
-    # or containerd would be started from a version dir that does not exist.
-    return paths.bin_dir.is_symlink() and stamp_matches_in(
-        paths.bin_dir, payload.digest, payload.manifest
-    )
-
-
-def stamp_matches_in(directory: Path, digest: str, manifest: Manifest) -> bool:
-    """directory holds exactly these binaries, judged by its stamp and stat calls alone."""
-    stamp = read_stamp_in(directory)
-    if stamp is None or stamp.get("digest") != digest:
-        return False
-    recorded = stamp.get("files")
-    if not isinstance(recorded, dict):
-        return False
-    for entry in manifest.files:
-        rec = recorded.get(entry.name)
-        try:
-            st = os.lstat(directory / entry.name)
-        except OSError:
-            return False
-        if (
-            not isinstance(rec, dict)
-            or not stat.S_ISREG(st.st_mode)
-            or _unsafe_file(st)
-            or st.st_size != rec.get("size")
-            or st.st_mtime_ns != rec.get("mtime_ns")
-        ):
-            return False
-    return True
-
-
-def is_current(paths: Paths, payload: Payload) -> bool:
-    """True when bin/ holds exactly this payload's binaries, judged by stat calls alone."""
-    check_safe(paths)
-    return _stamp_matches(paths, payload)
-
-
-def _write_stamp(directory: Path, payload: Payload) -> None:
-    files = {}
-    for entry in payload.manifest.files:
-        st = os.stat(directory / entry.name)
-        files[entry.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": entry.sha256}
-    data = {
-        "format": STAMP_FORMAT,
-        "digest": payload.digest,
-        "containerd_version": payload.manifest.containerd_version,
-        "runc_version": payload.manifest.runc_version,
-        "manifest": payload.manifest.to_dict(),
-        "files": files,
-        "written_at": time.time(),
-    }
-    stamp = directory / MANIFEST_STAMP
-    atomic_write(stamp, json.dumps(data, indent=2, sort_keys=True), 0o644, durable=True)
-
-
-# --- verification -----------------------------------------------------------------------------
-
-
-def damaged_files(paths: Paths, manifest: Manifest) -> list[str]:
-    """Names of installed binaries whose content no longer matches the manifest, or that
-    another user could have written (group/other-writable, or not ours)."""
-    return damaged_files_in(paths.bin_dir, manifest)
-
-
-def damaged_files_in(directory: Path, manifest: Manifest) -> list[str]:
-    bad = []
-    for entry in manifest.files:
-        path = directory / entry.name
-        try:
-            ok = not _unsafe_file(os.lstat(path)) and sha256_file(path) == entry.sha256
-        except OSError:
-            ok = False
-        if not ok:
-            bad.append(entry.name)
-    return bad
-
-
 # --- the slow path ----------------------------------------------------------------------------
 
 
@@ -184,7 +94,7 @@ def extract_lock(paths: Paths, timeout: float) -> Iterator[None]:
                 "wait for it to finish, or stop the other warren process",
             ) from None
         except OSError as exc:  # a read-only or foreign data dir
-            raise _os_error(exc, paths.extract_lock) from exc
+            raise os_error_at(exc, paths.extract_lock) from exc
         yield
 
 
@@ -205,24 +115,23 @@ def _remove_stale_temp_dirs(paths: Paths) -> None:
                 leftover.unlink()
 
 
-def _install(target: Path, payload: Payload, tmp: Path) -> list[str]:
+def _install(target: Path, payload: Payload, tmp: Path) -> None:
     """Move the checked files from tmp into the version dir `target`, stamp last."""
-    _makedirs(target)
+    make_dirs(target)
     # Drop the stamp first: if we die between two replaces, the next run sees no stamp and repairs.
     with suppress(FileNotFoundError):
         (target / MANIFEST_STAMP).unlink()
     names = [f.name for f in payload.manifest.files]
     subdirs = sorted({name.split("/", 1)[0] for name in names if "/" in name})
     for sub in subdirs:
-        _makedirs(target / sub)
-        _check_dir_safe(target / sub, "version subdir")
+        make_dirs(target / sub)
+        check_dir_safe(target / sub, "version subdir")
     for name in names:
         os.replace(tmp / name, target / name)
     for sub in subdirs:
         fsync_dir(target / sub)
     fsync_dir(target)
-    _write_stamp(target, payload)
-    return names
+    write_stamp(target, payload)
 
 
 def _migrate_legacy_bin(paths: Paths) -> None:
@@ -301,38 +210,33 @@ def ensure_extracted(
     _check_arch(payload)
     check_safe(paths)
     # Binaries another user could have written are re-extracted, and said to be repaired.
-    repaired = _unsafe_names(paths, payload.manifest)
+    repaired = unsafe_names(paths, payload.manifest)
     if repaired:
         force = True
-    if not force and _stamp_matches(paths, payload):
+    if not force and bin_matches(paths, payload):  # the fast path: bin is this payload
         if not verify:
             return ExtractResult(paths.bin_dir, payload.digest, True, time.perf_counter() - started)
         repaired = damaged_files(paths, payload.manifest)
         if not repaired:
             return ExtractResult(paths.bin_dir, payload.digest, True, time.perf_counter() - started)
         force = True
-    _check_libc(payload)
-    _makedirs(paths.data_dir)
-    check_safe(paths)
-    with extract_lock(paths, lock_timeout):
-        if not force and _stamp_matches(paths, payload):
-            return ExtractResult(paths.bin_dir, payload.digest, True, time.perf_counter() - started)
-        _remove_stale_temp_dirs(paths)
-        _makedirs(paths.versions_dir)
-        check_safe(paths)
+
+    def setup() -> None:
+        _setup_locked(paths)
         try:
             _migrate_legacy_bin(paths)
         except OSError as exc:
-            raise _os_error(exc, paths.bin_dir) from exc
+            raise os_error_at(exc, paths.bin_dir) from exc
         check_safe(paths)
-        target = paths.version_dir(payload.digest)
-        written: list[str] = []
-        if force or not stamp_matches_in(target, payload.digest, payload.manifest):
-            written = _extract_into(paths, payload, target)
+
+    def switch(target: Path) -> str | None:
         try:
-            previous = switch_to(paths, payload.digest)
+            return switch_to(paths, payload.digest)
         except OSError as exc:
-            raise _os_error(exc, paths.bin_dir) from exc
+            raise os_error_at(exc, paths.bin_dir) from exc
+
+    ensured = _store(paths, payload, lock_timeout, force=force, setup=setup, then=switch)
+    written = ensured.built or []
     # Cached: nothing written, as when bin only switched to a version dir already extracted (by
     # `extract --prepare` before a restart, or one kept from before).
     return ExtractResult(
@@ -342,8 +246,8 @@ def ensure_extracted(
         time.perf_counter() - started,
         written,
         repaired,
-        target,
-        previous,
+        ensured.path,
+        ensured.then,
     )
 
 
@@ -353,42 +257,65 @@ def prepare(paths: Paths, payload: Payload, lock_timeout: float = LOCK_TIMEOUT) 
     written; none when the version dir is already complete."""
     _check_arch(payload)
     check_safe(paths)
-    target = paths.version_dir(payload.digest)
-    if stamp_matches_in(target, payload.digest, payload.manifest):
-        return []
-    _check_libc(payload)
-    _makedirs(paths.data_dir)
-    with extract_lock(paths, lock_timeout):
-        if stamp_matches_in(target, payload.digest, payload.manifest):
-            return []
-        _remove_stale_temp_dirs(paths)
-        _makedirs(paths.versions_dir)
+    return _store(paths, payload, lock_timeout, setup=lambda: _setup_locked(paths)).built or []
+
+
+def _setup_locked(paths: Paths) -> None:
+    _remove_stale_temp_dirs(paths)
+    make_dirs(paths.versions_dir)
+    check_safe(paths)
+
+
+def _store(
+    paths: Paths,
+    payload: Payload,
+    lock_timeout: float,
+    *,
+    setup: Callable[[], None],
+    then: Callable[[Path], str | None] | None = None,
+    force: bool = False,
+) -> Ensured[list[str], str | None]:
+    """<data>/versions/<digest> through the store's one primitive (atomic.py): the checks
+    before writing, the unpack into a temp dir, the file-by-file install with the stamp last."""
+    digest, manifest = payload.digest, payload.manifest
+
+    @contextmanager
+    def lock() -> Iterator[None]:
+        make_dirs(paths.data_dir)
         check_safe(paths)
-        return _extract_into(paths, payload, target)
+        with extract_lock(paths, lock_timeout):
+            yield
+
+    def before_build(target: Path) -> None:
+        _check_libc(payload)
+        check_dir_safe(target, "version dir")
+        check_exec_allowed(paths.data_dir)
+        check_free_space(paths.data_dir, sum(f.size for f in manifest.files))
+
+    return ensure_dir(
+        paths.versions_dir,
+        digest,
+        lock=lock,
+        complete=lambda target: stamp_matches_in(target, digest, manifest),
+        build=lambda tmp: _unpack_checked(payload, tmp),
+        install=lambda tmp, target: _install(target, payload, tmp),
+        then=then,
+        setup=setup,
+        before_build=before_build,
+        force=force,
+        tmp_prefix=_TMP_PREFIX,
+        fsync_files=False,  # unpack_to fsyncs each file as it is written
+        os_error=os_error_at,
+    )
 
 
-def _extract_into(paths: Paths, payload: Payload, target: Path) -> list[str]:
-    _check_dir_safe(target, "version dir")
-    _check_exec_allowed(paths.data_dir)
-    _check_free_space(paths.data_dir, sum(f.size for f in payload.manifest.files))
-    import shutil
-    import tempfile
+def _unpack_checked(payload: Payload, tmp: Path) -> list[str]:
+    """Stream the members into `tmp`, each hashed against the manifest (unpack.py)."""
+    from warren_bundle.store.unpack import unpack_to
 
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=paths.versions_dir))
-    except OSError as exc:
-        raise _os_error(exc, paths.versions_dir) from exc
-    try:
-        from warren_bundle.unpack import unpack_to
+    unpack_to(payload, tmp)
+    if not payload.manifest.requires:  # staged before it was recorded: read the files
+        from warren_bundle.payload import libc
 
-        unpack_to(payload, tmp)
-        if not payload.manifest.requires:  # staged before it was recorded: read the files
-            from warren_bundle.payload import libc
-
-            libc.check_files((f.name, tmp / f.name) for f in payload.manifest.files)
-        try:
-            return _install(target, payload, tmp)
-        except OSError as exc:
-            raise _os_error(exc, target) from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        libc.check_files((f.name, tmp / f.name) for f in payload.manifest.files)
+    return [f.name for f in payload.manifest.files]

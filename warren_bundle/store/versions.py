@@ -1,4 +1,4 @@
-"""Extracted versions: which containerd upgrades are supported, what is kept, what is in use.
+"""Extracted versions: what is kept, what is pinned, what is in use (the upgrade rules: compat.py).
 
 Each payload lives in <data>/versions/<digest>/ (extract.py); bin links to the current one. A
 version is in use while a running shim (or containerd) came from it: its /proc/<pid>/exe lies
@@ -10,95 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from warren_bundle.errors import UpgradeRefused
 from warren_bundle.fsutil import atomic_write, read_json
 from warren_bundle.paths import Paths
+from warren_bundle.store.compat import parse_version
 
 if TYPE_CHECKING:
     from warren_bundle.payload.format import Payload
-
-# containerd's own support statement: upgrades go one minor at a time, and 1.7 (the last 1.x
-# LTS) is the line that moves to 2.x; downgrades across a minor line are not supported.
-LTS_TO_2 = (1, 7)
-SUPPORTED_PATH = "1.6 → 1.7 → 2.0/2.1, one minor at a time"
-_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
-
-
-def parse_version(text: str | None) -> tuple[int, int, int] | None:
-    match = _VERSION.match(text or "")
-    if not match:
-        return None
-    return int(match[1]), int(match[2]), int(match[3] or 0)
-
-
-def _minor(v: tuple[int, int, int]) -> str:
-    return f"{v[0]}.{v[1]}"
-
-
-def upgrade_problem(old: str | None, new: str | None) -> str | None:
-    """Why containerd cannot go from `old` to `new` on the same root and state, or None."""
-    a, b = parse_version(old), parse_version(new)
-    if a is None or b is None or a[:2] == b[:2]:
-        return None  # same minor line (patch up or down), or nothing known to compare
-    if b < a:
-        return (
-            f"containerd {new} is a downgrade from {old} across a minor line, which containerd "
-            "does not support on the same data"
-        )
-    if a[0] == b[0] and b[1] == a[1] + 1:
-        return None  # the next minor
-    if a[:2] == LTS_TO_2 and b[0] == 2 and b[1] <= 1:
-        return None  # 1.7 LTS → 2.0 / 2.1
-    return f"containerd {old} → {new} skips a minor line, which containerd does not support"
-
-
-def check_upgrade(old: str | None, new: str | None, force: bool) -> str | None:
-    """Raise UpgradeRefused unless the change is supported or forced; a warning when forced."""
-    problem = upgrade_problem(old, new)
-    if problem is None:
-        return None
-    if not force:
-        raise UpgradeRefused(
-            problem + "; nothing was stopped",
-            f"upgrade along {SUPPORTED_PATH} (each step one warren), or pass --force "
-            "if you know better",
-        )
-    return (
-        f"--force: {problem}; containerd may fail to read its metadata, snapshots or "
-        "running tasks (keep a backup of the data dir)"
-    )
-
-
-def rollback_problem(current: str | None, previous: str | None, highest: str | None) -> str | None:
-    """Why containerd cannot go back from `current` to `previous`, or None.
-
-    The same minor line is always fine; one minor back within 1.x (1.7 → 1.6) is fine while no
-    containerd 2.x has run on this root (2.x migrates the config to version 3 and the metadata
-    it writes is not read by 1.x).
-    """
-    a, b, top = parse_version(current), parse_version(previous), parse_version(highest)
-    if a is None or b is None:
-        return None
-    if a[:2] == b[:2]:
-        return None
-    if b > a:
-        return f"the previous version {previous} is newer than {current}: use that warren"
-    if top is not None and top[0] >= 2 and b[0] < 2:
-        return (
-            f"containerd {highest} has run on this data and containerd 2.x data cannot be "
-            f"read back by {previous}"
-        )
-    if a[0] == b[0] and b[1] == a[1] - 1:
-        return None
-    return f"containerd does not support going back from {current} to {previous}"
-
 
 # --- what is extracted ------------------------------------------------------------------------
 
@@ -130,7 +53,7 @@ class Version:
 
 
 def current_name(paths: Paths) -> str | None:
-    from warren_bundle.extract import version_link_target
+    from warren_bundle.store.extract import version_link_target
 
     return version_link_target(paths)
 
@@ -148,7 +71,7 @@ def previous_name(paths: Paths) -> str | None:
 def config_target(paths: Paths, payload: Payload) -> tuple[str, Path]:
     """The containerd version and version dir a start would write the config for: the pinned
     version (after a rollback) when one is pinned and extracted, else this payload's."""
-    from warren_bundle.extract import read_stamp_in
+    from warren_bundle.store.stamp import read_stamp_in
 
     pinned = pinned_name(paths)
     if pinned is not None and pinned != payload.digest:
@@ -272,7 +195,7 @@ def list_versions(paths: Paths) -> list[Version]:
 def prune(paths: Paths, keep_previous: bool = True) -> list[Version]:
     """Remove version dirs that are not current, not previous, and that no running process
     came from; the removed ones. Under the extraction lock: nobody is extracting meanwhile."""
-    from warren_bundle.extract import extract_lock
+    from warren_bundle.store.extract import extract_lock
 
     removed: list[Version] = []
     if not paths.versions_dir.is_dir():
