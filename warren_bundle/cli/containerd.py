@@ -229,10 +229,10 @@ def logs(follow: bool, lines: int) -> None:
 def show_config(**opts: Any) -> None:
     """Print the containerd config warren would write."""
     from warren_bundle.payload.format import locate
-    from warren_bundle.runtime.config import build_config, render
+    from warren_bundle.runtime.config import build_config, render_redacted
     from warren_bundle.versions import config_target
 
     ctx = current()
     version, directory = config_target(ctx.paths, locate(ctx.payload))
     options = RunOptions(**opts).config_options()
-    click.echo(render(build_config(ctx.paths, version, options, directory)), nl=False)
+    click.echo(render_redacted(build_config(ctx.paths, version, options, directory)), nl=False)

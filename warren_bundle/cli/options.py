@@ -44,6 +44,19 @@ def _mirrors(
     return value
 
 
+def _registries(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """registries.yaml (the one given, else <config-dir>/registries.yaml) is read and checked
+    here, so a bad file is exit 2 before anything starts; its path (never its content) travels."""
+    from warren_bundle import registries
+    from warren_bundle.cli.context import current
+
+    if value == "":
+        raise click.BadParameter("is empty; give a registries.yaml path")
+    path = registries.resolve(current().paths.config_dir, value)
+    registries.load(path)
+    return str(path.absolute()) if path is not None else None
+
+
 def _pod_cidr(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     if not value:
         return None
@@ -78,6 +91,14 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             metavar="REGISTRY=URL",
             callback=_mirrors,
             help="Pull REGISTRY through URL (repeatable), e.g. docker.io=https://mirror.local.",
+        ),
+        click.option(
+            "--registries",
+            envvar="WARREN_REGISTRIES",
+            callback=_registries,
+            metavar="FILE",
+            help="Registries in k3s's registries.yaml format (mirrors, auth, TLS); default "
+            "<config-dir>/registries.yaml when it exists.",
         ),
         click.option(
             "--ready-timeout",
@@ -136,6 +157,7 @@ class RunOptions:
     metrics_addr: str | None = None
     force: bool = False
     pod_cidr: str | None = None
+    registries: str | None = None
 
     def args(self) -> list[str]:
         """The same options for the detached `containerd run` that `start` launches."""
@@ -153,9 +175,13 @@ class RunOptions:
             args.append("--force")
         if self.pod_cidr:
             args += ["--pod-cidr", self.pod_cidr]
+        if self.registries:  # the file's path; its credentials never travel in argv
+            args += ["--registries", self.registries]
         return args
 
     def config_options(self) -> ConfigOptions:
+        from pathlib import Path
+
         from warren_bundle.runtime.config import ConfigOptions, parse_mirror
 
         mirrors: dict[str, list[str]] = {}
@@ -167,6 +193,7 @@ class RunOptions:
             registry_mirrors=mirrors,
             debug=self.containerd_debug,
             pod_cidr=self.pod_cidr,
+            registries_file=Path(self.registries) if self.registries else None,
         )
 
     def manager(self, ctx: Context) -> ContainerdManager:
