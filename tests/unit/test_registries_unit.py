@@ -232,3 +232,31 @@ def test_rotated_logs_keep_the_live_logs_mode(tmp_path: Path) -> None:
         assert logs.rotate_if_needed(log, max_bytes=10)
     for n in (1, 2, 3):
         assert stat.S_IMODE(logs.backup(log, n).stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["images", "pull", "r"], ["images", "pull", "--hosts-dir", "/H", "r"]),
+        (
+            ["-n", "k8s.io", "i", "push", "r"],
+            ["-n", "k8s.io", "i", "push", "--hosts-dir", "/H", "r"],
+        ),
+        (["content", "fetch", "r"], ["content", "fetch", "--hosts-dir", "/H", "r"]),
+        (["i", "pull", "--hosts-dir=/x", "r"], ["i", "pull", "--hosts-dir=/x", "r"]),
+        (["run", "--rm", "img", "id"], ["run", "--fifo-dir", "/F", "--rm", "img", "id"]),
+        (["t", "start", "id"], ["t", "start", "--fifo-dir", "/F", "id"]),
+        (
+            ["tasks", "exec", "--exec-id", "1", "c"],
+            ["tasks", "exec", "--fifo-dir", "/F", "--exec-id", "1", "c"],
+        ),
+        (["images", "ls"], ["images", "ls"]),
+        (["--", "images", "pull"], ["--", "images", "pull"]),
+    ],
+)
+def test_ctr_gets_hosts_dir_and_fifo_dir(args: list[str], expected: list[str]) -> None:
+    from warren_bundle.ctr import with_client_defaults
+
+    out = with_client_defaults(args, "/H", "/F")
+    assert out == expected
+    assert not any("--user" in a or a == "-u" for a in out)
