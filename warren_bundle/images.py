@@ -36,7 +36,7 @@ _SAVED = re.compile(r"^(\S+)\s+saved\s*$", re.MULTILINE)
 @dataclass
 class ArchiveResult:
     archive: str
-    status: str  # imported | cached | failed | skipped
+    status: str  # imported | cached | failed | skipped | untrusted (not in SHA256SUMS)
     namespaces: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     error: str | None = None
@@ -52,7 +52,7 @@ class ArchiveResult:
             return f"image archive {self.archive}: {self.error}"
         if self.status == "cached":
             return f"{name}: {self.note or 'already imported (same size and mtime), skipped'}"
-        if self.status == "skipped":
+        if self.status in ("skipped", "untrusted"):
             return f"{name}: not imported ({self.error})"
         images = ", ".join(self.images) or "no named images"
         return (
