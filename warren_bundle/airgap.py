@@ -183,8 +183,8 @@ class ImportReport:
 
     def put(self, result: ArchiveResult) -> None:
         """An archive's latest result (the watcher's), replacing an earlier one for it."""
+        result.at = time.time()
         entry = result.to_dict()
-        entry["at"] = time.time()
         kept = [r for r in self.data["results"] if r.get("archive") != result.archive]
         self.data["results"] = [*kept, entry]
         self._save()

@@ -42,6 +42,7 @@ class ArchiveResult:
     error: str | None = None
     duration_s: float = 0.0
     note: str | None = None  # why a cached one needed no work, when not the import cache
+    at: float | None = None  # when the watch of <data-dir>/images reported it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
