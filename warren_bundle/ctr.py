@@ -170,7 +170,47 @@ def exec_ctr(
     args = with_client_defaults(args, str(hosts_dir(paths)), str(fifos))
     argv += with_runc_defaults(args, str(paths.binary("runc")), str(paths.runc_root))
     sys.stdout.flush()
-    os.execve(binary, argv, child_env(prepend_path=paths.bin_dir))
+    env = child_env(prepend_path=paths.bin_dir)
+    if _talks_to_registry(args):
+        sys.exit(_run_explained(paths, argv, env, args))
+    os.execve(binary, argv, env)
+
+
+def _talks_to_registry(args: list[str]) -> bool:
+    words, _end = _subcommand(args)
+    return len(words) == 2 and words[1] in _REGISTRY_COMMANDS.get(words[0], ())
+
+
+def _run_explained(paths: Paths, argv: list[str], env: dict[str, str], args: list[str]) -> int:
+    """Run ctr as a child, its stderr passed through as it comes; when it fails on
+    authentication or TLS, one more line names the registry, the endpoint and the cause."""
+    import signal
+    import subprocess
+
+    from warren_bundle.pullerrors import explain
+    from warren_bundle.registries import resolve
+    from warren_bundle.runtime.config import hosts_dir
+
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # ctr gets Ctrl-C and says so itself
+    try:
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace")
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            seen.append(line)
+            del seen[:-200]
+        rc = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if rc != 0:
+        registries_file = resolve(paths.config_dir, os.environ.get("WARREN_REGISTRIES") or None)
+        hint = explain("".join(seen), args, hosts_dir(paths), registries_file)
+        if hint:
+            sys.stderr.write(hint + "\n")
+    return rc
 
 
 def exec_crictl(

@@ -14,7 +14,7 @@ import socket
 import stat
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from warren_bundle.paths import Paths
 
 from conftest import require
 from support import (
+    TEST_EXE,
     TEST_IMAGE,
     busybox_image,
     cleanup_runtime,
@@ -156,15 +157,42 @@ def _registries_yaml(reg: Registry, password: str, ca: Path) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Line:
+    """A containerd line: from source its staged payload; under WARREN_TEST_EXE the file."""
+
+    payload: Path
+    exe: Path | None
+
+
+@pytest.fixture(scope="module", params=["1.6", "1.7", "2.x"])
+def line(request: pytest.FixtureRequest, staged_payload: Path) -> Line:
+    if request.param == "1.6":
+        return Line(staged_payload, None)  # under WARREN_TEST_EXE: that file, its payload
+    suite, major = {"1.7": ("trixie", "1.7"), "2.x": ("sid", "2")}[request.param]
+    # Debian's containerd of that suite (scripts/test_payloads.py stages and caches it).
+    return Line(
+        cri_support.staged_payload(suite), cri_support.frozen_file(major) if TEST_EXE else None
+    )
+
+
 @dataclass
 class Node:
     paths: Paths
     proc: subprocess.Popen[str]
-    metrics: str | None = None
+    line: Line
+
+    def warren(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return run_warren(
+            self.paths, *args, payload=self.line.payload, exe=self.line.exe, timeout=timeout
+        )
+
+
+Start = Callable[..., Node]
 
 
 @pytest.fixture
-def node_for(registry: Registry, staged_payload: Path, root_required: None) -> Iterator[object]:
+def node_for(registry: Registry, line: Line, root_required: None) -> Iterator[Start]:
     started: list[tuple[Node, Path]] = []
 
     def start(password: str = PASSWORD, ca: Path | None = None, *extra: str) -> Node:
@@ -175,8 +203,8 @@ def node_for(registry: Registry, staged_payload: Path, root_required: None) -> I
             _registries_yaml(registry, password, ca or registry.ca)
         )
         os.chmod(paths.config_dir / "registries.yaml", 0o600)
-        proc = start_run(paths, staged_payload, "--health-interval", "1", *extra)
-        node = Node(paths, proc)
+        proc = start_run(paths, line.payload, "--health-interval", "1", *extra, exe=line.exe)
+        node = Node(paths, proc, line)
         started.append((node, base))
         return node
 
@@ -209,39 +237,43 @@ def _cri_pull(paths: Paths) -> tuple[bool, str]:
 
 
 def test_cri_and_ctr_pull_through_the_authenticated_tls_mirror(
-    node_for: object, registry: Registry
+    node_for: Start, registry: Registry
 ) -> None:
-    node = node_for()  # type: ignore[operator]
+    node = node_for()
     ok, detail = _cri_pull(node.paths)
     assert ok, detail
     assert detail.startswith("sha256:")
-    done = run_warren(node.paths, "ctr", "images", "pull", TEST_IMAGE, timeout=120)
+    done = node.warren("ctr", "images", "pull", TEST_IMAGE, timeout=120)
     assert done.returncode == 0, done.stderr
-    listed = run_warren(node.paths, "ctr", "images", "ls", "-q")
+    listed = node.warren("ctr", "images", "ls", "-q")
     assert TEST_IMAGE in listed.stdout.split()
 
 
 def test_a_wrong_password_fails_naming_endpoint_and_cause(
-    node_for: object, registry: Registry
+    node_for: Start, registry: Registry
 ) -> None:
-    node = node_for("not-the-password")  # type: ignore[operator]
+    node = node_for("not-the-password")
     ok, detail = _cri_pull(node.paths)
     assert not ok
     assert registry.host in detail and "401 Unauthorized" in detail, detail
-    done = run_warren(node.paths, "ctr", "images", "pull", TEST_IMAGE, timeout=120)
+    done = node.warren("ctr", "images", "pull", TEST_IMAGE, timeout=120)
     assert done.returncode != 0
-    assert registry.host in done.stderr and "401 Unauthorized" in done.stderr, done.stderr
+    said = done.stderr.strip().splitlines()[-1]
+    assert said.startswith("warren: registry docker.io via endpoint https://" + registry.host), said
+    assert "refused the credentials" in said and f'configs."{registry.host}".auth' in said
     assert "not-the-password" not in detail + done.stderr
 
 
-def test_a_wrong_ca_fails_naming_endpoint_and_cause(node_for: object, registry: Registry) -> None:
-    node = node_for(PASSWORD, registry.wrong_ca)  # type: ignore[operator]
+def test_a_wrong_ca_fails_naming_endpoint_and_cause(node_for: Start, registry: Registry) -> None:
+    node = node_for(PASSWORD, registry.wrong_ca)
     ok, detail = _cri_pull(node.paths)
     assert not ok
     assert registry.host in detail and "certificate signed by unknown authority" in detail, detail
-    done = run_warren(node.paths, "ctr", "images", "pull", TEST_IMAGE, timeout=120)
+    done = node.warren("ctr", "images", "pull", TEST_IMAGE, timeout=120)
     assert done.returncode != 0
-    assert "certificate signed by unknown authority" in done.stderr, done.stderr
+    said = done.stderr.strip().splitlines()[-1]
+    assert said.startswith("warren: registry docker.io via endpoint https://" + registry.host), said
+    assert "TLS failed" in said and f'configs."{registry.host}".tls' in said
 
 
 def _files_under(*dirs: Path) -> Iterator[Path]:
@@ -254,9 +286,9 @@ def _files_under(*dirs: Path) -> Iterator[Path]:
 
 
 def test_the_password_is_only_in_0600_files_and_never_in_output(
-    node_for: object, registry: Registry
+    node_for: Start, registry: Registry
 ) -> None:
-    node = node_for(PASSWORD, None, "--metrics-addr", "127.0.0.1:0", "--containerd-debug")  # type: ignore[operator]
+    node = node_for(PASSWORD, None, "--metrics-addr", "127.0.0.1:0", "--containerd-debug")
     paths = node.paths
     ok, detail = _cri_pull(paths)
     assert ok, detail
@@ -275,11 +307,11 @@ def test_the_password_is_only_in_0600_files_and_never_in_output(
             assert path.stat().st_uid == os.geteuid()
     assert holders, "the credential went nowhere containerd reads"
     outputs = [
-        run_warren(paths, "containerd", "status"),
-        run_warren(paths, "containerd", "status", "--json"),
-        run_warren(paths, "containerd", "config"),
-        run_warren(paths, "containerd", "logs", "-n", "100000"),
-        run_warren(paths, "images", "status", "--json"),
+        node.warren("containerd", "status"),
+        node.warren("containerd", "status", "--json"),
+        node.warren("containerd", "config"),
+        node.warren("containerd", "logs", "-n", "100000"),
+        node.warren("images", "status", "--json"),
     ]
     for out in outputs:
         assert PASSWORD not in out.stdout + out.stderr, out.args

@@ -260,3 +260,31 @@ def test_ctr_gets_hosts_dir_and_fifo_dir(args: list[str], expected: list[str]) -
     out = with_client_defaults(args, "/H", "/F")
     assert out == expected
     assert not any("--user" in a or a == "-u" for a in out)
+
+
+def test_a_failed_pull_is_explained_with_registry_endpoint_and_cause(tmp_path: Path) -> None:
+    from warren_bundle.pullerrors import explain, registry_of
+
+    assert registry_of("busybox") == "docker.io"
+    assert registry_of("docker.io/library/busybox:1") == "docker.io"
+    assert registry_of("r.local:5000/x:1") == "r.local:5000"
+    safewrite.write_file(
+        tmp_path,
+        "docker.io/hosts.toml",
+        'server = "https://registry-1.docker.io"\n[host."https://m.local:5443"]\n',
+        0o600,
+    )
+    v17 = (
+        'time="t" level=info msg="trying next host" error="pull access denied, repository does '
+        "not exist or may require authorization: authorization failed: no basic auth "
+        'credentials" host="m.local:5443"\nctr: failed to resolve reference "docker.io/x:1": '
+        "pull access denied\n"
+    )
+    said = explain(v17, ["images", "pull", "docker.io/x:1"], tmp_path, None)
+    assert said is not None
+    assert said.startswith("warren: registry docker.io via endpoint https://m.local:5443:")
+    assert 'configs."m.local:5443".auth' in said
+    tls = "ctr: failed to do request: x509: certificate signed by unknown authority\n"
+    said = explain(tls, ["i", "pull", "x:1"], tmp_path, Path("/r.yaml"))
+    assert said is not None and "TLS failed" in said and "/r.yaml" in said
+    assert explain("ctr: not found\n", ["i", "pull", "x:1"], tmp_path, None) is None
