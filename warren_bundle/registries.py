@@ -311,6 +311,31 @@ def _tls(value: Any, host: str, path: Path | None) -> TLS | None:
     return TLS(files["ca_file"], files["cert_file"], files["key_file"], skip)
 
 
+def warnings(registries: Registries) -> list[str]:
+    """What the file asks that warren does not do, or does at a risk: one line each."""
+    out = []
+    for registry in registries.rewrites():
+        out.append(
+            f"{registries.source}: mirrors.{registry}.rewrite is not applied: upstream "
+            "containerd's hosts.toml has no rewrite (k3s's patched containerd does); mirror the "
+            "images under their upstream names"
+        )
+    source = registries.source
+    if source is not None and any(c.auth for c in registries.configs.values()):
+        import os
+
+        try:
+            mode = os.stat(source).st_mode & 0o777
+        except OSError:
+            mode = 0
+        if mode & 0o077:
+            out.append(
+                f"{source} holds credentials and is readable by others (mode {mode:o}); "
+                f"chmod 600 {source}"
+            )
+    return out
+
+
 # --- what containerd reads ----------------------------------------------------------------------
 
 UPSTREAM_SERVERS = {"docker.io": "https://registry-1.docker.io"}

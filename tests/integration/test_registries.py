@@ -323,3 +323,48 @@ def test_the_password_is_only_in_0600_files_and_never_in_output(
         if pid:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             assert secret not in cmdline
+
+
+def test_the_detached_supervisor_carries_the_file_path_never_a_credential(
+    wpaths: Paths, staged_payload: Path, root_required: None, tmp_path: Path
+) -> None:
+    refused = run_warren(
+        wpaths, "containerd", "start", "--registry-mirror", f"docker.io=https://bob:{PASSWORD}@m/"
+    )
+    assert refused.returncode == 2
+    assert PASSWORD not in refused.stdout + refused.stderr
+    assert "registries.yaml" in refused.stderr
+    assert not wpaths.run_dir.exists() or not any(wpaths.run_dir.iterdir())
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    file = tmp_path / "registries.yaml"
+    file.write_text(
+        json.dumps(
+            {
+                "mirrors": {"docker.io": {"endpoint": ["https://127.0.0.1:9"]}},
+                "configs": {
+                    "127.0.0.1:9": {
+                        "auth": {"username": USER, "password": PASSWORD},
+                        "tls": {"ca_file": str(ca)},
+                    }
+                },
+            }
+        )
+    )
+    file.chmod(0o644)
+    started = run_warren(
+        wpaths, "containerd", "start", "--json", "--registries", str(file), timeout=120
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        assert PASSWORD not in started.stdout + started.stderr
+        assert "readable by others" in started.stderr  # the 0644 file is named, not its content
+        report = json.loads(started.stdout)
+        cmdline = Path(f"/proc/{report['supervisor_pid']}/cmdline").read_bytes().split(b"\0")
+        assert str(file).encode() in cmdline
+        assert not any(PASSWORD.encode() in arg for arg in cmdline)
+        hosts = wpaths.config_dir / "certs.d" / "docker.io" / "hosts.toml"
+        assert stat.S_IMODE(hosts.stat().st_mode) == 0o600
+        assert stat.S_IMODE(hosts.parent.stat().st_mode) == 0o700
+    finally:
+        run_warren(wpaths, "containerd", "stop", timeout=60)

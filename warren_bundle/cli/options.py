@@ -52,8 +52,11 @@ def _registries(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
     if value == "":
         raise click.BadParameter("is empty; give a registries.yaml path")
+    from warren_bundle.cli.output import say
+
     path = registries.resolve(current().paths.config_dir, value)
-    registries.load(path)
+    for line in registries.warnings(registries.load(path)):
+        say(f"warren: {line}")
     return str(path.absolute()) if path is not None else None
 
 
