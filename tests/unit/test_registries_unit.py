@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import make_paths
-from warren_bundle import registries, safewrite
+from warren_bundle import registries, registry_hosts, safewrite
 from warren_bundle.errors import ConfigError, ExitCode, RegistriesError, UnsafePathError
 from warren_bundle.runtime.config import (
     ConfigOptions,
@@ -121,7 +121,7 @@ def test_mirror_option_with_userinfo_is_refused_without_echoing_it() -> None:
 
 
 def test_hosts_toml_per_endpoint(tmp_path: Path, ca: Path) -> None:
-    tables = registries.hosts_tables(registries.load(_full(tmp_path, ca)))
+    tables = registry_hosts.hosts_tables(registries.load(_full(tmp_path, ca)))
     docker = tables["docker.io"]
     assert docker["server"] == "https://registry-1.docker.io"
     mirror = docker["host"]["https://mirror.local:5443"]

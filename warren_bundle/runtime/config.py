@@ -238,7 +238,8 @@ def hosts_toml(registry: str, mirrors: list[str]) -> str:
 
     Written with tomli-w, never by string formatting: a URL is data, not TOML.
     """
-    from warren_bundle.registries import Mirror, Registries, hosts_tables
+    from warren_bundle.registries import Mirror, Registries
+    from warren_bundle.registry_hosts import hosts_tables
 
     tables = hosts_tables(Registries({registry: Mirror(tuple(mirrors))}))
     return render(tables[registry])
@@ -256,7 +257,7 @@ def load_registries(paths: Paths, opts: ConfigOptions) -> Registries:
 
 
 def registries_auth(paths: Paths, opts: ConfigOptions) -> dict[str, Any]:
-    from warren_bundle.registries import cri_auth
+    from warren_bundle.registry_hosts import cri_auth
 
     return cri_auth(load_registries(paths, opts))
 
@@ -271,7 +272,7 @@ def write_hosts(paths: Paths, registries: Registries) -> list[Path]:
     import json
 
     from warren_bundle import safewrite
-    from warren_bundle.registries import holds_secret, hosts_tables
+    from warren_bundle.registry_hosts import holds_secret, hosts_tables
 
     root = hosts_dir(paths)
     root.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -308,7 +309,7 @@ def render(config: Mapping[str, Any]) -> str:
 
 def render_redacted(config: Mapping[str, Any]) -> str:
     """The config as `containerd config` shows it: every credential is <redacted>."""
-    from warren_bundle.registries import redact
+    from warren_bundle.registry_hosts import redact
 
     return render(redact(dict(config)))
 
