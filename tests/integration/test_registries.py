@@ -249,6 +249,22 @@ def test_cri_and_ctr_pull_through_the_authenticated_tls_mirror(
     assert TEST_IMAGE in listed.stdout.split()
 
 
+def test_crictl_pulls_through_cri_where_it_is_carried(node_for: Start, line: Line) -> None:
+    base = short_dir("cp")
+    try:
+        probe = run_warren(
+            make_paths(base), "crictl", "--version", payload=line.payload, exe=line.exe
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    if "carries no crictl" in probe.stderr:
+        pytest.skip("this payload carries no crictl (Debian's source: only upstream builds do)")
+    node = node_for()
+    done = node.warren("crictl", "pull", TEST_IMAGE, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
+
+
 def test_a_wrong_password_fails_naming_endpoint_and_cause(
     node_for: Start, registry: Registry
 ) -> None:
