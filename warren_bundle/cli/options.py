@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -46,18 +47,18 @@ def _mirrors(
 
 def _registries(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """registries.yaml (the one given, else <config-dir>/registries.yaml) is read and checked
-    here, so a bad file is exit 2 before anything starts; its path (never its content) travels."""
+    here, so a bad file is exit 2 before anything starts. Only a path given travels on (never
+    the file's content); the default is found again by whichever process writes the config."""
     from warren_bundle import registries
     from warren_bundle.cli.context import current
+    from warren_bundle.cli.output import say
 
     if value == "":
         raise click.BadParameter("is empty; give a registries.yaml path")
-    from warren_bundle.cli.output import say
-
     path = registries.resolve(current().paths.config_dir, value)
     for line in registries.warnings(registries.load(path)):
         say(f"warren: {line}")
-    return str(path.absolute()) if path is not None else None
+    return str(Path(value).absolute()) if value else None
 
 
 def _pod_cidr(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -183,8 +184,6 @@ class RunOptions:
         return args
 
     def config_options(self) -> ConfigOptions:
-        from pathlib import Path
-
         from warren_bundle.runtime.config import ConfigOptions, parse_mirror
 
         mirrors: dict[str, list[str]] = {}
