@@ -288,3 +288,19 @@ def test_a_failed_pull_is_explained_with_registry_endpoint_and_cause(tmp_path: P
     said = explain(tls, ["i", "pull", "x:1"], tmp_path, Path("/r.yaml"))
     assert said is not None and "TLS failed" in said and "/r.yaml" in said
     assert explain("ctr: not found\n", ["i", "pull", "x:1"], tmp_path, None) is None
+
+
+@pytest.mark.parametrize("planted", ["etc/certs.d/docker.io", "etc/cni/net.d"])
+def test_write_config_refuses_a_planted_symlink_and_writes_nothing_through_it(
+    tmp_path: Path, planted: str
+) -> None:
+    paths = make_paths(tmp_path / "w")
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / "w" / planted
+    link.parent.mkdir(parents=True)
+    link.symlink_to(target)
+    with pytest.raises(UnsafePathError) as info:
+        write_config(paths, "1.6.20", ConfigOptions(restrict_oom_score_adj=False))
+    assert "symlink" in info.value.one_line() and str(link) in info.value.one_line()
+    assert list(target.iterdir()) == []

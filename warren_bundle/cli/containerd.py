@@ -100,6 +100,16 @@ def start(as_json: bool, images_timeout: float, **opts: Any) -> None:
     ]
     if failed:
         say(f"warren: {len(failed)} image archive(s) failed to import; see 'warren images status'")
+    untrusted = [
+        r
+        for r in (report.get("images") or {}).get("results") or []
+        if r.get("status") == "untrusted"
+    ]
+    if untrusted:
+        say(
+            f"warren: {len(untrusted)} image archive(s) left alone: not trusted by "
+            "<data-dir>/images/SHA256SUMS; see 'warren images status'"
+        )
     if report.get("replaced"):
         say(f"warren: {report['replaced']}")
     if report.get("upgrade") and not report.get("already_running"):
