@@ -123,3 +123,28 @@ def test_nothing_is_imported_while_containerd_is_not_running(
     running = True
     watcher.poll()
     assert imported == ["a.tar"]
+
+
+def test_the_import_at_start_honours_sha256sums_too(
+    paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warren_bundle import airgap
+
+    names: list[str] = []
+
+    def fake(_ctr: Path, _socket: str, archive: Path, namespaces: Iterable[str]) -> ArchiveResult:
+        names.append(archive.name)
+        return ArchiveResult(str(archive), "imported", list(namespaces), ["img"])
+
+    monkeypatch.setattr(airgap, "import_archive", fake)
+    good = paths.images_dir / "good.tar"
+    good.write_bytes(b"good")
+    (paths.images_dir / "rogue.tar").write_bytes(b"rogue")
+    (paths.images_dir / "SHA256SUMS").write_text(
+        f"{hashlib.sha256(b'good').hexdigest()}  good.tar\n"
+    )
+    for f in paths.images_dir.iterdir():
+        os.utime(f, (1, 1))  # long complete: no wait for a copy in progress
+    results = {Path(r.archive).name: r.status for r in airgap.import_directory(paths, "/x.sock")}
+    assert results == {"good.tar": "imported", "rogue.tar": "untrusted"}
+    assert names == ["good.tar"]
