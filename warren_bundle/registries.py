@@ -227,6 +227,8 @@ def parse(data: Any, path: Path | None = None) -> Registries:
 
 
 def _registry_name(name: str, section: str, path: Path | None) -> str:
+    if "@" in name:
+        raise _fail(path, f"a {section} key carries a user or password; keep those under auth")
     if name == "*":
         return "_default"  # containerd's fallback hosts dir for every registry
     if not _REGISTRY.match(name):
@@ -236,6 +238,8 @@ def _registry_name(name: str, section: str, path: Path | None) -> str:
 
 def _config_host(name: str, path: Path | None) -> str:
     """configs are keyed by registry or endpoint host; a URL form is taken for its host."""
+    if "@" in name:
+        raise _fail(path, "a configs key carries a user or password; keep those under auth")
     if "://" in name:
         name = urlsplit(name).netloc
     return _registry_name(name, "configs", path)
@@ -248,11 +252,11 @@ def endpoint_url(text: str, path: Path | None = None) -> str:
         url.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         url = None
-    if url is not None and (url.username is not None or url.password is not None):
+    if "@" in text.split("://", 1)[-1].split("/", 1)[0]:
         # The URL itself is never repeated: it holds a credential.
         raise _fail(
             path,
-            f"an endpoint of host {url.hostname!r} carries a user or password in its URL; "
+            "an endpoint URL carries a user or password (user:password@); "
             "put credentials under configs.<host>.auth",
         )
     if url is None or url.scheme not in ("http", "https") or not url.hostname:

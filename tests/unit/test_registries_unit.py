@@ -304,3 +304,10 @@ def test_write_config_refuses_a_planted_symlink_and_writes_nothing_through_it(
         write_config(paths, "1.6.20", ConfigOptions(restrict_oom_score_adj=False))
     assert "symlink" in info.value.one_line() and str(link) in info.value.one_line()
     assert list(target.iterdir()) == []
+
+
+def test_an_endpoint_with_userinfo_and_a_bad_port_is_refused_unrepeated(tmp_path: Path) -> None:
+    text = f"mirrors: {{docker.io: {{endpoint: ['https://bob:{PASSWORD}@m.local:99999999']}}}}"
+    with pytest.raises(RegistriesError) as info:
+        registries.load(_write(tmp_path, text))
+    assert PASSWORD not in info.value.one_line()
