@@ -100,3 +100,4 @@ def test_only_archives_in_sha256sums_are_imported(supervised: Supervised, tmp_pa
     assert not _listed(paths, rogue_image)
     text = run_warren(paths, "images", "status")
     assert "rogue.tar: not imported (not listed in SHA256SUMS" in text.stdout
+    assert "only archives SHA256SUMS lists are imported" in text.stdout
