@@ -74,13 +74,18 @@ def holds_secret(table: dict[str, Any]) -> bool:
 
 
 def cri_auth(registries: Registries) -> dict[str, Any]:
-    """CRI's `registry.configs` table: auth per host (hosts.toml carries no credentials for
-    token registries; CRI's credentials callback does)."""
-    return {
-        host: {"auth": config.auth.cri()}
-        for host, config in registries.configs.items()
-        if config.auth is not None and config.auth.cri()
-    }
+    """CRI's `registry.configs` table: auth per host, as CRI's credentials callback looks it up
+    (by the host it connects to: docker.io's default endpoint is registry-1.docker.io). It is
+    what carries an identity token, and what makes a failed CRI pull name its endpoint."""
+    table: dict[str, Any] = {}
+    for host, config in registries.configs.items():
+        if config.auth is None or not config.auth.cri():
+            continue
+        table[host] = {"auth": config.auth.cri()}
+        upstream = UPSTREAM_SERVERS.get(host)
+        if upstream:
+            table.setdefault(urlsplit(upstream).netloc, {"auth": config.auth.cri()})
+    return table
 
 
 def redact(value: Any) -> Any:

@@ -311,3 +311,11 @@ def test_an_endpoint_with_userinfo_and_a_bad_port_is_refused_unrepeated(tmp_path
     with pytest.raises(RegistriesError) as info:
         registries.load(_write(tmp_path, text))
     assert PASSWORD not in info.value.one_line()
+
+
+def test_docker_io_credentials_also_reach_its_default_endpoint(tmp_path: Path) -> None:
+    text = f"configs: {{docker.io: {{auth: {{username: bob, password: {PASSWORD}}}}}}}"
+    table = registry_hosts.cri_auth(registries.load(_write(tmp_path, text)))
+    assert table["docker.io"] == table["registry-1.docker.io"]
+    hosts = registry_hosts.hosts_tables(registries.load(_write(tmp_path, text)))
+    assert hosts["docker.io"]["header"]["Authorization"].startswith("Basic ")
