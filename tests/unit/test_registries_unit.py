@@ -319,3 +319,13 @@ def test_docker_io_credentials_also_reach_its_default_endpoint(tmp_path: Path) -
     assert table["docker.io"] == table["registry-1.docker.io"]
     hosts = registry_hosts.hosts_tables(registries.load(_write(tmp_path, text)))
     assert hosts["docker.io"]["header"]["Authorization"].startswith("Basic ")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_host_dir_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "certs.d"
+    (root / "r.local").mkdir(parents=True)
+    os.chown(root / "r.local", 65534, 65534)
+    with pytest.raises(UnsafePathError, match="owned by uid 65534"):
+        safewrite.write_file(root, "r.local/hosts.toml", "x", 0o600)
+    assert not (root / "r.local" / "hosts.toml").exists()
