@@ -218,8 +218,11 @@ def _cri(paths: Paths) -> cri_support.Cri:
     try:
         import grpc  # noqa: F401
         import grpc_tools  # noqa: F401
+
+        have = True
     except ImportError:
-        pytest.skip("needs grpcio and grpcio-tools (the test extras)")
+        have = False
+    require(have, "needs grpcio and grpcio-tools (the test extras)")
     return cri_support.Cri(paths.socket)
 
 
