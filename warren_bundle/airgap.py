@@ -27,61 +27,22 @@ from warren_bundle.images import (
     find_archives,
     import_archive,
 )
+from warren_bundle.imagewatch import (
+    POLL_S,
+    ImportCache,
+    Sums,
+    Watcher,
+    cache_path,
+    load_sums,
+    wait_complete,
+)
 from warren_bundle.paths import Paths
 
-CACHE_FILE = ".images-imported.json"
 REPORT_FILE = "images.json"
 
 
 def report_path(paths: Paths) -> Path:
     return paths.run_dir / REPORT_FILE
-
-
-def cache_path(paths: Paths) -> Path:
-    return paths.data_dir / CACHE_FILE
-
-
-# --- the cache of imported archives -----------------------------------------------------------
-
-
-class ImportCache:
-    """name -> size, mtime_ns and what was imported where; a changed file is imported again."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        data = read_json(path) or {}
-        archives = data.get("archives")
-        self.entries: dict[str, dict[str, Any]] = archives if isinstance(archives, dict) else {}
-
-    @staticmethod
-    def _key(archive: Path) -> tuple[int, int]:
-        st = archive.stat()
-        return st.st_size, st.st_mtime_ns
-
-    def lookup(self, archive: Path, namespaces: Iterable[str]) -> dict[str, Any] | None:
-        entry = self.entries.get(archive.name)
-        if not entry:
-            return None
-        size, mtime_ns = self._key(archive)
-        wanted = set(namespaces)
-        if entry.get("size") != size or entry.get("mtime_ns") != mtime_ns:
-            return None
-        if not wanted.issubset(entry.get("namespaces") or []):
-            return None
-        return entry
-
-    def record(self, archive: Path, result: ArchiveResult) -> None:
-        size, mtime_ns = self._key(archive)
-        self.entries[archive.name] = {
-            "size": size,
-            "mtime_ns": mtime_ns,
-            "namespaces": result.namespaces,
-            "images": result.images,
-            "imported_at": time.time(),
-        }
-
-    def save(self) -> None:
-        write_json(self.path, {"archives": self.entries})
 
 
 # --- the automatic import of <data-dir>/images ------------------------------------------------
@@ -114,11 +75,14 @@ def import_directory(
     cache = ImportCache(cache_path(paths))
     listed: dict[str, set[str] | None] = {}
     results = []
+    sums = load_sums(paths.images_dir)
     for archive in find_archives(paths.images_dir):
         if not should_continue():
             result = ArchiveResult(str(archive), "skipped", error="containerd is stopping")
+        elif not wait_complete(archive, should_continue):
+            result = ArchiveResult(str(archive), "skipped", error="gone, or containerd stopping")
         else:
-            result = _import_one(ctr, socket, archive, wanted, cache, listed)
+            result = _import_one(ctr, socket, archive, wanted, cache, listed, sums)
         results.append(result)
         on_result(result)
     return results
@@ -131,6 +95,7 @@ def _import_one(
     namespaces: list[str],
     cache: ImportCache,
     listed: dict[str, set[str] | None],
+    sums: Sums | None = None,
 ) -> ArchiveResult:
     try:
         entry = cache.lookup(archive, namespaces)
@@ -138,6 +103,9 @@ def _import_one(
             return ArchiveResult(
                 str(archive), "cached", list(entry["namespaces"]), list(entry.get("images") or [])
             )
+        reason = sums.verdict(archive) if sums is not None else None
+        if reason is not None:
+            return ArchiveResult(str(archive), "untrusted", error=reason)
         result = import_archive(ctr, socket, archive, namespaces)
         if result.status == "imported":
             cache.record(archive, result)
@@ -173,6 +141,18 @@ class ImportReport:
         self.data["results"].append(result.to_dict())
         self._save()
 
+    def put(self, result: ArchiveResult) -> None:
+        """An archive's latest result (the watcher's), replacing an earlier one for it."""
+        result.at = time.time()
+        entry = result.to_dict()
+        kept = [r for r in self.data["results"] if r.get("archive") != result.archive]
+        self.data["results"] = [*kept, entry]
+        self._save()
+
+    def watching(self, interval: float) -> None:
+        self.data["watching"] = {"interval_s": interval, "since": time.time()}
+        self._save()
+
     def finish(self, error: str | None = None) -> None:
         self.data["state"] = "done" if error is None else "error"
         self.data["error"] = error
@@ -194,10 +174,11 @@ def auto_import(
     should_continue: Callable[[], bool],
     echo: Callable[[str], None],
     first: Callable[[], ArchiveResult | None] | None = None,
+    report: ImportReport | None = None,
 ) -> list[ArchiveResult]:
     """The ready hook's work: `first` (the sandbox image), then <data-dir>/images, reporting
     progress as it goes."""
-    report = ImportReport(paths, DEFAULT_NAMESPACES)
+    report = report or ImportReport(paths, DEFAULT_NAMESPACES)
 
     def on_result(result: ArchiveResult) -> None:
         report.add(result)
@@ -221,6 +202,30 @@ def auto_import(
             f"present in {', '.join(DEFAULT_NAMESPACES)}" + (f"; {failed} failed" if failed else "")
         )
     return results
+
+
+def import_and_watch(
+    paths: Paths,
+    socket: str,
+    should_continue: Callable[[], bool],
+    echo: Callable[[str], None],
+    first: Callable[[], ArchiveResult | None] | None = None,
+    ready: Callable[[], bool] = lambda: True,
+    interval: float = POLL_S,
+) -> None:
+    """The import at start, then the watch for archives that arrive while containerd runs."""
+    report = ImportReport(paths, DEFAULT_NAMESPACES)
+    results = auto_import(paths, socket, should_continue, echo, first, report)
+
+    def on_result(result: ArchiveResult) -> None:
+        report.put(result)
+        echo(result.describe())
+
+    watcher = Watcher(paths, socket, on_result, ready)
+    for result in results:
+        watcher.settle(result)
+    report.watching(interval)
+    watcher.run(should_continue, interval)
 
 
 def current_report(paths: Paths) -> dict[str, Any]:

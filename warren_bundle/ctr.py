@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import suppress
+from pathlib import Path
 from typing import NoReturn
 
 from warren_bundle.paths import Paths
@@ -98,6 +99,65 @@ def client_tmp(paths: Paths) -> dict[str, str]:
     return {"TMPDIR": str(tmp)} if tmp.is_dir() and not tmp.is_symlink() else {}
 
 
+# Commands that talk to a registry (they take --hosts-dir) and that make IO FIFOs (--fifo-dir).
+_IMAGE_GROUPS = {"images", "image", "i"}
+_TASK_GROUPS = {"tasks", "task", "t"}
+_REGISTRY_COMMANDS = {
+    **{group: {"pull", "push", "fetch"} for group in _IMAGE_GROUPS},
+    "content": {"fetch", "fetch-object", "push-object"},
+}
+_FIFO_COMMANDS = {group: {"start", "exec"} for group in _TASK_GROUPS}
+
+
+def _subcommand(args: list[str]) -> tuple[list[str], int]:
+    """The command words (e.g. ["images", "pull"]) and the index just past them."""
+    i, words = 0, list[str]()
+    while i < len(args) and len(words) < 2:
+        arg = args[i]
+        if arg == "--":
+            break
+        if arg.startswith("-"):
+            if words:
+                break
+            i += 2 if arg in _GLOBAL_WITH_VALUE else 1
+            continue
+        words.append(arg)
+        i += 1
+        if words == ["run"]:
+            break
+    return words, i
+
+
+def _given(args: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def with_client_defaults(args: list[str], hosts_dir: str, fifo_dir: str) -> list[str]:
+    """`--hosts-dir <config-dir>/certs.d` for the commands that talk to a registry (ctr resolves
+    hosts itself and reads hosts.toml only when told where: the mirrors, CAs, client certs and
+    basic credentials of registries.yaml live there), and `--fifo-dir <run-dir>/fifo` for the
+    commands that make IO FIFOs (ctr's default is /run/containerd/fifo, a system containerd's).
+    Credentials never go on the command line: ctr's --user has no environment variable and its
+    prompt needs a terminal, so basic credentials reach ctr through hosts.toml's header."""
+    words, end = _subcommand(args)
+    extra: list[str] = []
+    talks_to_registry = len(words) == 2 and words[1] in _REGISTRY_COMMANDS.get(words[0], ())
+    if talks_to_registry and not _given(args[end:], "--hosts-dir"):
+        extra += ["--hosts-dir", hosts_dir]
+    makes_fifos = words[:1] == ["run"] or (
+        len(words) == 2 and words[1] in _FIFO_COMMANDS.get(words[0], ())
+    )
+    if makes_fifos and not _given(args[end:], "--fifo-dir"):
+        extra += ["--fifo-dir", fifo_dir]
+    if not extra:
+        return list(args)
+    return [*args[:end], *extra, *args[end:]]
+
+
+def fifo_dir(paths: Paths) -> Path:
+    return paths.run_dir / "fifo"
+
+
 def exec_ctr(
     paths: Paths, payload_option: str | None, socket: Callable[[], str], args: list[str]
 ) -> NoReturn:
@@ -114,9 +174,55 @@ def exec_ctr(
     argv = [str(binary)]
     if not any(a in ("-a", "--address") or a.startswith("--address=") for a in args):
         argv += ["--address", socket()]
+    from warren_bundle.runtime.config import hosts_dir
+
+    fifos = fifo_dir(paths)
+    with suppress(OSError):  # ctr itself says so if it cannot make its FIFOs there
+        fifos.mkdir(mode=0o700, parents=True, exist_ok=True)
+    args = with_client_defaults(args, str(hosts_dir(paths)), str(fifos))
     argv += with_runc_defaults(args, str(paths.binary("runc")), str(paths.runc_root))
     sys.stdout.flush()
-    os.execve(binary, argv, child_env(prepend_path=paths.bin_dir, extra=client_tmp(paths)))
+    env = child_env(prepend_path=paths.bin_dir, extra=client_tmp(paths))
+    if _talks_to_registry(args):
+        sys.exit(_run_explained(paths, argv, env, args))
+    os.execve(binary, argv, env)
+
+
+def _talks_to_registry(args: list[str]) -> bool:
+    words, _end = _subcommand(args)
+    return len(words) == 2 and words[1] in _REGISTRY_COMMANDS.get(words[0], ())
+
+
+def _run_explained(paths: Paths, argv: list[str], env: dict[str, str], args: list[str]) -> int:
+    """Run ctr as a child, its stderr passed through as it comes; when it fails on
+    authentication or TLS, one more line names the registry, the endpoint and the cause."""
+    import signal
+    import subprocess
+
+    from warren_bundle.pullerrors import explain
+    from warren_bundle.registries import resolve
+    from warren_bundle.runtime.config import hosts_dir
+
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # ctr gets Ctrl-C and says so itself
+    try:
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace")
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            seen.append(line)
+            del seen[:-200]
+        rc = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if rc != 0:
+        registries_file = resolve(paths.config_dir, os.environ.get("WARREN_REGISTRIES") or None)
+        hint = explain("".join(seen), args, hosts_dir(paths), registries_file)
+        if hint:
+            sys.stderr.write(hint + "\n")
+    return rc
 
 
 def exec_crictl(

@@ -190,3 +190,8 @@ class LimaOptionError(WarrenError):
     """A VM resource or mount option that Lima would reject: nothing is written or started."""
 
     exit_code = ExitCode.USAGE
+
+
+class RegistriesError(UsageError):
+    """registries.yaml (or --registries FILE) cannot be used: parse error, unknown key, missing
+    CA/cert/key file, credentials in a URL. Exit 2, before anything starts."""

@@ -36,12 +36,13 @@ _SAVED = re.compile(r"^(\S+)\s+saved\s*$", re.MULTILINE)
 @dataclass
 class ArchiveResult:
     archive: str
-    status: str  # imported | cached | failed | skipped
+    status: str  # imported | cached | failed | skipped | untrusted (not in SHA256SUMS)
     namespaces: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     error: str | None = None
     duration_s: float = 0.0
     note: str | None = None  # why a cached one needed no work, when not the import cache
+    at: float | None = None  # when the watch of <data-dir>/images reported it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +53,7 @@ class ArchiveResult:
             return f"image archive {self.archive}: {self.error}"
         if self.status == "cached":
             return f"{name}: {self.note or 'already imported (same size and mtime), skipped'}"
-        if self.status == "skipped":
+        if self.status in ("skipped", "untrusted"):
             return f"{name}: not imported ({self.error})"
         images = ", ".join(self.images) or "no named images"
         return (

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from warren_bundle.airgap import ImportCache
 from warren_bundle.images import (
     ArchiveResult,
     find_archives,
     image_names,
     open_archive,
 )
+from warren_bundle.imagewatch import ImportCache
 from warren_bundle.paths import Paths
 
 from conftest import Supervised

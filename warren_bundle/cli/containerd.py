@@ -108,6 +108,16 @@ def start(as_json: bool, images_timeout: float, restart: bool, **opts: Any) -> N
     ]
     if failed:
         say(f"warren: {len(failed)} image archive(s) failed to import; see 'warren images status'")
+    untrusted = [
+        r
+        for r in (report.get("images") or {}).get("results") or []
+        if r.get("status") == "untrusted"
+    ]
+    if untrusted:
+        say(
+            f"warren: {len(untrusted)} image archive(s) left alone: not trusted by "
+            "<data-dir>/images/SHA256SUMS; see 'warren images status'"
+        )
     if report.get("replaced"):
         say(f"warren: {report['replaced']}")
     if report.get("upgrade") and not report.get("already_running"):
@@ -237,10 +247,10 @@ def logs(follow: bool, lines: int) -> None:
 def show_config(**opts: Any) -> None:
     """Print the containerd config warren would write."""
     from warren_bundle.payload.format import locate
-    from warren_bundle.runtime.config import build_config, render
+    from warren_bundle.runtime.config import build_config, render_redacted
     from warren_bundle.store.versions import config_target
 
     ctx = current()
     version, directory = config_target(ctx.paths, locate(ctx.payload))
     options = RunOptions(**opts).config_options()
-    click.echo(render(build_config(ctx.paths, version, options, directory)), nl=False)
+    click.echo(render_redacted(build_config(ctx.paths, version, options, directory)), nl=False)

@@ -109,6 +109,12 @@ def status_command(wait_s: float | None, as_json: bool) -> None:
         )
 
 
+def _has_sums(images_dir: str) -> bool:
+    from pathlib import Path
+
+    return (Path(images_dir) / "SHA256SUMS").is_file()
+
+
 def _print_report(report: dict[str, Any]) -> None:
     from warren_bundle.images import ArchiveResult
 
@@ -118,6 +124,10 @@ def _print_report(report: dict[str, Any]) -> None:
     click.echo(f"state     {state}")
     so_far = " so far" if state in ("pending", "importing") else ""
     click.echo(f"images    {where} ({len(results)} archive(s){so_far})")
+    watching = report.get("watching")
+    if isinstance(watching, dict):
+        trust = "; only archives SHA256SUMS lists are imported" if _has_sums(where) else ""
+        click.echo(f"watching  every {watching.get('interval_s', 2):g} s for new archives{trust}")
     sandbox = report.get("sandbox")
     if isinstance(sandbox, dict):
         describe = ArchiveResult(**sandbox).describe()

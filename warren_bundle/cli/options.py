@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -38,6 +39,22 @@ def _mirrors(
         except ConfigError as exc:
             raise click.BadParameter(exc.one_line()) from None
     return value
+
+
+def _registries(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """registries.yaml (the one given, else <config-dir>/registries.yaml) is read and checked
+    here, so a bad file is exit 2 before anything starts. Only a path given travels on (never
+    the file's content); the default is found again by whichever process writes the config."""
+    from warren_bundle import registries
+    from warren_bundle.cli.context import current
+    from warren_bundle.cli.output import say
+
+    if value == "":
+        raise click.BadParameter("is empty; give a registries.yaml path")
+    path = registries.resolve(current().paths.config_dir, value)
+    for line in registries.warnings(registries.load(path)):
+        say(f"warren: {line}")
+    return str(Path(value).absolute()) if value else None
 
 
 def _pod_cidr(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -74,6 +91,14 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             metavar="REGISTRY=URL",
             callback=_mirrors,
             help="Pull REGISTRY through URL (repeatable), e.g. docker.io=https://mirror.local.",
+        ),
+        click.option(
+            "--registries",
+            envvar="WARREN_REGISTRIES",
+            callback=_registries,
+            metavar="FILE",
+            help="Registries in k3s's registries.yaml format (mirrors, auth, TLS); default "
+            "<config-dir>/registries.yaml when it exists.",
         ),
         click.option(
             "--ready-timeout",

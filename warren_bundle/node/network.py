@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from warren_bundle.fsutil import atomic_write
 from warren_bundle.paths import Paths
 
 # A /16 none of the usual defaults take: docker 172.17/16, podman and containerd's examples
@@ -91,12 +90,14 @@ def write_default(paths: Paths, pod_cidr: str) -> Path | None:
         return None
     ipam_dir(paths).mkdir(mode=0o700, parents=True, exist_ok=True)
     text = json.dumps(conflist(paths, pod_cidr), indent=2) + "\n"
-    try:
-        current = ours.read_text()
-    except OSError:
-        current = None
+    from warren_bundle import safewrite
+
+    # Never through a symlink planted in cni/ or net.d/ (safewrite refuses one).
+    relative = f"{ours.parent.name}/{ours.name}"
+    ours.parent.parent.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    current = safewrite.read_file(ours.parent.parent, relative)
     if current != text:  # every start: a write only when it changed
-        atomic_write(ours, text, 0o644)
+        safewrite.write_file(ours.parent.parent, relative, text, 0o644)
     return ours
 
 

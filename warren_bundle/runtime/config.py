@@ -15,17 +15,19 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from warren_bundle.errors import ConfigError
 from warren_bundle.fsutil import atomic_write
 from warren_bundle.paths import Paths
 from warren_bundle.store.compat import at_least
 
+if TYPE_CHECKING:
+    from warren_bundle.registries import Registries
+
 SANDBOX_IMAGE_V1 = "registry.k8s.io/pause:3.9"
 SANDBOX_IMAGE_V2 = "registry.k8s.io/pause:3.10"
 DEFAULT_MIRRORS = {"docker.io": ["https://registry-1.docker.io"]}
-UPSTREAM_SERVERS = {"docker.io": "https://registry-1.docker.io"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class ConfigOptions:
     debug: bool = False
     pod_cidr: str | None = None  # None: node.network.DEFAULT_POD_CIDR
     restrict_oom_score_adj: bool | None = None  # None: when root lacks CAP_SYS_RESOURCE
+    # --registries FILE; None: <config-dir>/registries.yaml when it exists (registries.py)
+    registries_file: Path | None = None
 
 
 # A registry as containerd names its hosts.toml directory: a DNS name or IP, an optional port.
@@ -57,6 +61,13 @@ def parse_mirror(spec: str) -> tuple[str, str]:
     from urllib.parse import urlsplit
 
     host, sep, endpoint = (part.strip() for part in spec.partition("="))
+    if "@" in endpoint.split("://", 1)[-1].split("/", 1)[0]:
+        # Never echoed back: the URL holds a credential.
+        raise ConfigError(
+            "bad --registry-mirror: its URL carries a user or password (user:password@)",
+            "put credentials in registries.yaml (configs.<host>.auth) in the config dir, "
+            "or pass --registries FILE",
+        )
     if not sep or not host or not endpoint:
         raise ConfigError(f"bad --registry-mirror {spec!r}", _MIRROR_FORM)
     if not _REGISTRY.match(host):
@@ -119,7 +130,10 @@ def build_config(
         "SystemdCgroup": systemd,
     }
     runtimes = {"runc": {"runtime_type": "io.containerd.runc.v2", "options": runc_options}}
-    registry = {"config_path": str(hosts_dir(paths))}
+    registry: dict[str, Any] = {"config_path": str(hosts_dir(paths))}
+    auths = registries_auth(paths, opts)
+    if auths:
+        registry["configs"] = auths
     grpc: dict[str, Any] = {"address": str(paths.socket), "uid": 0, "gid": 0}
     if opts.socket_group:
         grpc["gid"] = _gid_of(opts.socket_group)
@@ -220,21 +234,80 @@ def hosts_toml(registry: str, mirrors: list[str]) -> str:
 
     Written with tomli-w, never by string formatting: a URL is data, not TOML.
     """
-    import tomli_w
+    from warren_bundle.registries import Mirror, Registries
+    from warren_bundle.registry_hosts import hosts_tables
 
-    server = UPSTREAM_SERVERS.get(registry, f"https://{registry}")
-    hosts = {
-        mirror: {"capabilities": ["pull", "resolve"]}
-        for mirror in mirrors
-        if mirror.rstrip("/") != server
-    }
-    return tomli_w.dumps({"server": server, "host": hosts} if hosts else {"server": server})
+    tables = hosts_tables(Registries({registry: Mirror(tuple(mirrors))}))
+    return render(tables[registry])
+
+
+def load_registries(paths: Paths, opts: ConfigOptions) -> Registries:
+    """registries.yaml (or --registries FILE) with the --registry-mirror entries added."""
+    from warren_bundle import registries
+
+    loaded = registries.load(registries.resolve(paths.config_dir, opts.registries_file))
+    extra = {**DEFAULT_MIRRORS, **{k: list(v) for k, v in opts.registry_mirrors.items()}}
+    if "docker.io" in loaded.mirrors and "docker.io" not in opts.registry_mirrors:
+        extra.pop("docker.io")
+    return loaded.with_mirrors(extra)
+
+
+def registries_auth(paths: Paths, opts: ConfigOptions) -> dict[str, Any]:
+    from warren_bundle.registry_hosts import cri_auth
+
+    return cri_auth(load_registries(paths, opts))
+
+
+HOSTS_MANIFEST = ".warren-hosts.json"
+
+
+def write_hosts(paths: Paths, registries: Registries) -> list[Path]:
+    """One hosts.toml per registry under certs.d, never through a symlink; one that holds a
+    credential is 0600 in a 0700 dir. hosts.toml files warren wrote before for registries no
+    longer configured are removed (they may hold old credentials)."""
+    import json
+
+    from warren_bundle import safewrite
+    from warren_bundle.registry_hosts import holds_secret, hosts_tables
+
+    root = hosts_dir(paths)
+    root.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    tables = hosts_tables(registries)
+    written = []
+    for registry, table in tables.items():
+        secret = holds_secret(table)
+        written.append(
+            safewrite.write_file(
+                root,
+                f"{registry}/hosts.toml",
+                render(table),
+                0o600 if secret else 0o644,
+                dir_mode=0o700 if secret else 0o755,
+            )
+        )
+    before = safewrite.read_file(root, HOSTS_MANIFEST)
+    try:
+        previous = json.loads(before) if before else []
+    except ValueError:
+        previous = []
+    for registry in previous if isinstance(previous, list) else []:
+        if isinstance(registry, str) and registry not in tables and "/" not in registry:
+            safewrite.unlink(root, f"{registry}/hosts.toml")
+    safewrite.write_file(root, HOSTS_MANIFEST, json.dumps(sorted(tables)) + "\n", 0o644)
+    return written
 
 
 def render(config: Mapping[str, Any]) -> str:
     import tomli_w
 
     return tomli_w.dumps(config)
+
+
+def render_redacted(config: Mapping[str, Any]) -> str:
+    """The config as `containerd config` shows it: every credential is <redacted>."""
+    from warren_bundle.registry_hosts import redact
+
+    return render(redact(dict(config)))
 
 
 def write_config(
@@ -245,12 +318,8 @@ def write_config(
     from warren_bundle.node.network import DEFAULT_POD_CIDR, write_default
 
     config = build_config(paths, containerd_version, opts, bin_dir)
-    mirrors = {**DEFAULT_MIRRORS, **{k: list(v) for k, v in opts.registry_mirrors.items()}}
     try:
-        for registry, endpoints in mirrors.items():
-            atomic_write(
-                hosts_dir(paths) / registry / "hosts.toml", hosts_toml(registry, endpoints), 0o644
-            )
+        write_hosts(paths, load_registries(paths, opts))
         write_default(paths, opts.pod_cidr or DEFAULT_POD_CIDR)
         atomic_write(paths.config_file, render(config), 0o600, durable=True)
     except PermissionError as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from warren_bundle.runtime.states import ENDED
+from warren_bundle.runtime.states import ENDED, State
 
 if TYPE_CHECKING:
     from warren_bundle.images import ArchiveResult
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def import_airgap_images(mgr: ContainerdManager) -> threading.Thread | None:
-    from warren_bundle.airgap import auto_import
+    from warren_bundle.airgap import import_and_watch
     from warren_bundle.node.sandbox import ensure_imported
 
     if mgr.use_external:
@@ -36,9 +36,13 @@ def import_airgap_images(mgr: ContainerdManager) -> threading.Thread | None:
         # First: a kubelet's first pod needs it, and it is small.
         return ensure_imported(version_dir, mgr.socket_path)
 
+    def ready() -> bool:
+        return mgr.state == State.RUNNING
+
+    # The import at start, then the watch of <data-dir>/images for archives that arrive later.
     thread = threading.Thread(
-        target=auto_import,
-        args=(mgr.paths, mgr.socket_path, should_continue, mgr.event, sandbox),
+        target=import_and_watch,
+        args=(mgr.paths, mgr.socket_path, should_continue, mgr.event, sandbox, ready),
         name="warren-image-import",
         daemon=True,
     )

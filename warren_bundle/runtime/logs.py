@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -50,10 +51,23 @@ def rotate_if_needed(path: Path, max_bytes: int = MAX_BYTES, backups: int = BACK
     for n in range(backups - 1, 0, -1):
         with suppress(FileNotFoundError):
             os.replace(backup(path, n), backup(path, n + 1))
-    shutil.copyfile(path, backup(path, 1))
+    _copy_keeping_mode(path, backup(path, 1))
     with open(path, "r+b") as fp:
         fp.truncate(0)
     return True
+
+
+def _copy_keeping_mode(path: Path, dest: Path) -> None:
+    """Copy the log to its first backup with the live log's mode (0640) from the first byte, and
+    never through a symlink planted where the backup goes."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    with suppress(FileNotFoundError):
+        os.unlink(dest)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(dest, flags, mode)
+    os.fchmod(fd, mode)
+    with open(path, "rb") as src, os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(src, out)
 
 
 def _tail_one(path: Path, lines: int) -> list[str]:

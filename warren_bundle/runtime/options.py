@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from warren_bundle.runtime.settings import DEFAULT_HEALTH_INTERVAL, DEFAULT_READY_TIMEOUT
@@ -27,6 +28,7 @@ COMPARED = (
     "containerd_debug",
     "metrics_addr",
     "pod_cidr",
+    "registries",
 )
 LABELS = {
     "socket_group": "--socket-group",
@@ -36,6 +38,7 @@ LABELS = {
     "metrics_addr": "--metrics-addr",
     "pod_cidr": "--pod-cidr",
     "ready_timeout": "--ready-timeout",
+    "registries": "--registries",
 }
 
 
@@ -49,6 +52,7 @@ class RunOptions:
     metrics_addr: str | None = None
     force: bool = False
     pod_cidr: str | None = None
+    registries: str | None = None  # registries.yaml's path: its credentials never travel
 
     def args(self) -> list[str]:
         """The `containerd run` options of a detached supervisor: built here, once, at spawn."""
@@ -66,6 +70,8 @@ class RunOptions:
             args.append("--force")
         if self.pod_cidr:
             args += ["--pod-cidr", self.pod_cidr]
+        if self.registries:  # the file's path; its credentials never travel in argv
+            args += ["--registries", self.registries]
         return args
 
     # --- the record in the state file ---------------------------------------------------------
@@ -126,6 +132,7 @@ class RunOptions:
             containerd_debug=config.debug,
             metrics_addr=metrics_addr,
             pod_cidr=config.pod_cidr,
+            registries=str(config.registries_file) if config.registries_file else None,
         )
 
     # --- what the supervisor is built from ----------------------------------------------------
@@ -142,6 +149,7 @@ class RunOptions:
             registry_mirrors=mirrors,
             debug=self.containerd_debug,
             pod_cidr=self.pod_cidr,
+            registries_file=Path(self.registries) if self.registries else None,
         )
 
 
