@@ -16,7 +16,7 @@ NAME = "hello-click"
 
 def floor_exe(rebuild: bool = False) -> Path:
     """The frozen hello-world, rebuilt when the spec or the script changed since the last build."""
-    out = WORK / "dist" / NAME
+    out = WORK / "dist" / f"{NAME}-onedir" / "warren"  # the spec freezes onedir
     inputs = (SPEC, HELLO)
     if (
         not rebuild

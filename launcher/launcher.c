@@ -234,7 +234,8 @@ static int complete(const char *final, const char *exe) {
     return lstat(exe, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & S_IXUSR);
 }
 
-static void mkdirs(const char *path, mode_t mode) {
+/* mkdir -p; 0 or the errno of the first component that could not be made. */
+static int try_mkdirs(const char *path, mode_t mode, char *failed, size_t failed_len) {
     char buf[PATH_MAX];
     snprintf(buf, sizeof buf, "%s", path);
     for (char *p = buf + 1;; p++) {
@@ -242,17 +243,27 @@ static void mkdirs(const char *path, mode_t mode) {
             char c = *p;
             *p = 0;
             if (mkdir(buf, mode) != 0 && errno != EEXIST) {
-                if (errno == ENOSPC)
-                    die(EXIT_NOSPACE, "no space left to create %s; free space, or set "
-                        "WARREN_RUNTIME_DIR elsewhere", buf);
-                die(EXIT_PERMISSION, "cannot create the runtime dir %s: %s; set WARREN_RUNTIME_DIR "
-                    "to a dir you can write", buf, strerror(errno));
+                int err = errno;
+                snprintf(failed, failed_len, "%s", buf);
+                return err;
             }
             *p = c;
             if (c == 0)
                 break;
         }
     }
+    return 0;
+}
+
+static void mkdirs(const char *path, mode_t mode) {
+    char failed[PATH_MAX];
+    int err = try_mkdirs(path, mode, failed, sizeof failed);
+    if (err == ENOSPC || err == EDQUOT)
+        die(EXIT_NOSPACE, "no space left to create %s; free space, or set WARREN_RUNTIME_DIR "
+            "elsewhere", failed);
+    if (err)
+        die(EXIT_PERMISSION, "cannot create the runtime dir %s: %s; set WARREN_RUNTIME_DIR to a "
+            "dir you can write", failed, strerror(err));
 }
 
 /* --- reading the runtime archive ------------------------------------------------------------- */
@@ -666,7 +677,15 @@ int main(int argc, char **argv) {
     if (given) {
         root = given;
     } else if (geteuid() == 0) {
+        /* A data dir root cannot write (read-only, another's): the runtime is a cache, so it
+         * goes to root's own cache dir, and warren itself reports the data dir's problem. */
+        char failed[PATH_MAX];
+        int err = try_mkdirs(data_root, 0755, failed, sizeof failed);
         root = data_root;
+        if (err == EROFS || err == EACCES || err == EPERM) {
+            say("cannot create %s (%s): using the user cache", failed, strerror(err));
+            root = user_cache_root();
+        }
     } else {
         /* A complete runtime that root made is as good as ours, and costs this user nothing. */
         char *final = join(data_root, t.digest);

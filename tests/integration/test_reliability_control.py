@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from warren_bundle.fsutil import locked
 from warren_bundle.paths import Paths
 from warren_bundle.runtime import pidfile
 
-from support import TEST_EXE, WARREN, read_pid, run_warren, wait_for, warren_env
+from support import WARREN, read_pid, run_warren, wait_for, warren_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("root_required")]
 
@@ -62,12 +62,12 @@ def start(paths: Paths, *args: str) -> None:
 
 
 def supervisors(paths: Paths) -> list[psutil.Process]:
-    """The `warren … --run-dir RUN … containerd run` processes (what a start launches)."""
+    """The processes holding the run dir's supervisor lock: what a start launches (spawned from
+    source, forked by a frozen file)."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        argv = proc.info.get("cmdline") or []
-        if str(paths.run_dir) in argv and "run" in argv:
-            found.append(proc)
+    for pid in pidfile.lock_holders(paths.supervisor_lock):
+        with suppress(psutil.Error):
+            found.append(psutil.Process(pid))
     return found
 
 
@@ -213,10 +213,8 @@ def test_a_failed_start_is_explained_by_its_own_log_lines_only(
             stderr=subprocess.PIPE,
             text=True,
         )
-        # A frozen file runs as its bootloader and the Python supervisor: kill both.
-        count = 2 if TEST_EXE else 1
         launched = wait_for(
-            lambda: len(found := supervisors(wpaths)) >= count and found,
+            lambda: supervisors(wpaths),
             timeout=60,
             what="the supervisor",
         )

@@ -87,7 +87,9 @@ class EmbeddedBackend:
             options = options.over(recorded, given)
         elif recorded is not None:
             _refuse_other_settings(options, recorded, given)
-        report = dict(control.start_detached(self.global_args, options, self.paths, timeout))
+        report = dict(
+            control.start_detached(self.global_args, options, self.paths, timeout, self.payload)
+        )
         if report.get("already_running"):  # a supervisor that was still starting when we looked
             now = RunOptions.from_dict(report.get("run_options"))
             if now is not None:

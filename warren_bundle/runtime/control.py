@@ -23,7 +23,7 @@ from warren_bundle.errors import (
     path_error,
 )
 from warren_bundle.paths import Paths
-from warren_bundle.runtime import health, logs, pidfile
+from warren_bundle.runtime import detach, health, logs, pidfile
 from warren_bundle.runtime import statefile as state
 from warren_bundle.runtime.childenv import child_env
 from warren_bundle.runtime.options import RunOptions
@@ -66,9 +66,18 @@ def containerd_process(paths: Paths) -> psutil.Process | None:
 
 
 def start_detached(
-    global_args: list[str], options: RunOptions, paths: Paths, timeout: float
+    global_args: list[str],
+    options: RunOptions,
+    paths: Paths,
+    timeout: float,
+    payload: str | None = None,
 ) -> StatusReport:
-    """Launch `warren containerd run` in its own session; return its status once ready.
+    """Start the supervisor (`containerd run`'s body) detached, in its own session; return its
+    status once ready.
+
+    Frozen, the supervisor is a fork of this process: it has every module loaded already, so a
+    start pays one launch, not two; its command line stays this one's (`containerd start`).
+    From source it is `python -m warren_bundle … containerd run`, spawned.
 
     Idempotent: when a supervisor of this run dir is already on the job (ready, or still
     starting, perhaps launched by a concurrent start), wait for its readiness instead and report
@@ -84,17 +93,21 @@ def start_detached(
     except OSError as exc:
         raise path_error(exc, paths.log_file, "--data-dir", "open") from exc
     try:
-        child = subprocess.Popen(
-            # containerd's command line is built here, once, from the typed options.
-            [*self_command(), *global_args, "containerd", "run", *options.args()],
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            start_new_session=True,
-            close_fds=True,
-            # A frozen warren that starts itself must unpack anew, not act as our child.
-            env=child_env(extra={"PYINSTALLER_RESET_ENVIRONMENT": "1"}),
-        )
+        if getattr(sys, "frozen", False):
+            child: detach.Child = detach.Forked(
+                detach.fork_supervisor(options, paths, payload, log_fd)
+            )
+        else:
+            child = subprocess.Popen(
+                # containerd's command line is built here, once, from the typed options.
+                [*self_command(), *global_args, "containerd", "run", *options.args()],
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,
+                close_fds=True,
+                env=child_env(),
+            )
     finally:
         os.close(log_fd)
     while time.monotonic() < deadline:
@@ -103,13 +116,13 @@ def start_detached(
             # It lost the race for the run dir's lock to a supervisor started beside it: wait
             # for that one, as if it had been running when we looked.
             other = supervisor_process(paths)
-            if other is not None and not _is_or_child_of(other.pid, child.pid):
+            if other is not None and other.pid != child.pid:
                 return _await_other(paths, other, deadline, timeout)
             raise _child_failed(paths, rc, offset)
         report = state.read(paths)
         if (
             report
-            and _is_or_child_of(report.get("supervisor_pid"), child.pid)
+            and report.get("supervisor_pid") == child.pid
             and report.get("state") == State.RUNNING
             and health.is_serving(paths.socket, 1.0)
         ):
@@ -157,19 +170,6 @@ def _await_other(
 def _running(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _is_or_child_of(pid: Any, spawned: int) -> bool:
-    # The one-file build runs as a bootloader whose child is the Python supervisor; the static
-    # flavour puts staticx's bootloader above that: the supervisor is up to two levels below.
-    if not isinstance(pid, int):
-        return False
-    if pid == spawned:
-        return True
-    try:
-        return spawned in [p.pid for p in psutil.Process(pid).parents()[:2]]
     except psutil.Error:
         return False
 

@@ -45,6 +45,21 @@ def manager_for(
     )
 
 
+def serve_detached(options: RunOptions, paths: Paths, payload: str | None) -> int:
+    """The body of `containerd run` in a supervisor that `containerd start` forked: its output
+    is the log. Exit status as `containerd run`'s."""
+    import sys
+
+    def say(line: str) -> None:
+        print(f"warren: {line}", file=sys.stderr, flush=True)
+
+    mgr = manager_for(options, paths, payload)
+    mgr.add_event_listener(say)
+    if run_foreground(mgr, lambda _mgr: None):
+        say("containerd stopped")
+    return 0
+
+
 def run_foreground(mgr: ContainerdManager, on_ready: Callable[[ContainerdManager], None]) -> bool:
     """Start, call `on_ready`, supervise until stopped. False when a stop came before readiness."""
     stop_requested = threading.Event()

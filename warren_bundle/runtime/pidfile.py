@@ -199,8 +199,9 @@ def lock_holders(path: Path) -> set[int]:
 
 
 def is_warren_supervisor(proc: psutil.Process, paths: Paths) -> bool:
-    """`proc` is `warren containerd run` (our frozen file or python -m warren_bundle) holding
-    this run dir's supervisor lock, which only a supervisor of this run dir takes."""
+    """`proc` runs warren (our frozen file or python -m warren_bundle) and holds this run dir's
+    supervisor lock, which only a supervisor of this run dir takes: `containerd run`, or the
+    supervisor a frozen `containerd start` or `rollback` forked, which keeps that command line."""
     if proc.pid not in lock_holders(paths.supervisor_lock):
         return False
     try:
@@ -209,9 +210,7 @@ def is_warren_supervisor(proc: psutil.Process, paths: Paths) -> bool:
         exe = _exe_or_name(proc)
     except (psutil.Error, OSError):
         return False
-    argv = _cmdline(proc)
-    runs = any(argv[i : i + 2] == ["containerd", "run"] for i in range(1, len(argv)))
-    return runs and _runs_warren(exe, argv)
+    return _runs_warren(exe, _cmdline(proc))
 
 
 def containerd(paths: Paths) -> psutil.Process | None:
