@@ -364,3 +364,27 @@ after=$(ls -A /tmp | sort | tr '\\n' ' ')
         unmount_under(base, run)
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(run, ignore_errors=True)
+
+
+def test_prune_removes_only_runtimes_no_process_runs_from(frozen_exe: Path, base: Path) -> None:
+    import fcntl
+
+    data = base / "data"
+    assert launch(frozen_exe, "version", WARREN_DATA_DIR=str(data)).returncode == 0
+    root = data / "runtime"
+    own = root / _digest(frozen_exe)
+    unused, held = root / ("a" * 64), root / ("b" * 64)
+    for old in (unused, held):
+        (old / "_internal").mkdir(parents=True)
+        (old / "warren").write_bytes(b"an older warren's runtime")
+    fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # as every process running from it holds it
+        done = launch(frozen_exe, "versions", "--prune", WARREN_DATA_DIR=str(data))
+        assert done.returncode == 0, done.stderr
+        assert f"removed runtime {unused}" in done.stdout
+        assert not unused.exists()
+        assert held.is_dir() and own.is_dir()
+        assert "this warren's" in done.stdout
+    finally:
+        os.close(fd)

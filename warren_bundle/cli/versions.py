@@ -13,32 +13,47 @@ from warren_bundle.cli.output import emit_json, say
 @click.option(
     "--prune",
     is_flag=True,
-    help="Remove versions that are not current or previous and that no running shim uses.",
+    help="Remove versions that are not current or previous and that no running shim uses, and "
+    "the launcher's runtimes that no process runs from.",
 )
 @click.option("--unpin", is_flag=True, help="Drop the pin 'warren rollback' set.")
 def versions(as_json: bool, prune: bool, unpin: bool) -> None:
     """Extracted versions: which is current, which running shims use, the disk each takes."""
+    from warren_bundle.store import runtimes
     from warren_bundle.store import versions as v
 
     paths = current().paths
     removed = []
+    removed_runtimes: list[str] = []
     if unpin:
         v.pin(paths, None)
         say("warren: unpinned; the next 'warren containerd start' runs that warren's version")
     if prune:
         removed = v.prune(paths)
+        removed_runtimes = [str(p) for p in runtimes.prune(paths)]
     found = v.list_versions(paths)
+    kept_runtimes = runtimes.listing(paths)
     if as_json:
         emit_json(
             {
                 "versions": [x.to_dict() for x in found],
                 "removed": [x.to_dict() for x in removed],
                 "total_bytes": sum(x.size_bytes for x in found),
+                "runtimes": [rt.to_dict() for rt in kept_runtimes],
+                "removed_runtimes": removed_runtimes,
             }
         )
         return
     for x in removed:
         click.echo(f"removed {x.containerd_version} {x.path} ({v.human_size(x.size_bytes)})")
+    for gone in removed_runtimes:
+        click.echo(f"removed runtime {gone}")
+    for rt in kept_runtimes:
+        marks = [m for m, on in (("this warren's", rt.own), ("in use", rt.in_use)) if on]
+        click.echo(
+            f"  runtime {rt.digest[:12]}  {v.human_size(rt.size)}  {rt.path}"
+            + (f"  ({'; '.join(marks)})" if marks else "")
+        )
     if not found:
         click.echo(f"no versions extracted under {paths.versions_dir}")
         return

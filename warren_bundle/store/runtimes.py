@@ -42,6 +42,15 @@ class Runtime:
     def digest(self) -> str:
         return self.path.name
 
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "digest": self.digest,
+            "path": str(self.path),
+            "in_use": self.in_use,
+            "own": self.own,
+            "size_bytes": self.size,
+        }
+
 
 def roots(paths: Paths) -> list[Path]:
     """Where runtimes of this warren may be: each at most once, those that exist."""
