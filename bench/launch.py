@@ -16,10 +16,11 @@ ONEDIR_TARGET = Target("ratio", 1.10)
 
 def runtime_in_place(bench: Bench, data_dir: Path) -> tuple[list[str], dict[str, str]]:
     """The runtime the one file runs, started directly, as the launcher would (same env)."""
+    from warren_bundle.paths import DEFAULT_RUNTIME_ROOT
     from warren_bundle.payload import onefile
 
     digest = onefile.read_trailer(bench.exe).runtime_digest
-    runtime = data_dir / "runtime" / digest
+    runtime = Path(DEFAULT_RUNTIME_ROOT) / digest  # where the launcher puts it for root
     env = bench.env(
         WARREN_DATA_DIR=str(data_dir), _WARREN_ONEFILE=str(bench.exe), _WARREN_RUNTIME=str(runtime)
     )

@@ -6,9 +6,10 @@
  * part is. At launch:
  *
  *   1. read the trailer of /proc/self/exe (one pread of 128 bytes);
- *   2. pick the runtime cache: --runtime-dir / WARREN_RUNTIME_DIR, else <data-dir>/runtime for
- *      root (--data-dir / WARREN_DATA_DIR, default /var/lib/warren), else the user's cache dir
- *      (a root-made <data-dir>/runtime/<digest> is used read-only when it is complete);
+ *   2. pick the runtime cache: --runtime-dir / WARREN_RUNTIME_DIR, else /var/cache/warren/runtime
+ *      for root (a cache: what it holds comes back from this file; one for every data dir, and
+ *      a command refused for bad input has written nothing in any dir it names), else the user's
+ *      cache dir (root's /var/cache/warren/runtime/<digest> is used read-only when complete);
  *   3. if <cache>/<digest>/ exists (it only ever appears whole: it is renamed into place), execve
  *      its executable: same pid, nothing written;
  *   4. otherwise take <cache>/.lock, look again, extract into <cache>/.tmp-<digest>-<pid>/,
@@ -55,7 +56,7 @@
 #define TRAILER_SIZE 128
 #define TRAILER_MAGIC "WARRENL1"
 #define RUNTIME_MAGIC "WRT1"
-#define DEFAULT_DATA_DIR "/var/lib/warren"
+#define DEFAULT_RUNTIME_ROOT "/var/cache/warren/runtime"
 #define LOCK_TIMEOUT_S 300
 #define CHUNK (256 * 1024)
 
@@ -672,26 +673,24 @@ int main(int argc, char **argv) {
 
     const char *root = NULL;
     const char *given = option_or_env(argc, argv, "--runtime-dir", "WARREN_RUNTIME_DIR");
-    const char *data = option_or_env(argc, argv, "--data-dir", "WARREN_DATA_DIR");
-    char *data_root = join(data ? data : DEFAULT_DATA_DIR, "runtime");
+    const char *system_root = DEFAULT_RUNTIME_ROOT;
     if (given) {
         root = given;
     } else if (geteuid() == 0) {
-        /* A data dir root cannot write (read-only, another's): the runtime is a cache, so it
-         * goes to root's own cache dir, and warren itself reports the data dir's problem. */
+        /* Where root cannot write (a read-only /var), the runtime goes to root's own cache. */
         char failed[PATH_MAX];
-        int err = try_mkdirs(data_root, 0755, failed, sizeof failed);
-        root = data_root;
+        int err = try_mkdirs(system_root, 0755, failed, sizeof failed);
+        root = system_root;
         if (err == EROFS || err == EACCES || err == EPERM) {
             say("cannot create %s (%s): using the user cache", failed, strerror(err));
             root = user_cache_root();
         }
     } else {
         /* A complete runtime that root made is as good as ours, and costs this user nothing. */
-        char *final = join(data_root, t.digest);
+        char *final = join(system_root, t.digest);
         char *exe = join(final, "warren");
         struct stat st;
-        if (lstat(data_root, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 &&
+        if (lstat(system_root, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 &&
             (st.st_mode & (S_IWGRP | S_IWOTH)) == 0 && complete(final, exe) && hold(final))
             launch(exe, final, self, argv);
         root = user_cache_root();

@@ -181,6 +181,10 @@ choose_paths() {
     check_path WARREN_DATA_DIR "$DATA_DIR"
     check_path WARREN_RUN_DIR "$RUN_DIR"
     check_path WARREN_CONFIG_DIR "$CONFIG_DIR"
+    # Where the launcher extracts the file's runtime (launcher/launcher.c): a cache of the binary,
+    # removed with it.
+    RUNTIME_DIR=${WARREN_RUNTIME_DIR:-/var/cache/warren/runtime}
+    check_path WARREN_RUNTIME_DIR "$RUNTIME_DIR"
     case "${WARREN_SHUTDOWN_GRACE:-10}" in
         '' | *[!0-9]*) fatal "$EXIT_USAGE" "WARREN_SHUTDOWN_GRACE='${WARREN_SHUTDOWN_GRACE:-}' is not a whole number of seconds; use e.g. 10" ;;
     esac
@@ -381,7 +385,7 @@ Wants=network-online.target
 [Service]
 Type=simple
 EOF
-    for var in WARREN_DATA_DIR WARREN_RUN_DIR WARREN_CONFIG_DIR; do
+    for var in WARREN_DATA_DIR WARREN_RUN_DIR WARREN_CONFIG_DIR WARREN_RUNTIME_DIR; do
         eval "value=\${$var:-}"
         if [ -n "$value" ]; then printf 'Environment=%s=%s\n' "$var" "$value"; fi
     done
@@ -532,6 +536,7 @@ CNI_DIRS='$CNI_DIRS'
 DATA_DIR='$DATA_DIR'
 RUN_DIR='$RUN_DIR'
 CONFIG_DIR='$CONFIG_DIR'
+RUNTIME_DIR='$RUNTIME_DIR'
 SELF='$UNINSTALL'
 
 purge=false
@@ -558,6 +563,7 @@ fi
 # A supervisor started by hand ('warren containerd start'), or the Lima VM, is stopped as well.
 if [ -x "\$BIN" ]; then
     export WARREN_DATA_DIR="\$DATA_DIR" WARREN_RUN_DIR="\$RUN_DIR" WARREN_CONFIG_DIR="\$CONFIG_DIR"
+    export WARREN_RUNTIME_DIR="\$RUNTIME_DIR"
     if [ "\$OS" = darwin ] && [ "\$purge" = true ]; then
         "\$BIN" lima delete --yes </dev/null >/dev/null 2>&1 || true
     elif [ "\$OS" = darwin ]; then
@@ -576,6 +582,13 @@ if [ "\$BIN_OWNED" = true ] && [ -f "\$BIN" ]; then
     info "removed \$BIN"
 elif [ -f "\$BIN" ]; then
     info "left \$BIN in place: it was put there by hand (WARREN_INSTALL_SKIP_DOWNLOAD)"
+fi
+# The runtime the launcher extracted from the binary: a cache of it, gone with it (a process still
+# running from it keeps its files until it exits).
+if [ "\$BIN_OWNED" = true ] && [ -d "\$RUNTIME_DIR" ] && [ ! -L "\$RUNTIME_DIR" ]; then
+    rm -rf "\$RUNTIME_DIR"
+    info "removed \$RUNTIME_DIR"
+    if [ "\$RUNTIME_DIR" = /var/cache/warren/runtime ]; then rmdir /var/cache/warren 2>/dev/null || true; fi
 fi
 
 if [ "\$purge" = true ] && [ -r /proc/self/mountinfo ]; then

@@ -11,6 +11,10 @@ from warren_bundle.hostinfo import host_os
 DEFAULT_DATA_DIR = "/var/lib/warren"
 DEFAULT_RUN_DIR = "/run/warren-containerd"
 DEFAULT_CONFIG_DIR = "/etc/warren-containerd"
+# The launcher's (launcher/launcher.c): root's runtime cache, and a user's under their home.
+DEFAULT_RUNTIME_ROOT = "/var/cache/warren/runtime"
+USER_RUNTIME_SUBDIR = "warren/runtime"
+ENV_RUNTIME_DIR = "WARREN_RUNTIME_DIR"
 CONTAINERD_SOCKET_PATH = f"{DEFAULT_RUN_DIR}/containerd.sock"
 CONTAINERD_CONFIG_PATH = f"{DEFAULT_CONFIG_DIR}/config.toml"
 SYSTEM_SOCKET_PATH = "/run/containerd/containerd.sock"
@@ -106,11 +110,6 @@ class Paths:
         return self.data_dir / "tmp"
 
     @property
-    def runtime_root(self) -> Path:
-        """Where the launcher extracts the one file's runtime for root (launcher/launcher.c)."""
-        return self.data_dir / "runtime"
-
-    @property
     def stamp(self) -> Path:
         return self.bin_dir / ".manifest.json"
 
@@ -196,3 +195,13 @@ class Paths:
 
     def binary(self, name: str) -> Path:
         return self.bin_dir / name
+
+
+def runtime_roots() -> list[Path]:
+    """Where the launcher may have extracted runtimes, as it picks (launcher/launcher.c):
+    WARREN_RUNTIME_DIR, root's cache, this user's cache."""
+    env = os.environ.get(ENV_RUNTIME_DIR)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    user = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    found = [Path(env)] if env and os.path.isabs(env) else []
+    return [*found, Path(DEFAULT_RUNTIME_ROOT), user / USER_RUNTIME_SUBDIR]

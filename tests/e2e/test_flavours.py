@@ -112,6 +112,6 @@ def test_the_static_build_runs_and_extracts_where_there_is_no_libc(
     assert extracted.returncode == 0, extracted.stderr
     for name in ("containerd", "containerd-shim-runc-v2", "ctr", "runc"):
         assert (root / "data" / "bin" / name).is_file(), name
-    # Nothing was written to /tmp: the runtime lives under the data dir.
+    # Nothing was written to /tmp: the runtime lives in root's cache dir.
     assert list((root / "tmp").iterdir()) == []
-    assert (root / "data" / "runtime").is_dir()
+    assert (root / "var" / "cache" / "warren" / "runtime").is_dir()

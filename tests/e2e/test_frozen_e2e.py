@@ -15,7 +15,7 @@ import pytest
 
 from warren_bundle.errors import ExitCode
 from warren_bundle.hostinfo import host_arch
-from warren_bundle.paths import Paths
+from warren_bundle.paths import DEFAULT_RUNTIME_ROOT, Paths
 from warren_bundle.payload import onefile
 from warren_bundle.runtime import health
 
@@ -193,7 +193,8 @@ def test_frozen_containerd_run_serves_ctr_and_stops_cleanly(
 
         # The launcher wrote nothing under TMPDIR: the runtime runs from the data dir.
         assert list(meipass_root.iterdir()) == []
-        assert (frozen_paths.runtime_root / onefile.read_trailer(lone_exe).runtime_digest).is_dir()
+        digest = onefile.read_trailer(lone_exe).runtime_digest
+        assert (Path(DEFAULT_RUNTIME_ROOT) / digest).is_dir()
 
         version = subprocess.run(
             [str(lone_exe), "ctr", "version"], env=env, capture_output=True, text=True, timeout=60

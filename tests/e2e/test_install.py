@@ -139,6 +139,7 @@ class Target:
             WARREN_DATA_DIR=str(self.data_dir),
             WARREN_RUN_DIR=str(self.run_dir),
             WARREN_CONFIG_DIR=str(self.config_dir),
+            WARREN_RUNTIME_DIR=str(self.root / "runtime"),
             TMPDIR=str(self.root / "tmp"),
         )
         env.update(extra)
@@ -214,6 +215,7 @@ def test_curl_pipe_sh_installs_the_verified_binary_and_writes_the_unit(
     assert sorted(unit["Environment"]) == [
         f"WARREN_CONFIG_DIR={target.config_dir}",
         f"WARREN_DATA_DIR={target.data_dir}",
+        f"WARREN_RUNTIME_DIR={target.root / 'runtime'}",
         f"WARREN_RUN_DIR={target.run_dir}",
     ]
     assert "systemd is not running on this host" in done.stdout

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from warren_bundle.errors import ExitCode
+from warren_bundle.paths import DEFAULT_RUNTIME_ROOT
 from warren_bundle.payload import onefile
 
 from support import short_dir
@@ -78,10 +79,14 @@ def test_the_first_launch_extracts_and_later_ones_write_nothing(
     assert _tree(rt) == before
 
 
-def test_root_extracts_under_the_data_dir(frozen_exe: Path, base: Path) -> None:
-    done = launch(frozen_exe, "version", WARREN_DATA_DIR=str(base / "data"))
+def test_root_extracts_into_its_cache_and_never_into_the_data_dir(
+    frozen_exe: Path, base: Path, root_required: None
+) -> None:
+    data = base / "data"
+    done = launch(frozen_exe, "--data-dir", str(data), "version", WARREN_LAUNCHER_DEBUG="1")
     assert done.returncode == 0, done.stderr
-    assert (base / "data" / "runtime" / _digest(frozen_exe) / "warren").is_file()
+    assert (Path(DEFAULT_RUNTIME_ROOT) / _digest(frozen_exe) / "warren").is_file()
+    assert not data.exists()  # a command that writes nothing there leaves nothing there
 
 
 def test_the_runtime_runs_in_place_as_one_process(frozen_exe: Path, base: Path) -> None:
@@ -252,11 +257,11 @@ def test_a_noexec_runtime_dir_names_the_remedy(
 
 
 @pytest.mark.parametrize("value", ["", "relative/dir"])
-def test_an_empty_or_relative_dir_value_is_a_usage_error(
+def test_an_empty_or_relative_runtime_dir_is_a_usage_error(
     frozen_exe: Path, base: Path, value: str
 ) -> None:
     for args, extra in (
-        (["--data-dir", value, "version"], {}),
+        (["--runtime-dir", value, "version"], {}),
         (["version"], {"WARREN_RUNTIME_DIR": value}),
     ):
         done = launch(frozen_exe, *args, **extra)
@@ -267,33 +272,34 @@ def test_an_empty_or_relative_dir_value_is_a_usage_error(
 def test_a_user_runs_roots_runtime_read_only(
     frozen_exe: Path, base: Path, root_required: None
 ) -> None:
-    data = base / "data"
-    assert launch(frozen_exe, "version", WARREN_DATA_DIR=str(data)).returncode == 0
+    rt = base / "rt"
+    assert launch(frozen_exe, "version", WARREN_RUNTIME_DIR=str(rt)).returncode == 0
     base.chmod(0o755)
     exe = base / "warren"
     shutil.copy2(frozen_exe, exe)
     exe.chmod(0o755)
-    before = _tree(data)
+    before = _tree(rt)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(exe)]
     # nobody's home (/nonexistent) cannot hold a cache: root's complete runtime serves it.
     done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(exe), "version"],
+        [*as_nobody, "version"],
         capture_output=True,
         text=True,
-        env=_env(WARREN_DATA_DIR=str(data), HOME="/nonexistent"),
+        env=_env(WARREN_RUNTIME_DIR=str(rt), HOME="/nonexistent"),
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert _tree(data) == before
+    assert _tree(rt) == before
 
-    # With no such runtime and no home, the error names the remedy.
+    # A runtime dir it cannot create: one line naming the remedy.
     done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(exe), "version"],
+        [*as_nobody, "version"],
         capture_output=True,
         text=True,
-        env=_env(WARREN_DATA_DIR=str(base / "none"), HOME="/nonexistent"),
+        env=_env(WARREN_RUNTIME_DIR=str(base / "none" / "rt"), HOME="/nonexistent"),
         timeout=60,
     )
-    assert done.returncode != 0
+    assert done.returncode == ExitCode.PERMISSION, done.stderr
     assert "WARREN_RUNTIME_DIR" in done.stderr and len(done.stderr.splitlines()) == 1
 
 
@@ -369,9 +375,8 @@ after=$(ls -A /tmp | sort | tr '\\n' ' ')
 def test_prune_removes_only_runtimes_no_process_runs_from(frozen_exe: Path, base: Path) -> None:
     import fcntl
 
-    data = base / "data"
-    assert launch(frozen_exe, "version", WARREN_DATA_DIR=str(data)).returncode == 0
-    root = data / "runtime"
+    root = base / "rt"
+    assert launch(frozen_exe, "version", WARREN_RUNTIME_DIR=str(root)).returncode == 0
     own = root / _digest(frozen_exe)
     unused, held = root / ("a" * 64), root / ("b" * 64)
     for old in (unused, held):
@@ -380,7 +385,13 @@ def test_prune_removes_only_runtimes_no_process_runs_from(frozen_exe: Path, base
     fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)  # as every process running from it holds it
-        done = launch(frozen_exe, "versions", "--prune", WARREN_DATA_DIR=str(data))
+        done = launch(
+            frozen_exe,
+            "versions",
+            "--prune",
+            WARREN_RUNTIME_DIR=str(root),
+            WARREN_DATA_DIR=str(base / "data"),
+        )
         assert done.returncode == 0, done.stderr
         assert f"removed runtime {unused}" in done.stdout
         assert not unused.exists()

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 def extract(verify: bool, force: bool, prepare: bool, as_json: bool) -> None:
     """Extract containerd, ctr, the shim and runc into <data-dir>/bin (cached)."""
     from warren_bundle.payload.format import locate
-    from warren_bundle.store import runtimes
     from warren_bundle.store.extract import ensure_extracted
 
     if prepare and (verify or force):
@@ -36,8 +35,6 @@ def extract(verify: bool, force: bool, prepare: bool, as_json: bool) -> None:
             "or --force without it"
         )
     ctx = current()
-    for old in runtimes.prune(ctx.paths):  # of warren files no process runs any more
-        say(f"warren: removed {old}: a runtime no process uses")
     payload = locate(ctx.payload)
     if prepare:
         prepare_version(ctx.paths, payload, as_json)

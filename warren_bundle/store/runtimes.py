@@ -7,8 +7,8 @@ flock can be taken is used by nobody; prune() takes <root>/.lock (no launcher ex
 then that exclusive lock, renames the dir aside (a launcher that looks now finds nothing and
 extracts anew, rather than half a tree), and removes it.
 
-Roots: <data-dir>/runtime for root (the launcher's default), the root this process runs from, and
-WARREN_RUNTIME_DIR.
+Roots: the one this process runs from, WARREN_RUNTIME_DIR, root's /var/cache/warren/runtime and the
+user's ~/.cache/warren/runtime (paths.runtime_roots).
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warren_bundle import launcher
-from warren_bundle.paths import Paths
+from warren_bundle.paths import Paths, runtime_roots
 
-ENV_RUNTIME_DIR = "WARREN_RUNTIME_DIR"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _LOCK_TIMEOUT = 10.0
 
@@ -54,15 +53,11 @@ class Runtime:
 
 def roots(paths: Paths) -> list[Path]:
     """Where runtimes of this warren may be: each at most once, those that exist."""
+    del paths  # one runtime cache serves every data dir
     found: list[Path] = []
     own = launcher.runtime_dir()
-    env = os.environ.get(ENV_RUNTIME_DIR)
-    for root in (
-        Path(own).parent if own else None,
-        Path(env) if env and os.path.isabs(env) else None,
-        paths.runtime_root,
-    ):
-        if root is not None and root.is_dir() and not root.is_symlink() and root not in found:
+    for root in [*([Path(own).parent] if own else []), *runtime_roots()]:
+        if root.is_dir() and not root.is_symlink() and root not in found:
             found.append(root)
     return found
 
