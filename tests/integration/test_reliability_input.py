@@ -106,7 +106,7 @@ def test_a_duration_that_is_not_positive_and_finite_starts_nothing(
     wpaths: Paths, option: tuple[str, str], command: str, root_required: None
 ) -> None:
     out = run_warren(wpaths, "containerd", command, *option)
-    _usage_error(out, f"Invalid value for '{option[0]}'", "finite number of seconds above 0")
+    _usage_error(out, f"Invalid value for '{option[0]}'", "is not a number of seconds from 0.05")
     _nothing_created(wpaths)
 
 

@@ -42,7 +42,7 @@ def run(**opts: Any) -> None:
     from warren_bundle.runtime.foreground import run_foreground
     from warren_bundle.runtime.upgrade import replace_other_version
 
-    require_root("containerd run")
+    require_root("containerd run", current().paths)
     options = RunOptions(**opts)
     replaced = replace_other_version(current().paths, current().payload, options.force)
     if replaced:
@@ -205,7 +205,14 @@ def node_rows(node: dict[str, Any] | None) -> list[tuple[str, Any]]:
 
 @containerd.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
-@click.option("-n", "--lines", type=int, default=50, show_default=True, help="Lines to show.")
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Lines to show (more than the log holds: all of it).",
+)
 def logs(follow: bool, lines: int) -> None:
     """Show containerd's log (and the supervisor's events)."""
     from warren_bundle.errors import NotRunningError

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from warren_bundle.cli.context import current
+from warren_bundle.cli.options import positive_seconds
 from warren_bundle.cli.output import emit_json, say
 
 
@@ -78,6 +79,7 @@ def import_command(
     "--wait",
     "wait_s",
     type=float,
+    callback=positive_seconds,
     default=None,
     metavar="SECONDS",
     help="Wait up to SECONDS for the automatic import to finish.",

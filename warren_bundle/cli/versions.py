@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from warren_bundle.cli.context import current
+from warren_bundle.cli.options import positive_seconds
 from warren_bundle.cli.output import emit_json, say
 
 
@@ -63,6 +64,7 @@ def versions(as_json: bool, prune: bool, unpin: bool) -> None:
 @click.option(
     "--ready-timeout",
     type=float,
+    callback=positive_seconds,
     default=30.0,
     show_default=True,
     help="Seconds to wait for the rolled-back containerd to answer.",

@@ -49,7 +49,7 @@ class EmbeddedBackend:
         from warren_bundle.runtime import control
 
         check_socket_path(self.paths.socket)
-        control.require_root("containerd start")
+        control.require_root("containerd start", self.paths)
         check_safe(self.paths)  # before the log is opened for the detached supervisor
         timeout = (30.0 if ready_timeout is None else ready_timeout) + 15
         from warren_bundle.runtime.upgrade import replace_other_version

@@ -94,15 +94,36 @@ def sandbox_image_for(containerd_version: str) -> str:
     return SANDBOX_IMAGE_V2 if config_version_for(containerd_version) == 3 else SANDBOX_IMAGE_V1
 
 
-def _gid_of(group: str) -> int:
-    if group.isdigit():
-        return int(group)
+MAX_GID = 2**32 - 2  # 2^32-1 is (gid_t)-1, "no change" to chown
+
+
+def gid_of(group: str) -> int:
+    """A group name or a decimal gid (ASCII digits) that exists on this host: its gid.
+
+    A number is never taken on trust: 4294967296 would wrap to 0 (root) in containerd, and a
+    gid no group has is a typo nobody could be added to.
+    """
+    if group.isascii() and group.isdigit():
+        gid = int(group)
+        if gid > MAX_GID:
+            raise ConfigError(
+                f"socket group {group} is not a gid (at most {MAX_GID})",
+                "pass a group name or an existing gid to --socket-group",
+            )
+        try:
+            grp.getgrgid(gid)
+        except KeyError:
+            raise ConfigError(
+                f"no group has gid {gid}",
+                "pass an existing group's name or gid to --socket-group (getent group)",
+            ) from None
+        return gid
     try:
         return grp.getgrnam(group).gr_gid
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: an embedded NUL
         raise ConfigError(
             f"socket group {group!r} does not exist",
-            f"create it (groupadd {group}) or pass another --socket-group",
+            "create it (groupadd NAME) or pass an existing group to --socket-group",
         ) from None
 
 
@@ -126,7 +147,7 @@ def build_config(
     registry = {"config_path": str(hosts_dir(paths))}
     grpc: dict[str, Any] = {"address": str(paths.socket), "uid": 0, "gid": 0}
     if opts.socket_group:
-        grpc["gid"] = _gid_of(opts.socket_group)
+        grpc["gid"] = gid_of(opts.socket_group)
     config: dict[str, Any] = {
         "version": version,
         "root": str(paths.containerd_root),

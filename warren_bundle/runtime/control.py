@@ -43,12 +43,17 @@ def self_command() -> list[str]:
     return [sys.executable, "-m", "warren_bundle"]
 
 
-def require_root(action: str) -> None:
+def require_root(action: str, paths: Paths | None = None) -> None:
     if os.geteuid() != 0:
+        from warren_bundle.sockets import socket_group_remedy
+
+        remedy = "run it with sudo"
+        if paths is not None and os.path.exists(paths.socket):
+            remedy = socket_group_remedy(paths.socket).replace("run warren with sudo", remedy)
         raise PermissionDeniedError(
             f"permission denied: {action} needs root (containerd mounts filesystems and "
             "manages cgroups)",
-            "run it with sudo, or ask an admin to add you to the socket group for client use",
+            remedy,
         )
 
 

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+# Every duration a user gives (--health-interval, --ready-timeout, ...): below 50 ms a loop burns
+# a core, above a day a timer overflows (Event.wait(1e10): "timestamp out of range").
+MIN_SECONDS = 0.05
+MAX_SECONDS = 86400.0
+
+
+def duration_problem(value: float) -> str | None:
+    """Why `value` is not a usable number of seconds, or None."""
+    if not math.isfinite(value) or not MIN_SECONDS <= value <= MAX_SECONDS:
+        return (
+            f"{value} is not a number of seconds from {MIN_SECONDS} to {MAX_SECONDS:.0f} "
+            "(a day), e.g. 5 or 0.5"
+        )
+    return None
 
 
 @dataclass
@@ -20,6 +36,15 @@ class Settings:
     max_restarts: int = 5
     restart_window: float = 60.0
     lock_timeout: float = 0.0
+
+    def __post_init__(self) -> None:
+        # What a user sets (the CLI checks these at parse time; a library caller gets this).
+        for name in ("ready_timeout", "health_interval", "health_timeout", "stop_timeout"):
+            problem = duration_problem(float(getattr(self, name)))
+            if problem:
+                from warren_bundle.errors import UsageError
+
+                raise UsageError(f"Settings.{name}: {problem}")
 
 
 @dataclass
