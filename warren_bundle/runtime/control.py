@@ -330,7 +330,9 @@ def status(paths: Paths, timeout: float = 2.0) -> StatusReport:
         gone = State.FATAL if current == State.FATAL else State.STOPPED
         current = State.ORPHANED if ctrd else gone
     denied = isinstance(health.connect_error(paths.socket), PermissionError)
-    if ctrd is not None and current in SERVING and not probe.serving and not denied:
+    if current in SERVING and not probe.serving and not denied:
+        # Never RUNNING while nothing answers: a containerd hung, or gone with a supervisor
+        # that says otherwise.
         current = State.UNRESPONSIVE
     report["state"] = current.value
     report["state_detail"] = _detail(current, ctrd, sup is not None, paths)
@@ -351,6 +353,12 @@ def _detail(
         return (
             "containerd runs, no supervisor (it was killed or died): nothing restarts "
             "containerd if it fails; 'warren containerd start' adopts it"
+        )
+    if current == State.UNRESPONSIVE and ctrd is None:
+        return (
+            f"no containerd process, and nothing answers on {paths.socket}, though the "
+            "supervisor says it runs; see the log, then 'warren containerd stop' and "
+            "'warren containerd start'"
         )
     if current == State.UNRESPONSIVE and ctrd is not None:
         then = (

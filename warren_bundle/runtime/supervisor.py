@@ -31,7 +31,7 @@ from warren_bundle.runtime.config import ConfigOptions
 from warren_bundle.runtime.monitor import Monitor
 from warren_bundle.runtime.node_setup import NodeReport
 from warren_bundle.runtime.node_setup import configure as configure_node
-from warren_bundle.runtime.process import OsProcesses, Processes, Watched
+from warren_bundle.runtime.process import OsProcesses, Processes, Watched, raise_fd_limit
 from warren_bundle.runtime.readiness import Probe, wait_ready
 from warren_bundle.runtime.settings import ExitInfo, Settings, Timings
 from warren_bundle.runtime.states import SUPERVISED, State
@@ -212,6 +212,7 @@ class ContainerdManager:
             )
         check_socket_path(self.paths.socket)
         check_safe(self.paths)  # before the first log line: nothing written through a bad dir
+        raise_fd_limit()  # a shell's soft 1024 is not a supervisor's budget
         self._stopping.clear()
         self.fatal_reason = None
         self._serve_metrics()  # first: a busy port must leave nothing behind, not even the run dir
@@ -360,6 +361,77 @@ class ContainerdManager:
                 hook(self)
             except Exception as exc:  # a hook must never take the supervisor down
                 self._log(f"ready hook {getattr(hook, '__name__', hook)!s} failed: {exc}")
+
+    # --- the monitor's interface: each transition of a running supervisor, in one home ------
+
+    def current(self) -> Watched | None:
+        """The containerd process being watched (None once stopped)."""
+        return self._proc
+
+    def healthy(self) -> bool:
+        """One liveness check (rotating the log by size on the way)."""
+        with suppress(OSError):
+            logs.rotate_if_needed(self.paths.log_file)
+        try:
+            return self._is_serving(str(self.paths.socket), self.settings.health_timeout)
+        except Exception as exc:  # a probe that cannot even try (EMFILE) is a failed check
+            self._log(f"health check could not run: {exc}")
+            return False
+
+    def kill_unhealthy(self, proc: Watched) -> None:
+        self._log(f"containerd pid {proc.pid} is alive but unhealthy; killing it")
+        proc.signal(signal.SIGKILL)
+        proc.exited.wait(self.settings.stop_timeout)
+
+    def on_exit(self, proc: Watched, reason: str) -> float | None:
+        """Record an unexpected exit; how long the process ran, or None when a stop was asked
+        (the exit was ours: nothing to restart)."""
+        ran_for = time.monotonic() - proc.started
+        with self._mutex:
+            if self._stopping.is_set():
+                return None
+            self.last_exit = ExitInfo(time.time(), proc.pid, proc.returncode, reason)
+            self._log(f"containerd pid {proc.pid} {reason} after {ran_for:.1f}s")
+            pidfile.discard(self.paths.containerd_pidfile)
+            self.started_at = None
+        return ran_for
+
+    def enter_backoff(self, delay: float) -> bool:
+        """BACKOFF for `delay` seconds; True when a stop was asked meanwhile."""
+        self._set_state(State.BACKOFF)  # RUNNING/STARTING -> BACKOFF
+        return self._stopping.wait(delay)
+
+    def restart(self) -> None:
+        """Spawn containerd again and wait until it is ready; raises what went wrong, with no
+        containerd of this attempt left running."""
+        with self._mutex:
+            if self._stopping.is_set():
+                return
+            self._set_state(State.STARTING)  # BACKOFF -> STARTING
+            self.restarts += 1
+            try:
+                self._remove_stale_socket()
+                self._spawn_until_ready()
+            except BaseException:
+                if self._proc is not None and self._proc.alive():
+                    self._terminate(self._proc)
+                raise
+            self._set_state(State.RUNNING)  # STARTING -> RUNNING
+
+    def restart_failed(self, message: str) -> None:
+        self._log(message)
+
+    def give_up(self, reason: str) -> None:
+        """FATAL: stop supervising so the process exits non-zero and the service manager
+        takes over (runtime/foreground.py)."""
+        with self._mutex:
+            self.fatal_reason = reason
+            self._log(f"FATAL: {reason}; giving up so the service manager can take over")
+            self._stopping.set()
+            self._set_state(State.FATAL)  # BACKOFF -> FATAL
+            pidfile.discard(self.paths.containerd_pidfile)
+            pidfile.discard(self.paths.supervisor_pidfile)
+            self._release_lock()
 
     # --- stopping -----------------------------------------------------------------------------
 
