@@ -99,6 +99,9 @@ def test_a_good_mirror_lands_in_hosts_toml_as_data(wpaths: Paths, staged_payload
         ("--ready-timeout", "nan"),
         ("--ready-timeout", "inf"),
         ("--ready-timeout", "0"),
+        ("--health-interval", "1e10"),  # OverflowError in the monitor at once
+        ("--health-interval", "0.000001"),  # a core burnt polling
+        ("--ready-timeout", "86401"),
     ],
 )
 @pytest.mark.parametrize("command", ["run", "start"])
