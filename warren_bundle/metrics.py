@@ -264,7 +264,9 @@ def _make_server(host: str, port: int, registry: Any) -> Any:
             finally:
                 self.slots.release()
 
-    return make_server(family[4][0], port, make_wsgi_app(registry), Server, handler_class=Handler)
+    return make_server(
+        str(family[4][0]), port, make_wsgi_app(registry), Server, handler_class=Handler
+    )
 
 
 class MetricsServer:

@@ -129,7 +129,7 @@ def test_soak_idle_connections_and_repeated_kills(wpaths: Paths, staged_payload:
     """200 idle metrics connections and four kill -9 of containerd (one fewer than the restart
     policy's budget): containerd answers at the end and status says so. Started with a shell's
     soft fd limit, which the supervisor raises to its hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     low = min(1024, hard)
 
     def shell_limit() -> None:

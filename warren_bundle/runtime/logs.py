@@ -116,7 +116,7 @@ def tail(path: Path, lines: int, backups: int = BACKUPS) -> Iterator[str]:
             if left <= 0:
                 break
             try:
-                fp = stack.enter_context(open(candidate, "rb"))  # noqa: SIM115
+                fp = stack.enter_context(open(candidate, "rb"))
             except FileNotFoundError:
                 if candidate == path:
                     continue
@@ -124,8 +124,8 @@ def tail(path: Path, lines: int, backups: int = BACKUPS) -> Iterator[str]:
             start, found, end = _start_of_last(fp, left)
             parts.append((fp, start, end))
             left -= found
-        for fp, start, end in reversed(parts):
-            yield from _lines_between(fp, start, end)
+        for part, start, end in reversed(parts):
+            yield from _lines_between(part, start, end)
 
 
 def follow(path: Path, poll: float = 0.2) -> Iterator[str]:

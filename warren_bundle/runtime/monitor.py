@@ -52,13 +52,13 @@ class Monitor:
     def run(self) -> None:
         try:
             self._watch()
-        except BaseException as exc:  # noqa: BLE001 - the thread must not die silently
+        except BaseException as exc:
             self.mgr.give_up(f"the monitor failed: {describe_error(exc)}")
 
     def _watch(self) -> None:
         mgr, settings = self.mgr, self.mgr.settings
         failures = 0
-        while not mgr.stop_requested:
+        while not self._stopped():
             proc = mgr.current()
             if proc is None:
                 return
@@ -66,7 +66,7 @@ class Monitor:
                 self._recover(proc, proc.describe_exit())
                 failures = 0
                 continue
-            if mgr.stop_requested:
+            if self._stopped():
                 return
             if mgr.healthy():
                 failures = 0
@@ -77,6 +77,9 @@ class Monitor:
                 mgr.kill_unhealthy(proc)
                 self._recover(proc, "killed after failing health checks")
                 failures = 0
+
+    def _stopped(self) -> bool:
+        return self.mgr.stop_requested
 
     def _recover(self, proc: Watched, reason: str) -> None:
         """Restart after an unexpected exit, with backoff, until it sticks or we give up."""
