@@ -51,6 +51,11 @@ class EmbeddedBackend:
         check_socket_path(self.paths.socket)
         control.require_root("containerd start", self.paths)
         check_safe(self.paths)  # before the log is opened for the detached supervisor
+        from warren_bundle.runtime import rundir
+        from warren_bundle.runtime.config import check_config_dirs
+
+        rundir.check(self.paths)
+        check_config_dirs(self.paths)
         timeout = (30.0 if ready_timeout is None else ready_timeout) + 15
         from warren_bundle.runtime.upgrade import replace_other_version
 

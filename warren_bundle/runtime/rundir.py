@@ -5,12 +5,18 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from warren_bundle.errors import AlreadyRunning, PermissionDeniedError, path_error
-from warren_bundle.fsutil import LockTimeout, locked
+from warren_bundle.fsutil import LockTimeout, check_trusted_dir, locked
 from warren_bundle.paths import Paths
 from warren_bundle.runtime import pidfile
 
 
+def check(paths: Paths) -> None:
+    """The trust rule (fsutil.check_trusted_dir): the socket, pidfiles and state live here."""
+    check_trusted_dir(paths.run_dir, "run dir", "--run-dir")
+
+
 def make(paths: Paths) -> None:
+    check(paths)
     try:
         paths.run_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
     except PermissionError as exc:

@@ -24,7 +24,7 @@ from warren_bundle.errors import (
 )
 from warren_bundle.paths import DEFAULT_DATA_DIR, Paths, check_socket_path, system_socket_path
 from warren_bundle.runtime import health, logs, pidfile, rundir, statefile, upgrade
-from warren_bundle.runtime.config import ConfigOptions
+from warren_bundle.runtime.config import ConfigOptions, check_config_dirs
 from warren_bundle.runtime.monitor import Monitor
 from warren_bundle.runtime.node_setup import NodeReport
 from warren_bundle.runtime.node_setup import configure as configure_node
@@ -210,6 +210,8 @@ class ContainerdManager(ProcessOwner):
             )
         check_socket_path(self.paths.socket)
         check_safe(self.paths)  # before the first log line: nothing written through a bad dir
+        rundir.check(self.paths)
+        check_config_dirs(self.paths)
         raise_fd_limit()  # a shell's soft 1024 is not a supervisor's budget
         self._stopping.clear()
         self.fatal_reason = None
