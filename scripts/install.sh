@@ -360,6 +360,12 @@ write_file() { # write_file PATH MODE < content
     NEW_FILE=''
 }
 
+# A path in the unit: systemd reads "%x" as a specifier (an unknown one drops the whole line), so a
+# literal % in WARREN_DATA_DIR and the like is written %%.
+unit_escape() {
+    printf '%s' "$1" | sed 's/%/%%/g'
+}
+
 unit_text() {
     cat <<EOF
 # Written by warren's install.sh; $UNINSTALL removes it.
@@ -374,7 +380,7 @@ Type=simple
 EOF
     for var in WARREN_DATA_DIR WARREN_RUN_DIR WARREN_CONFIG_DIR; do
         eval "value=\${$var:-}"
-        if [ -n "$value" ]; then printf 'Environment=%s=%s\n' "$var" "$value"; fi
+        if [ -n "$value" ]; then printf 'Environment=%s=%s\n' "$var" "$(unit_escape "$value")"; fi
     done
     cat <<EOF
 ExecStartPre=-/sbin/modprobe overlay
@@ -383,7 +389,7 @@ EOF
     cat <<EOF
 # A service is patient: a first start at boot on a small or busy host (extraction, then
 # containerd's own start) can take minutes; a ready timeout it cannot meet only restarts it.
-ExecStart=$BIN containerd run --ready-timeout 120
+ExecStart=$(unit_escape "$BIN") containerd run --ready-timeout 120
 # Only warren gets the stop signal: it stops containerd, and shims and containers keep running.
 KillMode=process
 EOF
@@ -426,7 +432,7 @@ leftover_kill_line() {
         'for pid in '"$UNIT_PROCS"'; do ' \
         'case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in "'"$BIN"'" | "'"$BIN"' (deleted)") ;; ' \
         '*/staticx-*/*) tr "\\0" "\\n" <"/proc/$pid/environ" 2>/dev/null | grep -qx "STATICX_PROG_PATH='"$BIN"'" || continue ;; *) continue ;; esac; ' \
-        'echo "warren: killing supervisor $pid, left running by a killed main process; its containerd is adopted"; kill -KILL "$pid"; done; exit 0'"'" | sed 's/\$/$$/g'
+        'echo "warren: killing supervisor $pid, left running by a killed main process; its containerd is adopted"; kill -KILL "$pid"; done; exit 0'"'" | sed 's/%/%%/g; s/\$/$$/g'
     printf '\n'
 }
 
@@ -451,7 +457,7 @@ shutdown_kill_line() {
         'while :; do alive=""; for c; do [ -d "/proc/$c" ] && alive="$alive $c"; done; [ -z "$alive" ] && break; ' \
         'now; [ "$t" -lt "$end" ] || break; sleep 0.2; done; ' \
         'if [ -n "$alive" ]; then echo "warren: shutdown: SIGKILL to containers$alive after '"$grace"' s"; kill -KILL $alive 2>/dev/null; sleep 0.5; fi; fi; ' \
-        'kill -KILL $shims 2>/dev/null; exit 0'"'" | sed 's/\$/$$/g'
+        'kill -KILL $shims 2>/dev/null; exit 0'"'" | sed 's/%/%%/g; s/\$/$$/g'
     printf '\n'
 }
 

@@ -202,10 +202,11 @@ def _child_failed(paths: Paths, rc: int, offset: int) -> WarrenError:
         if line.startswith("warren: "):
             reason = line.removeprefix("warren: ")
             break
+    # The supervisor's own line may already point at the log: say it once.
     err = WarrenError(
         f"the supervisor {describe_returncode(rc)} before containerd was ready"
         + (f": {reason}" if reason else ""),
-        f"see {paths.log_file}",
+        None if str(paths.log_file) in reason else f"see {paths.log_file}",
     )
     with suppress(ValueError):
         err.exit_code = ExitCode(rc)
