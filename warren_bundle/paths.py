@@ -149,6 +149,11 @@ class Paths:
         return self.data_dir / ".extract.lock"
 
     @property
+    def data_lock(self) -> Path:
+        """Held by the one supervisor using this data dir; names its run dir and pid."""
+        return self.data_dir / ".supervisor.lock"
+
+    @property
     def containerd_root(self) -> Path:
         return self.data_dir / "containerd"
 

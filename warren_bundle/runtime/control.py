@@ -23,7 +23,7 @@ from warren_bundle.errors import (
     path_error,
 )
 from warren_bundle.paths import Paths
-from warren_bundle.runtime import health, logs, pidfile
+from warren_bundle.runtime import health, logs, pidfile, rundir
 from warren_bundle.runtime import statefile as state
 from warren_bundle.runtime.childenv import child_env
 from warren_bundle.runtime.process import describe_returncode
@@ -80,6 +80,7 @@ def start_detached(
     existing = supervisor_process(paths)
     if existing is not None:
         return _await_other(paths, existing, deadline, timeout)
+    rundir.check_data_dir_free(paths)  # a supervisor of another run dir uses this data dir
     try:
         offset = _log_size(paths.log_file)
         log_fd = logs.open_for_child(paths.log_file)
@@ -125,8 +126,10 @@ def start_detached(
 def _await_other(
     paths: Paths, sup: psutil.Process, deadline: float, timeout: float
 ) -> StatusReport:
-    """Wait until the supervisor `sup` (not ours) has containerd ready; its report."""
+    """Wait until the supervisor `sup` (not ours) has containerd ready; its report. Refused
+    when it runs with another data or config dir (rundir.check_same_dirs)."""
     while True:
+        rundir.check_same_dirs(paths, sup.pid)
         report = state.read(paths) or {}
         if (
             report.get("supervisor_pid") == sup.pid
@@ -224,6 +227,7 @@ def stop(paths: Paths, timeout: float = STOP_GRACE) -> str:
     done: list[str] = []
     sup = supervisor_process(paths)
     if sup is not None:
+        rundir.check_same_dirs(paths, sup.pid)  # not ours to stop
         grace = timeout + SUPERVISOR_EXTRA
         exited = _terminate(sup, grace, timeout)
         if exited is None:
