@@ -102,3 +102,22 @@ def test_dir_options_empty_or_relative(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "relative" in (dir_option_problem("d", "--data-dir", "WARREN_DATA_DIR") or "")
     monkeypatch.setenv("WARREN_DATA_DIR", "")
     assert "set but empty" in (dir_option_problem(None, "--data-dir", "WARREN_DATA_DIR") or "")
+
+
+def test_a_non_root_user_is_never_told_to_join_group_root(tmp_path: Path) -> None:
+    import os
+
+    from warren_bundle.sockets import permission_denied
+
+    sock = tmp_path / "containerd.sock"
+    sock.write_text("")
+    if os.geteuid() == 0:
+        os.chown(sock, -1, 0)
+    if os.stat(sock).st_gid == 0:
+        line = permission_denied(str(sock)).one_line()
+        assert "'root'" not in line and "--socket-group GROUP" in line, line
+    other = next((g for g in grp.getgrall() if g.gr_gid != 0), None)
+    if other is not None and os.geteuid() == 0:
+        os.chown(sock, -1, other.gr_gid)
+        line = permission_denied(str(sock)).one_line()
+        assert f"add you to group {other.gr_name!r}" in line, line
