@@ -74,7 +74,7 @@ class StatusReport(TypedDict, total=False):
 
 def report_of(mgr: ContainerdManager) -> StatusReport:
     """The supervisor's own view of itself (the state file's content)."""
-    proc = mgr._proc
+    proc = mgr.current()
     alive = proc is not None and proc.alive()
     now = time.time()
     payload = mgr.payload

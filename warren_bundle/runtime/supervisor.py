@@ -1,8 +1,10 @@
 """ContainerdManager: extract, configure, spawn, wait until ready, monitor, restart, stop.
 
 States and their sets live in states.py, the restart decision in policy.py, every process call in
-process.py; this module is the state machine that ties them together. One supervisor per run dir
-(flock). containerd runs in its own session and is signalled by pid only, so shims and their
+process.py, spawning and termination in spawning.py; this module is the state machine that ties
+them together, and every transition is made here (the monitor thread asks through current,
+healthy, on_exit, enter_backoff, restart and give_up). One supervisor per run dir and per data
+dir (flock). containerd runs in its own session and is signalled by pid only, so shims and their
 containers survive both a containerd restart and a stop.
 """
 
