@@ -121,6 +121,7 @@ def test_a_log_swapped_for_a_symlink_ends_in_fatal_not_starting_for_ever(
     assert report["state"] == "FATAL", report
     assert report["supervisor_alive"] is False and report["containerd_alive"] is False
     assert "restarted" in (report.get("fatal_reason") or "")
+    assert report.get("failed_restarts", 0) >= 1, report
     assert run_warren(wpaths, "containerd", "status").returncode == 7
     assert victim.read_text() == "precious\n"
 

@@ -259,6 +259,7 @@ def test_any_error_in_a_restart_is_retried_then_fatal_never_a_dead_monitor(
     assert mgr.fatal_reason == "containerd restarted 3 times in 60s"
     log = mgr.paths.log_file.read_text()
     assert log.count("restart failed: ") == 3, log
+    assert mgr.failed_restarts == 3 and mgr.status()["failed_restarts"] == 3
     mgr.stop()
     assert mgr.state == State.FATAL
 

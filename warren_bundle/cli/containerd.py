@@ -148,7 +148,7 @@ def print_embedded_status(r: dict[str, Any]) -> None:
         ("supervisor pid", supervisor_cell(r)),
         ("containerd pid", containerd_pid or "-"),
         ("uptime", f"{uptime:.0f}s" if uptime is not None else "-"),
-        ("restarts", r.get("restarts", 0)),
+        ("restarts", _restarts_cell(r)),
         ("socket", f"{r.get('socket')} ({'answers' if answers else 'no answer'})"),
         ("server", (r.get("server_version") or "-") if answers else "-"),
         ("bundled", f"containerd {r.get('containerd_version')}, runc {r.get('runc_version')}"),
@@ -170,6 +170,13 @@ def print_embedded_status(r: dict[str, Any]) -> None:
         table.append(("upgrade", r["upgrade"]))
     table += node_rows(r.get("node"))
     rows(table)
+
+
+def _restarts_cell(r: dict[str, Any]) -> str:
+    failed = r.get("failed_restarts") or 0
+    return f"{r.get('restarts', 0)}" + (
+        f" ({failed} failed before containerd ran)" if failed else ""
+    )
 
 
 def supervisor_cell(r: dict[str, Any]) -> str:

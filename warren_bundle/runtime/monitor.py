@@ -47,7 +47,6 @@ class Monitor:
             max_restarts=s.max_restarts,
             window=s.restart_window,
         )
-        self.restart_errors = 0  # restarts that raised, over the supervisor's life
 
     def run(self) -> None:
         try:
@@ -98,6 +97,5 @@ class Monitor:
                 mgr.restart()  # BACKOFF -> STARTING -> RUNNING
                 return
             except Exception as exc:  # every failure is counted and retried, never fatal here
-                self.restart_errors += 1
                 mgr.restart_failed(f"restart failed: {describe_error(exc)}")
                 ran_for = 0.0

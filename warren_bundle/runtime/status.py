@@ -43,6 +43,7 @@ class StatusReport(TypedDict, total=False):
     started_at: float | None  # wall clock of the current containerd's readiness (or adoption)
     uptime_s: float | None
     restarts: int
+    failed_restarts: int  # restarts that raised before containerd ran (each retried)
     last_exit: ExitReport | None
     fatal_reason: str | None
     socket: str
@@ -91,6 +92,7 @@ def report_of(mgr: ContainerdManager) -> StatusReport:
         "started_at": mgr.started_at,
         "uptime_s": (now - mgr.started_at) if mgr.started_at and proc else None,
         "restarts": mgr.restarts,
+        "failed_restarts": mgr.failed_restarts,
         "last_exit": last,
         "fatal_reason": mgr.fatal_reason,
         "socket": mgr.socket_path,

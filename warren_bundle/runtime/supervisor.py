@@ -85,6 +85,7 @@ class ContainerdManager(ProcessOwner):
         self._is_serving: Probe = probe or health.is_serving
         self.state = State.STOPPED
         self.restarts = 0
+        self.failed_restarts = 0  # restarts that raised (EMFILE, ELOOP, ...): each retried
         self.adopted = False
         self.last_exit: ExitInfo | None = None
         self.timings = Timings()
@@ -352,6 +353,7 @@ class ContainerdManager(ProcessOwner):
             self._set_state(State.RUNNING)  # STARTING -> RUNNING
 
     def restart_failed(self, message: str) -> None:
+        self.failed_restarts += 1
         self._log(message)
 
     def give_up(self, reason: str) -> None:
