@@ -104,3 +104,14 @@ def test_a_failed_start_names_the_log_once(
     out = run_warren(wpaths, "containerd", "start")
     line = one_line(out, ExitCode.ERROR, "before containerd was ready")
     assert line.count(str(wpaths.log_file)) == 1, line
+
+
+def test_start_json_prints_json_when_it_fails(
+    wpaths: Paths, staged_payload: Path, root_required: None
+) -> None:
+    wpaths.config_d.mkdir(parents=True)
+    (wpaths.config_d / "bad.toml").write_text('oom_score = "high"\n')
+    out = run_warren(wpaths, "containerd", "start", "--json")
+    assert out.returncode == ExitCode.ERROR, out.stderr
+    report = json.loads(out.stdout)
+    assert report["state"] == "error" and "before containerd was ready" in report["error"]

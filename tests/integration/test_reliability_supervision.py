@@ -84,7 +84,7 @@ def test_idle_metrics_connections_cannot_starve_a_restart(
         # Room for what the supervisor holds now, a full set of served connections and a
         # respawn; not for one thread and fd per idle connection.
         highest = max(int(fd) for fd in os.listdir(f"/proc/{sup}/fd"))
-        limit = highest + 1 + MAX_CONNECTIONS + 24
+        limit = highest + 1 + MAX_CONNECTIONS + 48
         resource.prlimit(sup, resource.RLIMIT_NOFILE, (limit, limit))
         with idle_connections(address, 300):
             wait_for(

@@ -15,7 +15,7 @@ import click
 
 from warren_bundle.cli.context import current
 from warren_bundle.cli.options import RunOptions, positive_seconds, run_options
-from warren_bundle.cli.output import emit_json, rows, say
+from warren_bundle.cli.output import emit_json, json_on_error, rows, say
 
 if TYPE_CHECKING:
     from warren_bundle.runtime.backend import Backend
@@ -85,7 +85,9 @@ def start(as_json: bool, images_timeout: float, **opts: Any) -> None:
     source = click.get_current_context().get_parameter_source("ready_timeout")
     given = source not in (ParameterSource.DEFAULT, None)
     where = backend()
-    report = where.start(options.args(), options.ready_timeout if given else None, images_timeout)
+    with json_on_error(as_json):
+        timeout = options.ready_timeout if given else None
+        report = where.start(options.args(), timeout, images_timeout)
     if as_json:
         emit_json(report)
         return
