@@ -63,6 +63,7 @@ class StatusReport(TypedDict, total=False):
     updated_at: float
     # Added by a reader in another process (runtime/control.py), checked against live processes.
     state_detail: str | None  # what the state means now, in words (ORPHANED, UNRESPONSIVE)
+    state_recorded: str  # the state the supervisor last wrote (before the reader's checks)
     supervisor_alive: bool
     containerd_alive: bool
     socket_answers: bool
