@@ -112,7 +112,10 @@ def claim_data_dir(paths: Paths, stack: ExitStack) -> None:
     check_data_dir_free(paths)
     try:
         paths.data_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fd = stack.enter_context(locked(paths.data_lock, 0, mode=0o644, record_pid=False))
+        # A second of patience: data_dir_holder() elsewhere may hold a shared lock for an
+        # instant; a supervisor of another run dir holds it for good.
+        lock = locked(paths.data_lock, 1.0, mode=0o644, record_pid=False)
+        fd = stack.enter_context(lock)
     except OSError as exc:
         raise path_error(exc, paths.data_lock, "--data-dir", "open") from exc
     except LockTimeout:
