@@ -373,6 +373,12 @@ write_file() { # write_file PATH MODE < content
     NEW_FILE=''
 }
 
+# A path in the unit: systemd reads "%x" as a specifier (an unknown one drops the whole line), so a
+# literal % in WARREN_DATA_DIR and the like is written %%.
+unit_escape() {
+    printf '%s' "$1" | sed 's/%/%%/g'
+}
+
 unit_text() {
     cat <<EOF
 # Written by warren's install.sh; $UNINSTALL removes it.
@@ -387,7 +393,7 @@ Type=simple
 EOF
     for var in WARREN_DATA_DIR WARREN_RUN_DIR WARREN_CONFIG_DIR WARREN_RUNTIME_DIR; do
         eval "value=\${$var:-}"
-        if [ -n "$value" ]; then printf 'Environment=%s=%s\n' "$var" "$value"; fi
+        if [ -n "$value" ]; then printf 'Environment=%s=%s\n' "$var" "$(unit_escape "$value")"; fi
     done
     cat <<EOF
 ExecStartPre=-/sbin/modprobe overlay
@@ -395,7 +401,7 @@ EOF
     cat <<EOF
 # A service is patient: a first start at boot on a small or busy host (extraction, then
 # containerd's own start) can take minutes; a ready timeout it cannot meet only restarts it.
-ExecStart=$BIN containerd run --ready-timeout 120
+ExecStart=$(unit_escape "$BIN") containerd run --ready-timeout 120
 # Only warren gets the stop signal: it stops containerd, and shims and containers keep running.
 KillMode=process
 EOF
@@ -445,7 +451,7 @@ shutdown_kill_line() {
         'while :; do alive=""; for c; do [ -d "/proc/$c" ] && alive="$alive $c"; done; [ -z "$alive" ] && break; ' \
         'now; [ "$t" -lt "$end" ] || break; sleep 0.2; done; ' \
         'if [ -n "$alive" ]; then echo "warren: shutdown: SIGKILL to containers$alive after '"$grace"' s"; kill -KILL $alive 2>/dev/null; sleep 0.5; fi; fi; ' \
-        'kill -KILL $shims 2>/dev/null; exit 0'"'" | sed 's/\$/$$/g'
+        'kill -KILL $shims 2>/dev/null; exit 0'"'" | sed 's/%/%%/g; s/\$/$$/g'
     printf '\n'
 }
 

@@ -19,7 +19,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from warren_bundle.fsutil import read_json, write_json
+from warren_bundle.fsutil import check_trusted_dir, read_json, write_json
 from warren_bundle.images import (
     DEFAULT_NAMESPACES,
     ArchiveResult,
@@ -75,6 +75,7 @@ def import_directory(
     cache = ImportCache(cache_path(paths))
     listed: dict[str, set[str] | None] = {}
     results = []
+    check_trusted_dir(paths.images_dir, "images dir", "--data-dir")
     sums = load_sums(paths.images_dir)
     for archive in find_archives(paths.images_dir):
         if not should_continue():

@@ -157,6 +157,11 @@ class AlreadyRunning(WarrenError):
     """Another supervisor holds this run dir's lock."""
 
 
+class DirsInUse(WarrenError):
+    """Another warren uses this run dir with another data dir, or this data dir with another
+    run dir: two containerds would share a root or a socket."""
+
+
 class ContainerdExited(WarrenError):
     """containerd died (or a stop was asked) while we waited for it to become ready."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -138,3 +139,99 @@ def locked(
         yield fd
     finally:
         os.close(fd)
+
+
+# --- the one trust rule for warren's directories ------------------------------------------------
+
+
+def _trusted_owner(uid: int) -> bool:
+    """Root, or the user warren runs as: root could replace anything anyway."""
+    return uid in (0, os.geteuid())
+
+
+def _others_write(mode: int) -> bool:
+    return bool(mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def check_trusted_dir(path: Path, what: str, option: str, *, ancestors: bool = True) -> None:
+    """Refuse a directory warren reads config from or writes into that another user controls.
+
+    The one rule for the data, run and config dirs and those inside them (config.d, cni/net.d,
+    images, logs, certs.d...): the directory, if it exists, is a real directory (not a symlink),
+    owned by root or by the user warren runs as, and not writable by group or others; and, with
+    `ancestors`, no directory on the way to it is a symlink another user could swap or a
+    directory others may write without the sticky bit. Checked before the first read or write.
+    Missing is fine: warren creates it with its own modes. `option` moves it elsewhere.
+
+    The remedies never tell anyone to remove what warren may not have made.
+    """
+    from warren_bundle.errors import UnsafePathError
+
+    if ancestors:
+        _check_ancestors(path.absolute(), option)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    elsewhere = f"pass {option} a directory of warren's own"
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(
+            f"{what} {path} is a symlink; refusing to write through it",
+            f"make it a real directory, or {elsewhere}",
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePathError(f"{what} {path} is not a directory", elsewhere)
+    if _others_write(st.st_mode):
+        raise UnsafePathError(
+            f"{what} {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})",
+            f"run 'chmod go-w {path}' if it is warren's, or {elsewhere}",
+        )
+    if not _trusted_owner(st.st_uid):
+        raise UnsafePathError(
+            f"{what} {path} is owned by uid {st.st_uid}, not by root or the caller "
+            f"(uid {os.geteuid()})",
+            elsewhere,
+        )
+
+
+def _check_ancestors(path: Path, option: str) -> None:
+    """Each existing ancestor as the kernel walks it: a symlink is followed only when root or we
+    own it and it sits in a directory nobody else may write (so nobody else could have placed
+    or replaced it); a directory writable by group or others must be sticky (as /tmp is), so
+    others cannot rename what we own out of it."""
+    from warren_bundle.errors import UnsafePathError
+
+    current = Path(path.anchor or "/")
+    for part in path.parts[1:]:
+        parent, current = current, current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            if not _trusted_owner(st.st_uid) or _others_write(os.stat(parent).st_mode):
+                raise UnsafePathError(
+                    f"{current} (on the way to {path}) is a symlink another user could replace",
+                    f"use the real path ({os.path.realpath(current)}) for {option}",
+                )
+            # Follow it: what it points at must pass the same checks.
+            _check_ancestors(Path(os.path.realpath(current)), option)
+            continue
+        if current != path and _others_write(st.st_mode) and not st.st_mode & stat.S_ISVTX:
+            raise UnsafePathError(
+                f"{current} (on the way to {path}) is writable by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):o})",
+                f"run 'chmod go-w {current}' or pass {option} elsewhere",
+            )
+
+
+def check_trusted_file(st: os.stat_result, path: Path, what: str) -> None:
+    """A file warren reads config from: written by root or the caller only."""
+    from warren_bundle.errors import UnsafePathError
+
+    if not _trusted_owner(st.st_uid) or _others_write(st.st_mode):
+        raise UnsafePathError(
+            f"{what} {path} is owned by uid {st.st_uid} (mode {stat.S_IMODE(st.st_mode):o}): "
+            "another user could have written it; not read",
+            f"have root own it with mode 0644 (chown root {path}; chmod go-w {path})",
+        )

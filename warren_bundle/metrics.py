@@ -215,20 +215,76 @@ def render(report: Mapping[str, Any], lima: dict[str, Any] | None = None) -> str
 # --- the endpoint -----------------------------------------------------------------------------
 
 
+# An idle or slow client holds a thread and a file descriptor: each connection gets this long
+# per read or write, and at most this many are served at once (the rest are closed on accept).
+IO_TIMEOUT = 10.0
+MAX_CONNECTIONS = 32
+
+
+def _make_server(host: str, port: int, registry: Any) -> Any:
+    """A threading WSGI server for prometheus_client's app, with timeouts and a connection cap.
+
+    prometheus_client's own start_http_server has neither: a few hundred idle connections took
+    a thread and an fd each, until the supervisor could not open containerd's log (EMFILE).
+    """
+    import socket
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
+
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+
+    class Handler(WSGIRequestHandler):
+        timeout = IO_TIMEOUT  # StreamRequestHandler.setup(): settimeout on the connection
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Scrapes are not logged."""
+
+    class Server(ThreadingWSGIServer):
+        address_family = family[0]
+        slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        request_queue_size = 128  # listen() backlog: socketserver's 5 makes clients retry SYNs
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not self.slots.acquire(blocking=False):
+                self.shutdown_request(request)  # over the cap: closed at once
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self.slots.release()
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
+
+    return make_server(
+        str(family[4][0]), port, make_wsgi_app(registry), Server, handler_class=Handler
+    )
+
+
 class MetricsServer:
     """`/metrics` on host:port, served from daemon threads for the life of the process."""
 
     def __init__(self, host: str, port: int, source: StatusSource, paths: Paths) -> None:
-        from prometheus_client import start_http_server
+        import threading
 
         registry = _registry(StatusCollector(source, lambda: read_lima_status(paths)))
         try:
-            self._httpd, self._thread = start_http_server(port, addr=host, registry=registry)
+            self._httpd = _make_server(host, port, registry)
         except OSError as exc:
             raise WarrenError(
                 f"cannot serve metrics on {format_addr(host, port)}: {exc.strerror or exc}",
                 "pick a free address with --metrics-addr HOST:PORT, or omit it",
             ) from exc
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="metrics", daemon=True
+        )
+        self._thread.start()
         bound_port = int(self._httpd.server_address[1])
         self.address = format_addr(host, bound_port)
 

@@ -74,6 +74,29 @@ def check_socket_path(socket: Path) -> None:
         raise UsageError(problem, SHORTER_RUN_DIR)
 
 
+def dir_option_problem(value: str | None, option: str, env: str) -> str | None:
+    """Why a dir option's value (or its env var's) cannot be used, or None when it can.
+
+    An empty value is not "the default": a script with an unset variable would act on the
+    system's dirs. A relative one would be resolved against whatever cwd each process has
+    (containerd runs from /), so only absolute paths are taken.
+    """
+    if value is None:
+        if os.environ.get(env) == "":
+            return f"{env} is set but empty; unset it for the default, or give an absolute path"
+        return None
+    source = option if value != os.environ.get(env) else f"{env} ({option})"
+    if value == "":
+        return f"{source} is empty; leave it out for the default, or give an absolute path"
+    if "\0" in value:
+        return f"{source} contains a NUL byte; give an absolute path"
+    if not os.path.isabs(value):
+        return (
+            f"{source} {value!r} is relative; give an absolute path, e.g. {Path(value).absolute()}"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Paths:
     data_dir: Path
@@ -134,6 +157,11 @@ class Paths:
     @property
     def extract_lock(self) -> Path:
         return self.data_dir / ".extract.lock"
+
+    @property
+    def data_lock(self) -> Path:
+        """Held by the one supervisor using this data dir; names its run dir and pid."""
+        return self.data_dir / ".supervisor.lock"
 
     @property
     def containerd_root(self) -> Path:

@@ -89,17 +89,28 @@ def check_not_hung(paths: Paths) -> None:
         )
 
 
+def socket_group_remedy(path: str | os.PathLike[str]) -> str:
+    """What a user who is not root does to use the socket at `path`, naming its real group."""
+    try:
+        gid = os.stat(path).st_gid
+    except OSError:
+        return "run warren with sudo"
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    if gid == 0:
+        # Nobody should be added to group root: the socket is root's alone.
+        return (
+            "run warren with sudo; for use without sudo, an admin starts containerd with "
+            "--socket-group GROUP and adds you to GROUP"
+        )
+    return f"run warren with sudo, or ask an admin to add you to group {group!r} (ls -l {path})"
+
+
 def permission_denied(path: str) -> PermissionDeniedError:
     """The seed's "Permission Denied" case: not root, and not in the socket's group."""
-    try:
-        group = grp.getgrgid(os.stat(path).st_gid).gr_name
-    except (OSError, KeyError):
-        group = "the socket's group"
-    return PermissionDeniedError(
-        f"permission denied: {path}",
-        f"run warren with sudo, or ask an admin to add you to group {group!r} "
-        f"(check: ls -l {path})",
-    )
+    return PermissionDeniedError(f"permission denied: {path}", socket_group_remedy(path))
 
 
 def validate(cand: Candidate, timeout: float = 2.0) -> health.Probe:

@@ -99,6 +99,9 @@ def test_a_good_mirror_lands_in_hosts_toml_as_data(wpaths: Paths, staged_payload
         ("--ready-timeout", "nan"),
         ("--ready-timeout", "inf"),
         ("--ready-timeout", "0"),
+        ("--health-interval", "1e10"),  # OverflowError in the monitor at once
+        ("--health-interval", "0.000001"),  # a core burnt polling
+        ("--ready-timeout", "86401"),
     ],
 )
 @pytest.mark.parametrize("command", ["run", "start"])
@@ -106,7 +109,7 @@ def test_a_duration_that_is_not_positive_and_finite_starts_nothing(
     wpaths: Paths, option: tuple[str, str], command: str, root_required: None
 ) -> None:
     out = run_warren(wpaths, "containerd", command, *option)
-    _usage_error(out, f"Invalid value for '{option[0]}'", "finite number of seconds above 0")
+    _usage_error(out, f"Invalid value for '{option[0]}'", "is not a number of seconds from 0.05")
     _nothing_created(wpaths)
 
 

@@ -160,7 +160,12 @@ def test_crash_loop_goes_fatal_and_exits_nonzero(wpaths: Paths, staged_payload: 
 
 
 def test_readiness_deadline_exits_6_and_leaves_nothing(wpaths: Paths, staged_payload: Path) -> None:
-    out = run_warren(wpaths, "containerd", "run", "--ready-timeout", "0.001")
+    # A containerd that never answers: it blocks opening a config import that is a FIFO.
+    fifo = wpaths.config_dir / "hang.fifo"
+    wpaths.config_d.mkdir(parents=True)
+    os.mkfifo(fifo)
+    (wpaths.config_d / "hang.toml").write_text(f'imports = ["{fifo}"]\n')
+    out = run_warren(wpaths, "containerd", "run", "--ready-timeout", "1")
     assert out.returncode == ExitCode.TIMEOUT, out.stderr
     assert "did not answer on" in out.stderr and "within" in out.stderr
     assert not wpaths.containerd_pidfile.exists()

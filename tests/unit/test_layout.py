@@ -18,7 +18,9 @@ from support import REPO
 PACKAGE = REPO / "warren_bundle"
 # What "process machinery" means for the CLI: it parses, calls the runtime, prints.
 PROCESS_MACHINERY = {"subprocess", "threading", "signal", "psutil", "fcntl", "select"}
-MAX_LINES = 400
+# An alarm, not a shape: a module past it is worth a look, but a class stays in one module and
+# a concern is not split to fit (the supervisor was once spread over seven files for 400).
+MAX_LINES = 500
 
 
 def _imports(path: Path) -> set[str]:

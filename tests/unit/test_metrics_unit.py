@@ -277,3 +277,44 @@ def test_run_on_a_busy_metrics_port_starts_nothing(
     ]
     assert not paths.data_dir.exists() and not paths.run_dir.exists()
     assert not os.path.lexists(paths.socket)
+
+
+def test_idle_connections_are_capped_and_timed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each idle connection held a thread and an fd for ever: 200 of them took the supervisor
+    towards EMFILE. Now at most MAX_CONNECTIONS are served, and each only for IO_TIMEOUT."""
+    import threading
+    import time
+
+    monkeypatch.setattr(metrics, "IO_TIMEOUT", 0.5)
+    paths = Paths(tmp_path / "data", tmp_path / "run", tmp_path / "etc")
+    before = threading.active_count()
+    server = metrics.MetricsServer("127.0.0.1", 0, running_report, paths)
+    host, port = server.address.rsplit(":", 1)
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            idle.append(socket.create_connection((host, int(port)), timeout=5))
+        deadline = time.monotonic() + 10
+        closed = 0
+        for conn in idle:  # every one is closed by the server: at once, or at its timeout
+            conn.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                if conn.recv(1) == b"":
+                    closed += 1
+            except (TimeoutError, ConnectionResetError):
+                pass
+            peak = threading.active_count() - before
+            assert peak <= metrics.MAX_CONNECTIONS + 2, f"{peak} threads for idle connections"
+        assert closed == len(idle)
+        assert (
+            metric_value(
+                metric_samples(metrics.scrape(server.address)), "embedded_containerd_running"
+            )
+            == 1
+        )
+    finally:
+        for conn in idle:
+            conn.close()
+        server.close()

@@ -28,7 +28,7 @@ from support import make_paths
 
 SUPERVISOR_PID = 4242
 STARTED_WITH = RunOptions(
-    socket_group="wheel",
+    socket_group="daemon",
     registry_mirrors=("docker.io=https://mirror.local",),
     ready_timeout=45.0,
     health_interval=0.5,
@@ -51,7 +51,7 @@ class Running:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.alive = True
         self.argv: list[str] = []
-        monkeypatch.setattr(control, "require_root", lambda action: None)
+        monkeypatch.setattr(control, "require_root", lambda action, paths=None: None)
         monkeypatch.setattr(
             control, "supervisor_process", lambda paths: FakeProcess() if self.alive else None
         )
@@ -152,7 +152,7 @@ def test_start_with_a_different_setting_says_which_and_exits_non_zero(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     paths, _, b = two_versions
-    _record(paths, paths.version_dir(b.digest), RunOptions(socket_group="wheel"))
+    _record(paths, paths.version_dir(b.digest), RunOptions(socket_group="daemon"))
     running = Running(monkeypatch)
     mirror = "docker.io=https://other.local"
     code = _warren(
@@ -171,11 +171,11 @@ def test_start_with_the_same_or_no_settings_is_already_running(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     paths, _, b = two_versions
-    _record(paths, paths.version_dir(b.digest), RunOptions(socket_group="wheel"))
+    _record(paths, paths.version_dir(b.digest), RunOptions(socket_group="daemon"))
     running = Running(monkeypatch)
     assert _warren(paths, "--payload", str(b.path), "containerd", "start") == 0
     assert "containerd already running" in capsys.readouterr().out
-    argv = ["--payload", str(b.path), "containerd", "start", "--socket-group", "wheel"]
+    argv = ["--payload", str(b.path), "containerd", "start", "--socket-group", "daemon"]
     assert _warren(paths, *argv) == 0
     assert running.alive and not running.argv
 
@@ -214,7 +214,7 @@ def test_a_library_manager_records_what_it_runs_with(tmp_path: Path) -> None:
     mgr = ContainerdManager(
         paths=make_paths(tmp_path),
         config_options=ConfigOptions(
-            socket_group="wheel",
+            socket_group="daemon",
             registry_mirrors={"docker.io": ["https://mirror.local"]},
             pod_cidr="10.99.0.0/16",
         ),
@@ -222,7 +222,7 @@ def test_a_library_manager_records_what_it_runs_with(tmp_path: Path) -> None:
     )
     recorded = RunOptions.from_dict(mgr.status()["run_options"])
     assert recorded == RunOptions(
-        socket_group="wheel",
+        socket_group="daemon",
         registry_mirrors=("docker.io=https://mirror.local",),
         ready_timeout=45.0,
         health_interval=0.5,

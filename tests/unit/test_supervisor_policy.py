@@ -231,3 +231,66 @@ def test_ready_hooks_run_once_after_ready(tmp_path: Path, hooks_fail: bool) -> N
     if hooks_fail:
         assert "ready hook hook failed: boom" in paths.log_file.read_text()
     assert mgr.state == State.RUNNING  # a failing hook does not take the supervisor down
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(24, "Too many open files", "containerd.log"),  # EMFILE opening the log
+        OSError(40, "Too many levels of symbolic links"),  # the log swapped for a symlink
+        RuntimeError("a bug in a restart"),
+    ],
+)
+def test_any_error_in_a_restart_is_retried_then_fatal_never_a_dead_monitor(
+    tmp_path: Path, error: Exception
+) -> None:
+    """The monitor caught WarrenError only: EMFILE or ELOOP at a respawn killed its thread
+    under a live supervisor that said RUNNING (or STARTING) for ever."""
+    mgr, processes, _, monitor = _running_manager(tmp_path)
+
+    def failing_spawn(argv: Sequence[str], log_fd: int, env: dict[str, str]) -> FakeProcess:
+        raise error
+
+    processes.spawn = failing_spawn  # type: ignore[method-assign]
+    processes.spawned[0].exit(-signal.SIGKILL)
+    monitor.join(5)
+    assert not monitor.is_alive()
+    assert mgr.state == State.FATAL
+    assert mgr.fatal_reason == "containerd restarted 3 times in 60s"
+    log = mgr.paths.log_file.read_text()
+    assert log.count("restart failed: ") == 3, log
+    assert mgr.failed_restarts == 3 and mgr.status()["failed_restarts"] == 3
+    mgr.stop()
+    assert mgr.state == State.FATAL
+
+
+def test_a_failed_restart_that_later_succeeds_keeps_supervising(tmp_path: Path) -> None:
+    mgr, processes, _, monitor = _running_manager(tmp_path)
+    real_spawn = processes.spawn
+    failures = [OSError(24, "Too many open files")]
+
+    def flaky_spawn(argv: Sequence[str], log_fd: int, env: dict[str, str]) -> FakeProcess:
+        if failures:
+            raise failures.pop()
+        return real_spawn(argv, log_fd, env)
+
+    processes.spawn = flaky_spawn  # type: ignore[method-assign]
+    processes.spawned[0].exit(-signal.SIGKILL)
+    _poll(lambda: mgr.state == State.RUNNING and len(processes.spawned) == 2)
+    assert monitor.is_alive() and mgr.restarts == 2
+    assert "restart failed: Too many open files" in mgr.paths.log_file.read_text()
+    mgr.stop()
+
+
+def test_an_error_escaping_the_monitor_loop_is_fatal(tmp_path: Path) -> None:
+    mgr, _, answers, monitor = _running_manager(tmp_path)
+
+    def broken(proc: object) -> None:
+        raise SystemError("unexpected")
+
+    mgr.kill_unhealthy = broken  # type: ignore[assignment,method-assign]
+    answers.serving = False
+    monitor.join(5)
+    assert not monitor.is_alive() and mgr.state == State.FATAL
+    assert mgr.fatal_reason is not None and "the monitor failed" in mgr.fatal_reason
+    mgr.stop()

@@ -255,8 +255,8 @@ def test_log_rotation_keeps_backups_and_appends_continue(tmp_path: Path) -> None
 def test_tail_returns_last_lines(tmp_path: Path) -> None:
     log = tmp_path / "l"
     log.write_text("".join(f"line {i}\n" for i in range(10000)))
-    assert logs.tail(log, 3) == ["line 9997", "line 9998", "line 9999"]
-    assert logs.tail(tmp_path / "missing", 3) == []
+    assert list(logs.tail(log, 3)) == ["line 9997", "line 9998", "line 9999"]
+    assert list(logs.tail(tmp_path / "missing", 3)) == []
 
 
 def test_warren_error_is_one_line() -> None:
@@ -330,5 +330,5 @@ def test_tail_reaches_into_rotated_backups(tmp_path: Path) -> None:
     log.write_text("old 1\nold 2\n")
     assert logs.rotate_if_needed(log, max_bytes=1)
     log.write_text("new 1\n")
-    assert logs.tail(log, 2) == ["old 2", "new 1"]
-    assert logs.tail(log, 10) == ["old 1", "old 2", "new 1"]
+    assert list(logs.tail(log, 2)) == ["old 2", "new 1"]
+    assert list(logs.tail(log, 10)) == ["old 1", "old 2", "new 1"]

@@ -15,7 +15,7 @@ import click
 
 from warren_bundle.cli.context import current
 from warren_bundle.cli.options import given_options, positive_seconds, run_options
-from warren_bundle.cli.output import emit_json, rows, say
+from warren_bundle.cli.output import emit_json, json_on_error, rows, say
 from warren_bundle.runtime.options import RunOptions
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def run(**opts: Any) -> None:
     from warren_bundle.runtime.foreground import manager_for, run_foreground
     from warren_bundle.runtime.switching import replace_other_version
 
-    require_root("containerd run")
+    require_root("containerd run", current().paths)
     options = RunOptions(**opts)
     replaced = replace_other_version(current().paths, current().payload, options.force)
     if replaced:
@@ -93,7 +93,8 @@ def start(as_json: bool, images_timeout: float, restart: bool, **opts: Any) -> N
     names them: --restart applies them."""
     given = given_options() - {"as_json", "images_timeout", "restart"}
     where = backend()
-    report = where.start(RunOptions(**opts), images_timeout, given=given, restart=restart)
+    with json_on_error(as_json):
+        report = where.start(RunOptions(**opts), images_timeout, given=given, restart=restart)
     if as_json:
         emit_json(report)
         return
@@ -166,7 +167,7 @@ def print_embedded_status(r: dict[str, Any]) -> None:
         ("supervisor pid", supervisor_cell(r)),
         ("containerd pid", containerd_pid or "-"),
         ("uptime", f"{uptime:.0f}s" if uptime is not None else "-"),
-        ("restarts", r.get("restarts", 0)),
+        ("restarts", _restarts_cell(r)),
         ("socket", f"{r.get('socket')} ({'answers' if answers else 'no answer'})"),
         ("server", (r.get("server_version") or "-") if answers else "-"),
         ("bundled", f"containerd {r.get('containerd_version')}, runc {r.get('runc_version')}"),
@@ -188,6 +189,13 @@ def print_embedded_status(r: dict[str, Any]) -> None:
         table.append(("upgrade", r["upgrade"]))
     table += node_rows(r.get("node"))
     rows(table)
+
+
+def _restarts_cell(r: dict[str, Any]) -> str:
+    failed = r.get("failed_restarts") or 0
+    return f"{r.get('restarts', 0)}" + (
+        f" ({failed} failed before containerd ran)" if failed else ""
+    )
 
 
 def supervisor_cell(r: dict[str, Any]) -> str:
@@ -223,7 +231,14 @@ def node_rows(node: dict[str, Any] | None) -> list[tuple[str, Any]]:
 
 @containerd.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
-@click.option("-n", "--lines", type=int, default=50, show_default=True, help="Lines to show.")
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Lines to show (more than the log holds: all of it).",
+)
 def logs(follow: bool, lines: int) -> None:
     """Show containerd's log (and the supervisor's events)."""
     from warren_bundle.errors import NotRunningError

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from warren_bundle.cli.context import current
+from warren_bundle.cli.options import positive_seconds
 from warren_bundle.cli.output import emit_json, say
 
 
@@ -79,6 +80,7 @@ def import_command(
     "--wait",
     "wait_s",
     type=float,
+    callback=positive_seconds,
     default=None,
     metavar="SECONDS",
     help="Wait up to SECONDS for the automatic import to finish.",
@@ -91,8 +93,15 @@ def status_command(wait_s: float | None, as_json: bool) -> None:
     """
     paths = current().paths
     from warren_bundle.airgap import current_report, wait_for_report
+    from warren_bundle.errors import NotRunningError, WarrenError
 
-    report = wait_for_report(paths, wait_s) if wait_s is not None else current_report(paths)
+    try:
+        report = wait_for_report(paths, wait_s) if wait_s is not None else current_report(paths)
+    except WarrenError as exc:
+        if as_json:  # --json prints JSON whatever happened; the exit code and stderr say the rest
+            state = "not-running" if isinstance(exc, NotRunningError) else "error"
+            emit_json({"state": state, "error": exc.one_line(), "results": []})
+        raise
     if as_json:
         emit_json(report)
     else:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from warren_bundle.cli.context import current
+from warren_bundle.cli.options import positive_seconds
 from warren_bundle.cli.output import emit_json, rows, say
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def lima() -> None:
 @click.option(
     "--timeout",
     type=float,
+    callback=positive_seconds,
     default=900.0,
     show_default=True,
     envvar="WARREN_LIMA_TIMEOUT",
@@ -97,6 +99,7 @@ def lima() -> None:
 @click.option(
     "--forward-grace",
     type=float,
+    callback=positive_seconds,
     default=5.0,
     show_default=True,
     envvar="WARREN_LIMA_FORWARD_GRACE",

@@ -13,7 +13,7 @@ from warren_bundle import __version__
 from warren_bundle.cli.context import Context, current
 from warren_bundle.cli.output import emit_json, say
 from warren_bundle.errors import ExitCode, PayloadError, WarrenError
-from warren_bundle.paths import Paths
+from warren_bundle.paths import ENV_CONFIG_DIR, ENV_DATA_DIR, ENV_RUN_DIR, Paths
 
 
 class _Group(click.Group):
@@ -42,12 +42,33 @@ class _Group(click.Group):
         return super().list_commands(ctx)
 
 
+def _dir_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An absolute path, or None for the default; empty or relative is a usage error."""
+    from warren_bundle.paths import dir_option_problem
+
+    env = param.envvar if isinstance(param.envvar, str) else ""
+    problem = dir_option_problem(value, f"--{(param.name or '').replace('_', '-')}", env)
+    if problem:
+        raise click.UsageError(problem, ctx)
+    return value
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--data-dir", envvar="WARREN_DATA_DIR", help="Binaries, containerd root, logs, images."
+    "--data-dir",
+    envvar=ENV_DATA_DIR,
+    callback=_dir_option,
+    help="Binaries, containerd root, logs, images.",
 )
-@click.option("--run-dir", envvar="WARREN_RUN_DIR", help="Socket, state dir, pidfiles, lock.")
-@click.option("--config-dir", envvar="WARREN_CONFIG_DIR", help="config.toml and config.d/.")
+@click.option(
+    "--run-dir",
+    envvar=ENV_RUN_DIR,
+    callback=_dir_option,
+    help="Socket, state dir, pidfiles, lock.",
+)
+@click.option(
+    "--config-dir", envvar=ENV_CONFIG_DIR, callback=_dir_option, help="config.toml and config.d/."
+)
 @click.option(
     "--payload",
     envvar="WARREN_PAYLOAD",
@@ -184,8 +205,7 @@ def _run(argv: list[str] | None) -> int:
         say("warren: aborted")
         return int(ExitCode.ERROR)
     except click.ClickException as exc:
-        with suppress(OSError):
-            exc.show()
+        say(f"warren: {usage_line(exc)}")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -196,6 +216,15 @@ def _run(argv: list[str] | None) -> int:
         # (output to a full disk or a closed pipe, a read-only dir) is still one line.
         return _fail(os_error(exc), debug)
     return 0
+
+
+def usage_line(exc: click.ClickException) -> str:
+    """click's error as one line: the cause, then where the help is (click prints four)."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message += f"; see '{ctx.command_path} --help'"
+    return message
 
 
 def os_error(exc: OSError) -> WarrenError:

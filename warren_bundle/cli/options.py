@@ -6,7 +6,6 @@ ever sees it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,19 @@ def _registries(_ctx: click.Context, _param: click.Parameter, value: str | None)
     return str(Path(value).absolute()) if value else None
 
 
+def _socket_group(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from warren_bundle.errors import ConfigError
+    from warren_bundle.runtime.config import gid_of
+
+    try:
+        gid_of(value)
+    except ConfigError as exc:
+        raise click.BadParameter(exc.one_line()) from None
+    return value
+
+
 def _pod_cidr(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     if not value:
         return None
@@ -68,12 +80,15 @@ def _pod_cidr(_ctx: click.Context, _param: click.Parameter, value: str | None) -
         raise click.BadParameter(str(exc)) from None
 
 
-def positive_seconds(_ctx: click.Context, param: click.Parameter, value: float) -> float:
-    """A duration: finite and above zero (0, -1 or nan made the monitor spin or fail late)."""
-    if not math.isfinite(value) or value <= 0:
-        raise click.BadParameter(
-            f"{value} is not a finite number of seconds above 0, e.g. 5 or 0.5"
-        )
+def positive_seconds(
+    _ctx: click.Context, _param: click.Parameter, value: float | None
+) -> float | None:
+    """A duration within runtime.settings' bounds (0, nan or 1e10 made the monitor spin or die)."""
+    from warren_bundle.runtime.settings import duration_problem
+
+    problem = None if value is None else duration_problem(value)
+    if problem:
+        raise click.BadParameter(problem)
     return value
 
 
@@ -82,6 +97,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--socket-group",
             envvar="WARREN_SOCKET_GROUP",
+            callback=_socket_group,
             help="Group that may use the socket (mode 0660); e.g. containerd.",
         ),
         click.option(

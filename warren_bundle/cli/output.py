@@ -7,7 +7,8 @@ to stderr are best effort (the log file has them too).
 from __future__ import annotations
 
 import json
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import click
@@ -15,6 +16,20 @@ import click
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@contextmanager
+def json_on_error(as_json: bool) -> Iterator[None]:
+    """With --json, a failure still prints JSON ({"state": "error", "error": ...}) on stdout
+    before the one error line on stderr and the exit code: a script parsing stdout gets JSON."""
+    from warren_bundle.errors import WarrenError
+
+    try:
+        yield
+    except WarrenError as exc:
+        if as_json:
+            emit_json({"state": "error", "error": exc.one_line(), "exit_code": int(exc.exit_code)})
+        raise
 
 
 def say(line: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from warren_bundle.cli.context import current
+from warren_bundle.cli.options import positive_seconds
 from warren_bundle.cli.output import emit_json, say
 
 
@@ -76,6 +77,7 @@ def versions(as_json: bool, prune: bool, unpin: bool) -> None:
 @click.option(
     "--ready-timeout",
     type=float,
+    callback=positive_seconds,
     default=None,
     help="Seconds to wait for the rolled-back containerd to answer (default: the one it was "
     "started with). Every other option it was started with is kept.",

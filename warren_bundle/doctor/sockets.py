@@ -103,6 +103,6 @@ def check_system_containerd(inputs: Inputs) -> Check:
         return warned(
             name,
             f"{system} exists but does not answer ({probe.error})",
-            "start the system containerd (systemctl start containerd) or remove the stale socket",
+            "start the system containerd (systemctl start containerd); it is not warren's",
         )
     return passed(name, f"none at {system}; {used}")

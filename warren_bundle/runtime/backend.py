@@ -76,8 +76,13 @@ class EmbeddedBackend:
         from warren_bundle.store.checks import check_safe
 
         check_socket_path(self.paths.socket)
-        control.require_root("containerd start")
+        control.require_root("containerd start", self.paths)
         check_safe(self.paths)  # before the log is opened for the detached supervisor
+        from warren_bundle.runtime import rundir
+        from warren_bundle.runtime.config import check_config_dirs
+
+        rundir.check(self.paths)
+        check_config_dirs(self.paths)
         timeout = options.ready_timeout + control.START_EXTRA
         recorded = running_options(self.paths)
         replaced = replace_other_version(self.paths, self.payload, options.force)

@@ -11,6 +11,7 @@ import copy
 import grp
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from warren_bundle.errors import ConfigError
-from warren_bundle.fsutil import atomic_write
+from warren_bundle.fsutil import atomic_write, check_trusted_dir, check_trusted_file
 from warren_bundle.paths import Paths
 from warren_bundle.store.compat import at_least
 
@@ -101,15 +102,36 @@ def config_version_for(containerd_version: str) -> int:
     return 3 if at_least(containerd_version, (2, 0)) else 2
 
 
-def _gid_of(group: str) -> int:
-    if group.isdigit():
-        return int(group)
+MAX_GID = 2**32 - 2  # 2^32-1 is (gid_t)-1, "no change" to chown
+
+
+def gid_of(group: str) -> int:
+    """A group name or a decimal gid (ASCII digits) that exists on this host: its gid.
+
+    A number is never taken on trust: 4294967296 would wrap to 0 (root) in containerd, and a
+    gid no group has is a typo nobody could be added to.
+    """
+    if group.isascii() and group.isdigit():
+        gid = int(group)
+        if gid > MAX_GID:
+            raise ConfigError(
+                f"socket group {group} is not a gid (at most {MAX_GID})",
+                "pass a group name or an existing gid to --socket-group",
+            )
+        try:
+            grp.getgrgid(gid)
+        except KeyError:
+            raise ConfigError(
+                f"no group has gid {gid}",
+                "pass an existing group's name or gid to --socket-group (getent group)",
+            ) from None
+        return gid
     try:
         return grp.getgrnam(group).gr_gid
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: an embedded NUL
         raise ConfigError(
             f"socket group {group!r} does not exist",
-            f"create it (groupadd {group}) or pass another --socket-group",
+            "create it (groupadd NAME) or pass an existing group to --socket-group",
         ) from None
 
 
@@ -136,7 +158,7 @@ def build_config(
         registry["configs"] = auths
     grpc: dict[str, Any] = {"address": str(paths.socket), "uid": 0, "gid": 0}
     if opts.socket_group:
-        grpc["gid"] = _gid_of(opts.socket_group)
+        grpc["gid"] = gid_of(opts.socket_group)
     config: dict[str, Any] = {
         "version": version,
         "root": str(paths.containerd_root),
@@ -214,19 +236,81 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
     return out
 
 
+# A drop-in is a small TOML file: bigger, or nested deeper, is a mistake or an attack (a link to
+# /dev/zero, thousands of "[[a.a.a...]]" that overflow the parser's recursion).
+MAX_DROPIN_BYTES = 1 << 20
+MAX_DROPIN_DEPTH = 32
+
+
+def check_config_dirs(paths: Paths) -> None:
+    """The trust rule (fsutil.check_trusted_dir) for the config dir and what warren reads or
+    writes in it: config.d, cni/net.d."""
+    from warren_bundle.node.network import conf_dir
+
+    check_trusted_dir(paths.config_dir, "config dir", "--config-dir")
+    for path, what in ((paths.config_d, "config.d"), (paths.config_dir / "cni", "cni dir")):
+        check_trusted_dir(path, what, "--config-dir", ancestors=False)
+    check_trusted_dir(conf_dir(paths), "cni/net.d", "--config-dir", ancestors=False)
+
+
 def load_overrides(paths: Paths) -> dict[str, Any]:
+    """config.d/*.toml merged in name order, from trusted dirs and files only."""
+    check_config_dirs(paths)
     merged: dict[str, Any] = {}
     if not paths.config_d.is_dir():
         return merged
     for file in sorted(paths.config_d.glob("*.toml")):
-        try:
-            with open(file, "rb") as fp:
-                merged = deep_merge(merged, tomllib.load(fp))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file} is not valid TOML ({exc})", f"fix or remove {file}") from exc
-        except OSError as exc:
-            raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
+        merged = deep_merge(merged, read_dropin(file))
     return merged
+
+
+def read_dropin(file: Path) -> dict[str, Any]:
+    """One drop-in: a regular file of root's (or the caller's) below MAX_DROPIN_BYTES, UTF-8
+    TOML nested at most MAX_DROPIN_DEPTH deep; a one-line ConfigError naming it otherwise."""
+    fix = f"fix {file}, or move it out of {file.parent}"
+    try:
+        # O_NONBLOCK: a FIFO must not hang us; a symlink to a regular file is followed.
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise ConfigError(f"cannot read drop-in {file}: {exc.strerror}", fix) from exc
+    with os.fdopen(fd, "rb") as fp:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"drop-in {file} is not a regular file", fix)
+        check_trusted_file(st, file, "drop-in")
+        raw = fp.read(MAX_DROPIN_BYTES + 1)
+    if len(raw) > MAX_DROPIN_BYTES:
+        raise ConfigError(f"drop-in {file} is over {MAX_DROPIN_BYTES // 2**20} MiB", fix)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"drop-in {file} is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})", fix
+        ) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"drop-in {file} is not valid TOML ({exc})", fix) from None
+    except RecursionError:
+        doc = None
+    if doc is None or _depth(doc) > MAX_DROPIN_DEPTH:
+        raise ConfigError(f"drop-in {file} nests tables deeper than {MAX_DROPIN_DEPTH}", fix)
+    return doc
+
+
+def _depth(value: object) -> int:
+    """How deep tables and arrays nest in `value`, without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DROPIN_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 def hosts_toml(registry: str, mirrors: list[str]) -> str:

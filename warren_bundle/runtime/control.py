@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,19 @@ import psutil
 from warren_bundle import launcher
 from warren_bundle.errors import (
     ExitCode,
-    NotRunningError,
     PermissionDeniedError,
     WarrenError,
     path_error,
 )
 from warren_bundle.paths import Paths
-from warren_bundle.runtime import detach, health, logs, pidfile
+from warren_bundle.runtime import detach, health, logs, pidfile, rundir
 from warren_bundle.runtime import statefile as state
 from warren_bundle.runtime.childenv import child_env
+from warren_bundle.runtime.observed import require_running as require_running
+from warren_bundle.runtime.observed import status as status
 from warren_bundle.runtime.options import RunOptions
 from warren_bundle.runtime.process import describe_returncode
-from warren_bundle.runtime.states import SERVING, UP, State
-from warren_bundle.runtime.states import parse as parse_state
+from warren_bundle.runtime.states import State
 from warren_bundle.runtime.status import StatusReport
 
 STOP_GRACE = 10.0
@@ -46,12 +45,17 @@ def self_command() -> list[str]:
     return [sys.executable, "-m", "warren_bundle"]
 
 
-def require_root(action: str) -> None:
+def require_root(action: str, paths: Paths | None = None) -> None:
     if os.geteuid() != 0:
+        from warren_bundle.sockets import socket_group_remedy
+
+        remedy = "run it with sudo"
+        if paths is not None and os.path.exists(paths.socket):
+            remedy = socket_group_remedy(paths.socket).replace("run warren with sudo", remedy)
         raise PermissionDeniedError(
             f"permission denied: {action} needs root (containerd mounts filesystems and "
             "manages cgroups)",
-            "run it with sudo, or ask an admin to add you to the socket group for client use",
+            remedy,
         )
 
 
@@ -87,6 +91,7 @@ def start_detached(
     existing = supervisor_process(paths)
     if existing is not None:
         return _await_other(paths, existing, deadline, timeout)
+    rundir.check_data_dir_free(paths)  # a supervisor of another run dir uses this data dir
     try:
         offset = _log_size(paths.log_file)
         log_fd = logs.open_for_child(paths.log_file)
@@ -137,8 +142,10 @@ def start_detached(
 def _await_other(
     paths: Paths, sup: psutil.Process, deadline: float, timeout: float
 ) -> StatusReport:
-    """Wait until the supervisor `sup` (not ours) has containerd ready; its report."""
+    """Wait until the supervisor `sup` (not ours) has containerd ready; its report. Refused
+    when it runs with another data or config dir (rundir.check_same_dirs)."""
     while True:
+        rundir.check_same_dirs(paths, sup.pid)
         report = state.read(paths) or {}
         if (
             report.get("supervisor_pid") == sup.pid
@@ -201,10 +208,11 @@ def _child_failed(paths: Paths, rc: int, offset: int) -> WarrenError:
         if line.startswith("warren: "):
             reason = line.removeprefix("warren: ")
             break
+    # The supervisor's own line may already point at the log: say it once.
     err = WarrenError(
         f"the supervisor {describe_returncode(rc)} before containerd was ready"
         + (f": {reason}" if reason else ""),
-        f"see {paths.log_file}",
+        None if str(paths.log_file) in reason else f"see {paths.log_file}",
     )
     with suppress(ValueError):
         err.exit_code = ExitCode(rc)
@@ -222,6 +230,7 @@ def stop(paths: Paths, timeout: float = STOP_GRACE) -> str:
     done: list[str] = []
     sup = supervisor_process(paths)
     if sup is not None:
+        rundir.check_same_dirs(paths, sup.pid)  # not ours to stop
         grace = timeout + SUPERVISOR_EXTRA
         exited = _terminate(sup, grace, timeout)
         if exited is None:
@@ -296,80 +305,6 @@ def _signal(proc: psutil.Process, sig: int) -> None:
         raise PermissionDeniedError(
             f"permission denied signalling pid {proc.pid}", "run it with sudo"
         ) from exc
-
-
-def status(paths: Paths, timeout: float = 2.0) -> StatusReport:
-    """The supervisor's own report, checked against the live processes and socket.
-
-    It says what is true now, in the in-between states too: ORPHANED when containerd runs and
-    answers with no supervisor, UNRESPONSIVE as soon as containerd's process lives but its socket
-    does not answer (a supervisor only notices after several failed health checks).
-    """
-    report: StatusReport = state.read(paths) or {}
-    sup = supervisor_process(paths)
-    ctrd = containerd_process(paths)
-    probe = health.probe(paths.socket, timeout)
-    recorded_pid = report.get("containerd_pid")
-    report.update(
-        {
-            "supervisor_alive": sup is not None,
-            "containerd_alive": ctrd is not None,
-            "supervisor_pid": sup.pid if sup else None,
-            "containerd_pid": ctrd.pid if ctrd else None,
-            "socket": str(paths.socket),
-            "socket_answers": probe.serving,
-            "socket_error": probe.error,
-            "server_version": probe.version or report.get("server_version"),
-            "data_dir": str(paths.data_dir),
-            "log": str(paths.log_file),
-        }
-    )
-    current = parse_state(report.get("state"))
-    if sup is None:
-        gone = State.FATAL if current == State.FATAL else State.STOPPED
-        current = State.ORPHANED if ctrd else gone
-    denied = isinstance(health.connect_error(paths.socket), PermissionError)
-    if ctrd is not None and current in SERVING and not probe.serving and not denied:
-        current = State.UNRESPONSIVE
-    report["state"] = current.value
-    report["state_detail"] = _detail(current, ctrd, sup is not None, paths)
-    started = report.get("started_at")
-    up = current in SERVING or current == State.UNRESPONSIVE
-    if ctrd is not None and up and (not started or recorded_pid != ctrd.pid):
-        # The state file is about another containerd (or none): its own start time is true.
-        with suppress(psutil.Error):
-            started = ctrd.create_time()
-    report["uptime_s"] = (time.time() - started) if started and ctrd else None
-    return report
-
-
-def _detail(
-    current: State, ctrd: psutil.Process | None, supervised: bool, paths: Paths
-) -> str | None:
-    if current == State.ORPHANED:
-        return (
-            "containerd runs, no supervisor (it was killed or died): nothing restarts "
-            "containerd if it fails; 'warren containerd start' adopts it"
-        )
-    if current == State.UNRESPONSIVE and ctrd is not None:
-        then = (
-            "the supervisor kills and restarts it after failed health checks"
-            if supervised
-            else "'warren containerd stop' then 'warren containerd start' replaces it"
-        )
-        return (
-            f"containerd pid {ctrd.pid} is alive but does not answer on {paths.socket} "
-            f"(hung?); {then}"
-        )
-    return None
-
-
-def require_running(report: Mapping[str, Any]) -> None:
-    if parse_state(report.get("state")) not in UP:
-        raise NotRunningError(
-            f"containerd is not running (state {report.get('state')})",
-            "start it with 'warren containerd start'",
-        )
 
 
 def wait_for_images(paths: Paths, timeout: float) -> dict[str, Any] | None:

@@ -11,10 +11,10 @@ import os
 import shutil
 import stat
 import time
-from collections import deque
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 MAX_BYTES = 10 * 2**20
 BACKUPS = 3
@@ -70,32 +70,76 @@ def _copy_keeping_mode(path: Path, dest: Path) -> None:
         shutil.copyfileobj(src, out)
 
 
-def _tail_one(path: Path, lines: int) -> list[str]:
-    try:
-        with open(path, "rb") as fp:
-            fp.seek(0, os.SEEK_END)
-            pos = fp.tell()
-            data = b""
-            while pos > 0 and data.count(b"\n") <= lines:
-                step = min(65536, pos)
-                pos -= step
-                fp.seek(pos)
-                data = fp.read(step) + data
-    except FileNotFoundError:
-        return []
-    return list(deque(data.decode("utf-8", "replace").splitlines(), maxlen=lines))
+_BLOCK = 1 << 16
 
 
-def tail(path: Path, lines: int, backups: int = BACKUPS) -> list[str]:
-    """The last `lines` lines, reaching into rotated backups when the current file is short."""
+def _start_of_last(fp: BinaryIO, lines: int) -> tuple[int, int, int]:
+    """Where the last `lines` lines of `fp` begin, how many there are (at most `lines`), and
+    where the file ends now: read backwards a block at a time, so memory stays one block and
+    time is bounded by what lies after that offset (the file's size for "all of it")."""
+    end = fp.seek(0, os.SEEK_END)
+    if end == 0 or lines <= 0:
+        return end, 0, end
+    fp.seek(end - 1)
+    pos = end - 1 if fp.read(1) == b"\n" else end  # a final newline ends the last line
+    needed = lines  # the newline before each of the last lines (the file's first has none)
+    while pos > 0:
+        step = min(_BLOCK, pos)
+        pos -= step
+        fp.seek(pos)
+        block = fp.read(step)
+        count = block.count(b"\n")
+        if count < needed:
+            needed -= count
+            continue
+        idx = len(block)
+        for _ in range(needed):
+            idx = block.rindex(b"\n", 0, idx)
+        return pos + idx + 1, lines, end
+    return 0, lines - needed + 1, end
+
+
+def _lines_between(fp: BinaryIO, start: int, end: int) -> Iterator[str]:
+    fp.seek(start)
+    left = end - start
+    while left > 0:
+        raw = fp.readline(min(left, _BLOCK))
+        if not raw:
+            return
+        left -= len(raw)
+        while not raw.endswith(b"\n") and left > 0:  # a line longer than a block
+            more = fp.readline(min(left, _BLOCK))
+            if not more:
+                break
+            left -= len(more)
+            raw += more
+            if len(raw) > 16 * _BLOCK:
+                break
+        yield raw.decode("utf-8", "replace").rstrip("\n")
+
+
+def tail(path: Path, lines: int, backups: int = BACKUPS) -> Iterator[str]:
+    """The last `lines` lines, oldest first, reaching into rotated backups when the current file
+    is short. Streamed: `lines` may exceed what the files hold (then all of it is printed)."""
     if lines <= 0:
-        return []
-    out = _tail_one(path, lines)
-    for n in range(1, backups + 1):
-        if len(out) >= lines:
-            break
-        out = _tail_one(backup(path, n), lines - len(out)) + out
-    return out
+        return
+    with ExitStack() as stack:
+        parts: list[tuple[BinaryIO, int, int]] = []
+        left = lines
+        for candidate in [path, *(backup(path, n) for n in range(1, backups + 1))]:
+            if left <= 0:
+                break
+            try:
+                fp = stack.enter_context(open(candidate, "rb"))
+            except FileNotFoundError:
+                if candidate == path:
+                    continue
+                break
+            start, found, end = _start_of_last(fp, left)
+            parts.append((fp, start, end))
+            left -= found
+        for part, start, end in reversed(parts):
+            yield from _lines_between(part, start, end)
 
 
 def follow(path: Path, poll: float = 0.2) -> Iterator[str]:
@@ -128,7 +172,7 @@ def follow(path: Path, poll: float = 0.2) -> Iterator[str]:
 
 def fatal_hint(path: Path) -> str:
     """ " (log: <containerd's fatal line>)" from the log's tail, or "" when there is none."""
-    for line in reversed(tail(path, 20)):
+    for line in reversed(list(tail(path, 20))):
         # containerd reports fatal config errors as a bare "containerd: ..." line.
         if "level=fatal" in line or line.startswith("containerd: "):
             return f" (log: {line.strip()[:200]})"

@@ -3,25 +3,37 @@
 It waits on the process and health-checks it every `health_interval`; an exit, or
 `health_failures` failed checks in a row (a hung containerd), leads to RestartPolicy's decision:
 a restart after its backoff delay (BACKOFF → STARTING → RUNNING), or FATAL. The manager owns
-the process and the state; this thread only drives them, under the manager's mutex.
+the process, the state and every transition; this thread only decides when to ask for them,
+through the manager's small interface (current, healthy, on_exit, enter_backoff, restart,
+give_up).
+
+The thread never dies under a live supervisor: any exception in a restart (EMFILE opening the
+log, ELOOP on a log swapped for a symlink, a bug) is logged, counted as a failed restart and
+retried with backoff, ending in FATAL; anything escaping the loop itself ends in FATAL too, so
+the process exits non-zero and the service manager takes over.
 """
 
 from __future__ import annotations
 
-import signal
 import time
-from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from warren_bundle.errors import WarrenError
-from warren_bundle.runtime import logs, pidfile
 from warren_bundle.runtime.policy import GiveUp, RestartPolicy
 from warren_bundle.runtime.process import Watched
-from warren_bundle.runtime.settings import ExitInfo
-from warren_bundle.runtime.states import State
 
 if TYPE_CHECKING:
     from warren_bundle.runtime.supervisor import ContainerdManager
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for any exception: a WarrenError's own, an OSError's reason and file."""
+    if isinstance(exc, WarrenError):
+        return exc.one_line()
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class Monitor:
@@ -37,80 +49,53 @@ class Monitor:
         )
 
     def run(self) -> None:
+        try:
+            self._watch()
+        except BaseException as exc:
+            self.mgr.give_up(f"the monitor failed: {describe_error(exc)}")
+
+    def _watch(self) -> None:
         mgr, settings = self.mgr, self.mgr.settings
-        stopping = mgr._stopping
-        sock = str(mgr.paths.socket)
         failures = 0
-        while not stopping.is_set():
-            proc = mgr._proc
+        while not self._stopped():
+            proc = mgr.current()
             if proc is None:
                 return
             if proc.exited.wait(settings.health_interval):
-                if stopping.is_set():
-                    return
-                self._handle_exit(proc, proc.describe_exit())
+                self._recover(proc, proc.describe_exit())
                 failures = 0
                 continue
-            if stopping.is_set():
+            if self._stopped():
                 return
-            with suppress(OSError):
-                logs.rotate_if_needed(mgr.paths.log_file)
-            if mgr._is_serving(sock, settings.health_timeout):
+            if mgr.healthy():
                 failures = 0
                 continue
             failures += 1
-            mgr._log(f"health check failed ({failures}/{settings.health_failures})")
+            mgr.event(f"health check failed ({failures}/{settings.health_failures})")
             if failures >= settings.health_failures:
-                mgr._log(f"containerd pid {proc.pid} is alive but unhealthy; killing it")
-                proc.signal(signal.SIGKILL)
-                proc.exited.wait(settings.stop_timeout)
-                self._handle_exit(proc, "killed after failing health checks")
+                mgr.kill_unhealthy(proc)
+                self._recover(proc, "killed after failing health checks")
                 failures = 0
 
-    def _handle_exit(self, proc: Watched, reason: str) -> None:
+    def _stopped(self) -> bool:
+        return self.mgr.stop_requested
+
+    def _recover(self, proc: Watched, reason: str) -> None:
         """Restart after an unexpected exit, with backoff, until it sticks or we give up."""
         mgr = self.mgr
-        stopping = mgr._stopping
-        ran_for = time.monotonic() - proc.started
-        with mgr._mutex:
-            if stopping.is_set():
-                return
-            mgr.last_exit = ExitInfo(time.time(), proc.pid, proc.returncode, reason)
-            mgr._log(f"containerd pid {proc.pid} {reason} after {ran_for:.1f}s")
-            pidfile.discard(mgr.paths.containerd_pidfile)
-            mgr.started_at = None
-        while not stopping.is_set():
+        ran_for = mgr.on_exit(proc, reason)
+        if ran_for is None:
+            return  # a stop was asked: the exit was ours
+        while not mgr.stop_requested:
             decision = self.policy.after_exit(time.monotonic(), ran_for)
             if isinstance(decision, GiveUp):
-                self._go_fatal(decision.reason)  # BACKOFF -> FATAL
+                mgr.give_up(decision.reason)  # BACKOFF -> FATAL
                 return
-            mgr._set_state(State.BACKOFF)  # RUNNING -> BACKOFF
-            if stopping.wait(decision.delay):
+            if mgr.enter_backoff(decision.delay):  # RUNNING -> BACKOFF, then the delay
                 return
-            with mgr._mutex:
-                if stopping.is_set():
-                    return
-                mgr._set_state(State.STARTING)  # BACKOFF -> STARTING
-                mgr.restarts += 1
-                mgr._remove_stale_socket()
-                try:
-                    mgr._spawn_until_ready()
-                except WarrenError as exc:
-                    mgr._log(f"restart failed: {exc.one_line()}")
-                    ran_for = 0.0
-                    if mgr._proc is not None and mgr._proc.alive():
-                        mgr._terminate(mgr._proc)
-                    continue
-                mgr._set_state(State.RUNNING)  # STARTING -> RUNNING
+            try:
+                mgr.restart()  # BACKOFF -> STARTING -> RUNNING
                 return
-
-    def _go_fatal(self, reason: str) -> None:
-        mgr = self.mgr
-        with mgr._mutex:
-            mgr.fatal_reason = reason
-            mgr._log(f"FATAL: {reason}; giving up so the service manager can take over")
-            mgr._set_state(State.FATAL)
-            mgr._stopping.set()
-            pidfile.discard(mgr.paths.containerd_pidfile)
-            pidfile.discard(mgr.paths.supervisor_pidfile)
-            mgr._release_lock()
+            except Exception as exc:  # every failure is counted and retried, never fatal here
+                mgr.restart_failed(f"restart failed: {describe_error(exc)}")
+                ran_for = 0.0

@@ -104,6 +104,22 @@ def _wait_foreign(pid: int) -> None:
         os.close(fd)
 
 
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; the (soft, hard) now.
+
+    A supervisor started from a shell gets a soft limit of 1024: a few hundred idle metrics
+    connections, or a busy host, would leave it unable to open containerd's log at a restart.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft, hard
+
+
 class OsProcesses:
     """The real seam: subprocess, psutil and signals."""
 

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # The one definition of each default a user can change (`--ready-timeout`, `--health-interval`):
 # the CLI's options, RunOptions and Settings all read these.
 DEFAULT_READY_TIMEOUT = 30.0
 DEFAULT_HEALTH_INTERVAL = 5.0
+
+# Every duration a user gives (--health-interval, --ready-timeout, ...): below 50 ms a loop burns
+# a core, above a day a timer overflows (Event.wait(1e10): "timestamp out of range").
+MIN_SECONDS = 0.05
+MAX_SECONDS = 86400.0
+
+
+def duration_problem(value: float) -> str | None:
+    """Why `value` is not a usable number of seconds, or None."""
+    if not math.isfinite(value) or not MIN_SECONDS <= value <= MAX_SECONDS:
+        return (
+            f"{value} is not a number of seconds from {MIN_SECONDS} to {MAX_SECONDS:.0f} "
+            "(a day), e.g. 5 or 0.5"
+        )
+    return None
 
 
 @dataclass
@@ -25,6 +41,17 @@ class Settings:
     max_restarts: int = 5
     restart_window: float = 60.0
     lock_timeout: float = 0.0
+
+    def __post_init__(self) -> None:
+        # What a user sets (the CLI checks these at parse time; a library caller gets this).
+        # Finer than the CLI's floor is allowed (tests run the monitor at 10 ms); a timer that
+        # overflows, or never fires, is not.
+        for name in ("ready_timeout", "health_interval", "health_timeout", "stop_timeout"):
+            value = float(getattr(self, name))
+            if not 0 < value <= MAX_SECONDS:  # False for nan too
+                from warren_bundle.errors import UsageError
+
+                raise UsageError(f"Settings.{name}: {value} is not in (0, {MAX_SECONDS:.0f}] s")
 
 
 @dataclass

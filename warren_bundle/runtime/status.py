@@ -43,6 +43,7 @@ class StatusReport(TypedDict, total=False):
     started_at: float | None  # wall clock of the current containerd's readiness (or adoption)
     uptime_s: float | None
     restarts: int
+    failed_restarts: int  # restarts that raised before containerd ran (each retried)
     last_exit: ExitReport | None
     fatal_reason: str | None
     socket: str
@@ -63,6 +64,7 @@ class StatusReport(TypedDict, total=False):
     updated_at: float
     # Added by a reader in another process (runtime/control.py), checked against live processes.
     state_detail: str | None  # what the state means now, in words (ORPHANED, UNRESPONSIVE)
+    state_recorded: str  # the state the supervisor last wrote (before the reader's checks)
     supervisor_alive: bool
     containerd_alive: bool
     socket_answers: bool
@@ -85,7 +87,7 @@ def _run_options(mgr: ContainerdManager) -> dict[str, Any] | None:
 
 def report_of(mgr: ContainerdManager) -> StatusReport:
     """The supervisor's own view of itself (the state file's content)."""
-    proc = mgr._proc
+    proc = mgr.current()
     alive = proc is not None and proc.alive()
     now = time.time()
     payload = mgr.payload
@@ -102,6 +104,7 @@ def report_of(mgr: ContainerdManager) -> StatusReport:
         "started_at": mgr.started_at,
         "uptime_s": (now - mgr.started_at) if mgr.started_at and proc else None,
         "restarts": mgr.restarts,
+        "failed_restarts": mgr.failed_restarts,
         "last_exit": last,
         "fatal_reason": mgr.fatal_reason,
         "socket": mgr.socket_path,

@@ -1,8 +1,10 @@
 """ContainerdManager: extract, configure, spawn, wait until ready, monitor, restart, stop.
 
 States and their sets live in states.py, the restart decision in policy.py, every process call in
-process.py; this module is the state machine that ties them together. One supervisor per run dir
-(flock). containerd runs in its own session and is signalled by pid only, so shims and their
+process.py, spawning and termination in spawning.py; this module is the state machine that ties
+them together, and every transition is made here (the monitor thread asks through current,
+healthy, on_exit, enter_backoff, restart and give_up). One supervisor per run dir and per data
+dir (flock). containerd runs in its own session and is signalled by pid only, so shims and their
 containers survive both a containerd restart and a stop.
 """
 
@@ -19,21 +21,19 @@ from typing import TYPE_CHECKING
 
 from warren_bundle.errors import (
     PlatformError,
-    ReadinessTimeout,
     SocketNotFoundError,
     path_error,
 )
 from warren_bundle.paths import DEFAULT_DATA_DIR, Paths, check_socket_path, system_socket_path
 from warren_bundle.runtime import health, logs, pidfile, rundir, statefile
-from warren_bundle.runtime.adoption import adoptable_pid, adopted_since
-from warren_bundle.runtime.childenv import child_env
-from warren_bundle.runtime.config import ConfigOptions
+from warren_bundle.runtime.config import ConfigOptions, check_config_dirs
 from warren_bundle.runtime.monitor import Monitor
 from warren_bundle.runtime.node_setup import NodeReport
 from warren_bundle.runtime.node_setup import configure as configure_node
-from warren_bundle.runtime.process import OsProcesses, Processes, Watched
-from warren_bundle.runtime.readiness import Probe, wait_ready
+from warren_bundle.runtime.process import OsProcesses, Processes, Watched, raise_fd_limit
+from warren_bundle.runtime.readiness import Probe
 from warren_bundle.runtime.settings import ExitInfo, Settings, Timings
+from warren_bundle.runtime.spawning import ProcessOwner
 from warren_bundle.runtime.states import SUPERVISED, State
 from warren_bundle.runtime.status import StatusReport, report_of
 from warren_bundle.store import install as upgrade
@@ -56,7 +56,7 @@ def default_ready_hooks() -> list[ReadyHook]:
     return [import_airgap_images]
 
 
-class ContainerdManager:
+class ContainerdManager(ProcessOwner):
     """Manages one embedded containerd (or points at the system one with use_external=True)."""
 
     def __init__(
@@ -89,6 +89,7 @@ class ContainerdManager:
         self._is_serving: Probe = probe or health.is_serving
         self.state = State.STOPPED
         self.restarts = 0
+        self.failed_restarts = 0  # restarts that raised (EMFILE, ELOOP, ...): each retried
         self.adopted = False
         self.last_exit: ExitInfo | None = None
         self.timings = Timings()
@@ -214,6 +215,9 @@ class ContainerdManager:
             )
         check_socket_path(self.paths.socket)
         check_safe(self.paths)  # before the first log line: nothing written through a bad dir
+        rundir.check(self.paths)
+        check_config_dirs(self.paths)
+        raise_fd_limit()  # a shell's soft 1024 is not a supervisor's budget
         self._stopping.clear()
         self.fatal_reason = None
         self._serve_metrics()  # first: a busy port must leave nothing behind, not even the run dir
@@ -287,75 +291,6 @@ class ContainerdManager:
         if endpoint is not None:
             endpoint.close()
 
-    def _adopt(self, previous: StatusReport | None) -> bool:
-        """Take over a healthy containerd left by a dead supervisor instead of starting another."""
-        seams = (self._processes, self._is_serving, self.settings, self._log)
-        pid = adoptable_pid(self.paths, *seams, self._bin() / "containerd")
-        if pid is None:
-            return False
-        self._proc = self._processes.adopt(pid)
-        self._write_pidfile(self.paths.containerd_pidfile, self._proc.record)
-        self.adopted = True
-        self.started_at = adopted_since(previous, self._proc.record)
-        self.timings.socket_ready_s = 0.0
-        self._probe_version()
-        self._log(f"adopted running containerd pid {pid}")
-        return True
-
-    def _remove_stale_socket(self) -> None:
-        sock = self.paths.socket
-        if os.path.lexists(sock) and not self._is_serving(str(sock), 0.5):
-            with suppress(FileNotFoundError):
-                sock.unlink()
-
-    def _bin(self) -> Path:
-        """The version dir containerd runs from (its shims and runc come from there too)."""
-        return self.version.directory if self.version else self.paths.bin_dir
-
-    def _command(self) -> list[str]:
-        p = self.paths
-        return [
-            str(self._bin() / "containerd"),
-            *("--config", str(p.config_file), "--address", str(p.socket)),
-            *("--root", str(p.containerd_root), "--state", str(p.state_dir)),
-        ]
-
-    def _spawn(self) -> Watched:
-        log_fd = logs.open_for_child(self.paths.log_file)
-        try:
-            env = child_env(prepend_path=self._bin())
-            proc = self._processes.spawn(self._command(), log_fd, env)
-        finally:
-            os.close(log_fd)
-        try:
-            self._write_pidfile(self.paths.containerd_pidfile, proc.record)
-        except BaseException:
-            self._terminate(proc)
-            raise
-        return proc
-
-    def _spawn_until_ready(self) -> None:
-        spawned_at = time.perf_counter()
-        proc = self._spawn()
-        self._proc = proc
-        self.adopted = False
-        self._wait_ready(proc)
-        self.timings.socket_ready_s = time.perf_counter() - spawned_at
-        self.started_at = time.time()
-        self._probe_version()
-        self._log(f"containerd pid {proc.pid} ready on {self.paths.socket}")
-
-    def _wait_ready(self, proc: Watched) -> None:
-        try:
-            wait_ready(proc, self.paths, self.settings, self._is_serving, self._stopping)
-        except ReadinessTimeout:
-            self._terminate(proc)
-            raise
-
-    def _probe_version(self) -> None:
-        with suppress(Exception):
-            self.server_version = health.containerd_version(self.paths.socket, 2.0)[0]
-
     def _run_ready_hooks(self) -> None:
         for hook in self.ready_hooks:
             try:
@@ -363,18 +298,77 @@ class ContainerdManager:
             except Exception as exc:  # a hook must never take the supervisor down
                 self._log(f"ready hook {getattr(hook, '__name__', hook)!s} failed: {exc}")
 
-    # --- stopping -----------------------------------------------------------------------------
+    # --- the monitor's interface: each transition of a running supervisor, in one home ------
 
-    def _terminate(self, proc: Watched) -> None:
-        """SIGTERM to containerd's pid only (never its group: shims must survive), then SIGKILL."""
-        if not proc.alive():
-            return
-        proc.signal(signal.SIGTERM)
-        if proc.exited.wait(self.settings.stop_timeout):
-            return
-        self._log(f"containerd pid {proc.pid} ignored SIGTERM for {self.settings.stop_timeout}s")
+    def current(self) -> Watched | None:
+        """The containerd process being watched (None once stopped)."""
+        return self._proc
+
+    def healthy(self) -> bool:
+        """One liveness check (rotating the log by size on the way)."""
+        with suppress(OSError):
+            logs.rotate_if_needed(self.paths.log_file)
+        try:
+            return self._is_serving(str(self.paths.socket), self.settings.health_timeout)
+        except Exception as exc:  # a probe that cannot even try (EMFILE) is a failed check
+            self._log(f"health check could not run: {exc}")
+            return False
+
+    def kill_unhealthy(self, proc: Watched) -> None:
+        self._log(f"containerd pid {proc.pid} is alive but unhealthy; killing it")
         proc.signal(signal.SIGKILL)
         proc.exited.wait(self.settings.stop_timeout)
+
+    def on_exit(self, proc: Watched, reason: str) -> float | None:
+        """Record an unexpected exit; how long the process ran, or None when a stop was asked
+        (the exit was ours: nothing to restart)."""
+        ran_for = time.monotonic() - proc.started
+        with self._mutex:
+            if self._stopping.is_set():
+                return None
+            self.last_exit = ExitInfo(time.time(), proc.pid, proc.returncode, reason)
+            self._log(f"containerd pid {proc.pid} {reason} after {ran_for:.1f}s")
+            pidfile.discard(self.paths.containerd_pidfile)
+            self.started_at = None
+        return ran_for
+
+    def enter_backoff(self, delay: float) -> bool:
+        """BACKOFF for `delay` seconds; True when a stop was asked meanwhile."""
+        self._set_state(State.BACKOFF)  # RUNNING/STARTING -> BACKOFF
+        return self._stopping.wait(delay)
+
+    def restart(self) -> None:
+        """Spawn containerd again and wait until it is ready; raises what went wrong, with no
+        containerd of this attempt left running."""
+        with self._mutex:
+            if self._stopping.is_set():
+                return
+            self._set_state(State.STARTING)  # BACKOFF -> STARTING
+            self.restarts += 1
+            try:
+                self._remove_stale_socket()
+                self._spawn_until_ready()
+            except BaseException:
+                if self._proc is not None and self._proc.alive():
+                    self._terminate(self._proc)
+                raise
+            self._set_state(State.RUNNING)  # STARTING -> RUNNING
+
+    def restart_failed(self, message: str) -> None:
+        self.failed_restarts += 1
+        self._log(message)
+
+    def give_up(self, reason: str) -> None:
+        """FATAL: stop supervising so the process exits non-zero and the service manager
+        takes over (runtime/foreground.py)."""
+        with self._mutex:
+            self.fatal_reason = reason
+            self._log(f"FATAL: {reason}; giving up so the service manager can take over")
+            self._stopping.set()
+            self._set_state(State.FATAL)  # BACKOFF -> FATAL
+            pidfile.discard(self.paths.containerd_pidfile)
+            pidfile.discard(self.paths.supervisor_pidfile)
+            self._release_lock()
 
     # --- reporting ----------------------------------------------------------------------------
 

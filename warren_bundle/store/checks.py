@@ -20,71 +20,14 @@ from warren_bundle.errors import (
     WarrenError,
     path_error,
 )
-from warren_bundle.paths import Paths
+from warren_bundle.fsutil import check_trusted_dir
+from warren_bundle.paths import DEFAULT_DATA_DIR, Paths
 from warren_bundle.payload.format import Manifest
 
 
 def check_dir_safe(path: Path, what: str) -> None:
     """Refuse a dir another user could swap or write into: we exec what lies in it as root."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISLNK(st.st_mode):
-        raise UnsafePathError(
-            f"{what} {path} is a symlink; refusing to write through it",
-            f"replace it with a real directory (rm {path}) or pass --data-dir",
-        )
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafePathError(
-            f"{what} {path} is not a directory", f"remove {path} or pass --data-dir"
-        )
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise UnsafePathError(
-            f"{what} {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})",
-            f"run 'chmod go-w {path}'",
-        )
-    # Owned by root is as safe as owned by us: root could replace anything anyway.
-    if st.st_uid not in (os.geteuid(), 0):
-        raise UnsafePathError(
-            f"{what} {path} is owned by uid {st.st_uid}, not by the caller (uid {os.geteuid()})",
-            f"run 'chown {os.geteuid()} {path}' or pass --data-dir",
-        )
-
-
-def _check_ancestors_safe(path: Path) -> None:
-    """Refuse a data dir reached through a path another user could redirect.
-
-    Each existing ancestor is checked as the kernel walks it: a symlink is followed only when
-    root or we own it and it sits in a directory nobody else may write (so nobody else could
-    have placed or replaced it); a directory writable by group or others must be sticky (as
-    /tmp is), so others cannot rename what we own out of it.
-    """
-    current = Path(path.anchor or "/")
-    for part in path.parts[1:]:
-        parent, current = current, current / part
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
-            return
-        if stat.S_ISLNK(st.st_mode):
-            pst = os.stat(parent)
-            others_write = pst.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-            if st.st_uid not in (os.geteuid(), 0) or others_write:
-                raise UnsafePathError(
-                    f"{current} (on the way to {path}) is a symlink another user could replace",
-                    f"use the real path ({os.path.realpath(current)}) for --data-dir",
-                )
-            # Follow it: what it points at must pass the same checks.
-            _check_ancestors_safe(Path(os.path.realpath(current)))
-            continue
-        writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        if current != path and writable and not st.st_mode & stat.S_ISVTX:
-            raise UnsafePathError(
-                f"{current} (on the way to {path}) is writable by group or others "
-                f"(mode {stat.S_IMODE(st.st_mode):o})",
-                f"run 'chmod go-w {current}' or pass --data-dir elsewhere",
-            )
+    check_trusted_dir(path, what, "--data-dir", ancestors=False)
 
 
 def version_link_target(paths: Paths) -> str | None:
@@ -113,7 +56,7 @@ def _check_bin_safe(paths: Paths) -> None:
         raise UnsafePathError(
             f"bin dir {paths.bin_dir} is a symlink to {_readlink(paths.bin_dir)}, not to one of "
             f"warren's own {paths.versions_dir.name}/<digest> dirs; refusing to write through it",
-            f"replace it with a real directory (rm {paths.bin_dir}) or pass --data-dir",
+            f"pass --data-dir a directory of warren's own (default {DEFAULT_DATA_DIR})",
         )
     check_dir_safe(paths.version_dir(name), "version dir")
 
@@ -127,11 +70,11 @@ def _readlink(path: Path) -> str:
 
 def check_safe(paths: Paths) -> None:
     """Everything warren writes or execs as root under the data dir: checked before any write."""
-    _check_ancestors_safe(paths.data_dir.absolute())
-    check_dir_safe(paths.data_dir, "data dir")
+    check_trusted_dir(paths.data_dir, "data dir", "--data-dir")
     check_dir_safe(paths.versions_dir, "versions dir")
     _check_bin_safe(paths)
     check_dir_safe(paths.logs_dir, "logs dir")
+    check_dir_safe(paths.images_dir, "images dir")
 
 
 def unsafe_names(paths: Paths, manifest: Manifest) -> list[str]:
