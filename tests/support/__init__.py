@@ -434,3 +434,39 @@ def stage_payload(
         manifest["requires"] = requires
     (dest / "manifest.json").write_text(json.dumps(manifest))
     return dest
+
+
+SIGN_RELEASE = REPO / "scripts" / "sign_release.sh"
+
+
+def make_release_key(dest: Path) -> Path:
+    """A fresh ECDSA P-256 private key (PEM) at dest, made by openssl as a release manager would."""
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-out", str(dest)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return dest
+
+
+def public_key(key: Path) -> Path:
+    """The public half of `key`, PEM, beside it."""
+    pub = key.with_suffix(".pub")
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(pub)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return pub
+
+
+def sign_release(dest: Path, key: Path) -> Path:
+    """dest (as stage_release left it) signed as `make release` signs: install.sh carries the
+    public key, SHA256SUMS is written again over every file but install.sh, SHA256SUMS.sig."""
+    names = sorted(
+        p.name for p in dest.iterdir()
+        if p.is_file() and not p.name.startswith(("SHA256SUMS", "install.sh", "release-key"))
+    )  # fmt: skip
+    subprocess.run(
+        [str(SIGN_RELEASE), str(dest), str(key), *names], check=True, capture_output=True
+    )
+    return dest

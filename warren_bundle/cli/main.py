@@ -119,6 +119,7 @@ def version(as_json: bool, check: bool) -> None:
         click.echo("cni plugins: none carried")
     click.echo(f"sandbox image {node['sandbox_image'] or 'none carried'}")
     click.echo(f"crictl {node['crictl'] or 'not carried (this build has none)'}")
+    click.echo(f"release key {info.get('release_key') or 'none (not built by make release)'}")
 
 
 def _register_subcommands() -> None:

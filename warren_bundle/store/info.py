@@ -6,6 +6,7 @@ from typing import Any
 
 from warren_bundle import __version__
 from warren_bundle.errors import PayloadError
+from warren_bundle.payload import signing
 from warren_bundle.payload.format import Manifest, flavour, locate
 
 
@@ -49,6 +50,8 @@ def version_info(payload_option: str | None = None) -> dict[str, Any]:
         "files": [f.__dict__ for f in m.files],
         "node": node_parts(m),
     }
+    key = signing.embedded_key(payload.path) if payload.embedded else None
+    info["release_key"] = signing.key_fingerprint(key) if key else None
     return info
 
 
