@@ -5,6 +5,7 @@ No sleeps as synchronisation: `wait_for` polls a condition until a deadline.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -344,14 +345,13 @@ def sha256_file(path: Path) -> str:
 
 
 def stage_release(dest: Path, exe: Path, asset: str | None = None) -> Path:
-    """dest/ laid out as `make release` lays out dist/: the binary, install.sh, SHA256SUMS."""
+    """dest/ laid out as `make release` lays out dist/: the binary, install.sh with the public
+    key, SHA256SUMS and SHA256SUMS.sig, signed with the tests' release key (session_release_key)."""
     dest.mkdir(parents=True, exist_ok=True)
     name = asset or f"warren-linux-{host_arch()}"
     shutil.copyfile(exe, dest / name)
     shutil.copyfile(INSTALL_SH, dest / "install.sh")
-    sums = "".join(f"{sha256_file(dest / n)}  {n}\n" for n in sorted((name, "install.sh")))
-    (dest / "SHA256SUMS").write_text(sums)
-    return dest
+    return sign_release(dest, session_release_key())
 
 
 class FileServer:
@@ -457,6 +457,14 @@ def public_key(key: Path) -> Path:
         check=True, capture_output=True,
     )  # fmt: skip
     return pub
+
+
+@functools.cache
+def session_release_key() -> Path:
+    """One release key for this test session, made here (never a real key)."""
+    import tempfile
+
+    return make_release_key(Path(tempfile.mkdtemp(prefix="warren-key-")) / "release.pem")
 
 
 def sign_release(dest: Path, key: Path) -> Path:
