@@ -103,7 +103,7 @@ $(RUNTIME): $(SOURCES) $(RUNTIME_VENV)/.installed scripts/onefile.py
 	  PYINSTALLER_CONFIG_DIR=$(abspath $(RUNTIME_WORK))/config \
 	  $(RUNTIME_VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
 	  --workpath $(RUNTIME_WORK) --distpath $(dir $(RUNTIME_TREE)) build/spec/warren.spec
-	$(PY) scripts/onefile.py runtime $(RUNTIME_TREE)
+	$(REPRODUCIBLE) $(PY) scripts/onefile.py runtime $(RUNTIME_TREE) --python $(RUNTIME_VENV)/bin/python
 
 # The release key: RELEASE_SIGNING_KEY is the path of its private half (PEM, ECDSA P-256), kept
 # out of the repository; `make release` refuses to run without it. Its public half is packed into
@@ -233,13 +233,18 @@ release: release-key-check build $(STATIC_EXE)
 	  if [ "$(RELEASE_REQUIRE_UPSTREAM)" = 1 ]; then exit 1; fi; \
 	else echo "payload source: $$source"; fi
 
-# install.sh (pointed at RELEASE_REPO, carrying the public key), SHA256SUMS for the release files
-# in RELEASE_DIR, and SHA256SUMS.sig (base64 of the DER ECDSA signature; release-key.pub beside it).
+# install.sh (pointed at RELEASE_REPO, carrying the public key), each file's SPDX SBOM
+# (<file>.spdx.json: `<file> version --sbom`), SHA256SUMS for all of them in RELEASE_DIR, and
+# SHA256SUMS.sig (base64 of the DER ECDSA signature; release-key.pub beside it).
 release-sums: release-key-check
 	@sed "s|^WARREN_DEFAULT_REPO=.*|WARREN_DEFAULT_REPO='$(RELEASE_REPO)'|" scripts/install.sh \
 	  > $(RELEASE_DIR)/install.sh
 	@chmod 0755 $(RELEASE_DIR)/install.sh
-	@files=$$(cd $(RELEASE_DIR) && for f in $(RELEASE_ASSETS); do [ ! -f $$f ] || echo $$f; done) && \
+	@cd $(RELEASE_DIR) && for f in $(RELEASE_ASSETS); do [ -f $$f ] || continue; \
+	  if ./$$f version --sbom > $$f.spdx.json.tmp 2>/dev/null; then mv -f $$f.spdx.json.tmp $$f.spdx.json; \
+	  else rm -f $$f.spdx.json.tmp; echo "note: $$f does not run on this host: its SBOM is made where it is built" >&2; fi; done
+	@files=$$(cd $(RELEASE_DIR) && for f in $(RELEASE_ASSETS); do [ ! -f $$f ] || echo $$f; \
+	  [ ! -f $$f.spdx.json ] || echo $$f.spdx.json; done) && \
 	  scripts/sign_release.sh $(RELEASE_DIR) '$(RELEASE_SIGNING_KEY)' $$files && \
 	  echo "$(RELEASE_DIR)/SHA256SUMS (signed: SHA256SUMS.sig):" && cat $(RELEASE_DIR)/SHA256SUMS
 

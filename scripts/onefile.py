@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from warren_bundle.payload.onefile import RUNTIME_MAGIC, TRAILER_SIZE, Trailer
+from warren_bundle.payload.runtime_record import RUNTIME_RECORD, runtime_record
 from warren_bundle.payload.signing import KEY_FIELD
 
 EXE_NAME = "warren"
@@ -70,7 +71,22 @@ def _needs(elf: Path, tree: Path) -> tuple[dict[str, Path], Path | None]:
     return libs, loader
 
 
-def make_runtime(tree: Path) -> None:
+def write_record(tree: Path, bundled: dict[str, Path], python: str) -> None:
+    """<tree>/_internal/warren-runtime.json: what `warren version --sbom` says of the runtime.
+    The Python part is asked of `python`, the interpreter of the venv PyInstaller froze."""
+    probe = subprocess.run(
+        [python, "-c", "import json; from warren_bundle.payload import runtime_record as r; "
+         "print(json.dumps(r.interpreter_record()))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    record = runtime_record(tree, bundled, json.loads(probe.stdout))
+    path = tree / LIBS / RUNTIME_RECORD
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(f"{path}: {len(record['distributions'])} Python distributions, "
+          f"{len(record['c_libraries'])} C libraries (glibc {record['glibc']})")  # fmt: skip
+
+
+def make_runtime(tree: Path, python: str) -> None:
     exe = tree / EXE_NAME
     if not exe.is_file():
         raise SystemExit(f"{exe} is missing: freeze with WARREN_ONEDIR=1 first")
@@ -85,6 +101,7 @@ def make_runtime(tree: Path) -> None:
     for soname, path in sorted(libs.items()):
         shutil.copy2(path.resolve(), tree / LIBS / soname)
     shutil.copy2(loader.resolve(), tree / LIBS / loader.name)
+    write_record(tree, {**libs, loader.name: loader}, python)
     placeholder = "/" + "_" * (PLACEHOLDER_LEN - 1)
     subprocess.run(
         [
@@ -181,6 +198,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     rt = sub.add_parser("runtime")
     rt.add_argument("tree", type=Path)
+    rt.add_argument(
+        "--python", default=sys.executable, help="the Python of the venv that was frozen"
+    )
     pk = sub.add_parser("pack")
     pk.add_argument("--launcher", type=Path, required=True)
     pk.add_argument("--runtime", type=Path, required=True)
@@ -189,7 +209,7 @@ def main() -> None:
     pk.add_argument("--release-key", type=Path, help="the release's public key (PEM) to carry")
     args = parser.parse_args()
     if args.cmd == "runtime":
-        make_runtime(args.tree)
+        make_runtime(args.tree, args.python)
     else:
         pack(args.launcher, args.runtime, args.payload_dir, args.out, args.release_key)
 

@@ -56,20 +56,28 @@ def test_make_release_writes_artifacts_and_checksums_that_verify(
 
     assert done.returncode == 0, done.stdout + done.stderr
     static = f"{frozen_exe.name}-static"  # make release builds both Linux flavours
-    assert sorted(p.name for p in out.iterdir()) == [
-        "SHA256SUMS",
-        "SHA256SUMS.sig",
-        "install.sh",
-        "release-key.pub",
-        frozen_exe.name,
-        static,
-    ]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "SHA256SUMS",
+            "SHA256SUMS.sig",
+            "install.sh",
+            "release-key.pub",
+            frozen_exe.name,
+            f"{frozen_exe.name}.spdx.json",
+            static,
+            f"{static}.spdx.json",
+        ]
+    )
     check = subprocess.run(
         ["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"{frozen_exe.name}: OK" in check.stdout and "install.sh: OK" in check.stdout
     assert f"{static}: OK" in check.stdout
+    # Each file's SBOM beside it, listed in the signed SHA256SUMS, is what the file prints.
+    assert f"{frozen_exe.name}.spdx.json: OK" in check.stdout
+    sbom = subprocess.run([frozen_exe, "version", "--sbom"], capture_output=True, text=True)
+    assert (out / f"{frozen_exe.name}.spdx.json").read_text() == sbom.stdout
     assert sha256_file(out / frozen_exe.name) == sha256_file(frozen_exe)
     assert "WARREN_DEFAULT_REPO='example-org/warren'" in (out / "install.sh").read_text()
     assert (out / "install.sh").stat().st_mode & 0o111

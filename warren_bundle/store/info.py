@@ -55,6 +55,26 @@ def version_info(payload_option: str | None = None) -> dict[str, Any]:
     return info
 
 
+def sbom_document(payload_option: str | None = None) -> dict[str, Any]:
+    """The SPDX 2.3 document of this warren (payload/sbom.py): from the runtime dir it runs
+    from when frozen, else (from source) from this interpreter's own distributions."""
+    from pathlib import Path
+
+    from warren_bundle import launcher
+    from warren_bundle.payload import runtime_record, sbom
+
+    payload = locate(payload_option)
+    record = runtime_record.read_runtime_record(launcher.runtime_dir())
+    if record is None and not launcher.runtime_dir():
+        record = {
+            "python": runtime_record.python_identity(),
+            "distributions": runtime_record.python_distributions(),
+        }
+    one_file = launcher.onefile()
+    path = Path(one_file) if one_file else (payload.path if payload.embedded else None)
+    return sbom.document(payload, record, path)
+
+
 def node_parts(m: Manifest) -> dict[str, Any]:
     """The CNI plugins, sandbox image and crictl the payload carries."""
     cni = m.components.get("cni") if isinstance(m.components.get("cni"), dict) else {}
