@@ -30,7 +30,7 @@ help:
 	@echo "make build    dist/warren-linux-$(ARCH): launcher + verified containerd/runc payload"
 	@echo "make payload  fetch, verify and stage the payload only (SOURCE=auto|upstream|mirror|dir|debian|debian-static)"
 	@echo "make payload-static  the static flavour's payload (--source debian-static, cached in /var/cache/warren-build)"
-	@echo "make release  artifacts + SHA256SUMS + install.sh in dist/"
+	@echo "make release  artifacts + signed SHA256SUMS + install.sh in dist/ (RELEASE_SIGNING_KEY=key.pem)"
 	@echo "make release-arm64  dist/warren-linux-arm64, frozen under qemu-user emulation (root)"
 	@echo "make test-vm  the release in booted Debian guests under QEMU (bookworm cgroup v2/v1, bullseye)"
 	@echo "make bench    benchmarks against their baselines (bench/results.json)"
@@ -103,11 +103,33 @@ $(RUNTIME): $(SOURCES) $(RUNTIME_VENV)/.installed scripts/onefile.py
 	  PYINSTALLER_CONFIG_DIR=$(abspath $(RUNTIME_WORK))/config \
 	  $(RUNTIME_VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
 	  --workpath $(RUNTIME_WORK) --distpath $(dir $(RUNTIME_TREE)) build/spec/warren.spec
-	$(PY) scripts/onefile.py runtime $(RUNTIME_TREE)
+	$(REPRODUCIBLE) $(PY) scripts/onefile.py runtime $(RUNTIME_TREE) --python $(RUNTIME_VENV)/bin/python
 
-$(EXE): $(LAUNCHER) $(RUNTIME) $(PAYLOAD) scripts/onefile.py
+# The release key: RELEASE_SIGNING_KEY is the path of its private half (PEM, ECDSA P-256), kept
+# out of the repository; `make release` refuses to run without it. Its public half is packed into
+# every file (scripts/onefile.py pack --release-key) and written into install.sh, and signs
+# SHA256SUMS (scripts/sign_release.sh). `make build` without a key makes a file that carries none.
+RELEASE_SIGNING_KEY ?=
+RELEASE_PUBKEY := build/release/release-key.pub
+KEY_ARGS := $(if $(RELEASE_SIGNING_KEY),--release-key $(RELEASE_PUBKEY))
+KEY_DEPS := $(if $(RELEASE_SIGNING_KEY),$(RELEASE_PUBKEY))
+
+# Rewritten only when the key changes, so the files are packed again exactly then.
+$(RELEASE_PUBKEY): FORCE
+	@mkdir -p $(@D)
+	@openssl pkey -in '$(RELEASE_SIGNING_KEY)' -pubout -out $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+
+.PHONY: release-key-check
+release-key-check:
+	@if [ -z '$(RELEASE_SIGNING_KEY)' ]; then \
+	  echo "error: make release signs SHA256SUMS and needs the release key: RELEASE_SIGNING_KEY=/path/to/key.pem (its private half is never in the repository)" >&2; \
+	  exit 2; fi
+	@[ -f '$(RELEASE_SIGNING_KEY)' ] || { echo "error: RELEASE_SIGNING_KEY=$(RELEASE_SIGNING_KEY): no such file" >&2; exit 2; }
+
+$(EXE): $(LAUNCHER) $(RUNTIME) $(PAYLOAD) scripts/onefile.py $(KEY_DEPS)
 	$(PY) scripts/onefile.py pack --launcher $(LAUNCHER) --runtime $(RUNTIME_TREE) \
-	  --payload-dir $(PAYLOAD_DIR) --out $@
+	  --payload-dir $(PAYLOAD_DIR) --out $@ $(KEY_ARGS)
 	@$(EXE) version
 	@# Every module imports, getaddrinfo, idna, a metrics scrape: a bad exclusion fails here.
 	@$(EXE) _selfcheck || { rm -f $(EXE); echo "removed $(EXE): it fails its self-check" >&2; exit 1; }
@@ -188,7 +210,7 @@ BULLSEYE_ROOT ?= /var/cache/warren-test/bullseye-root
 
 # Both Linux flavours: the installer takes warren-linux-<arch> where it starts and the static one
 # where it does not (older glibc, musl).
-release: build $(STATIC_EXE)
+release: release-key-check build $(STATIC_EXE)
 	@mkdir -p $(RELEASE_DIR)
 	@if [ "$(abspath $(EXE))" != "$(abspath $(RELEASE_DIR))/warren-linux-$(ARCH)" ]; then \
 	  cp $(EXE) $(STATIC_EXE) $(RELEASE_DIR)/; fi
@@ -211,14 +233,20 @@ release: build $(STATIC_EXE)
 	  if [ "$(RELEASE_REQUIRE_UPSTREAM)" = 1 ]; then exit 1; fi; \
 	else echo "payload source: $$source"; fi
 
-# install.sh (pointed at RELEASE_REPO) and SHA256SUMS for the release files in RELEASE_DIR.
-release-sums:
+# install.sh (pointed at RELEASE_REPO, carrying the public key), each file's SPDX SBOM
+# (<file>.spdx.json: `<file> version --sbom`), SHA256SUMS for all of them in RELEASE_DIR, and
+# SHA256SUMS.sig (base64 of the DER ECDSA signature; release-key.pub beside it).
+release-sums: release-key-check
 	@sed "s|^WARREN_DEFAULT_REPO=.*|WARREN_DEFAULT_REPO='$(RELEASE_REPO)'|" scripts/install.sh \
 	  > $(RELEASE_DIR)/install.sh
 	@chmod 0755 $(RELEASE_DIR)/install.sh
-	@cd $(RELEASE_DIR) && files=$$(for f in $(RELEASE_ASSETS); do [ ! -f $$f ] || echo $$f; done) && \
-	  sha256sum $$files install.sh > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS && \
-	  sha256sum --quiet -c SHA256SUMS && echo "$(RELEASE_DIR)/SHA256SUMS:" && cat SHA256SUMS
+	@cd $(RELEASE_DIR) && for f in $(RELEASE_ASSETS); do [ -f $$f ] || continue; \
+	  if ./$$f version --sbom > $$f.spdx.json.tmp 2>/dev/null; then mv -f $$f.spdx.json.tmp $$f.spdx.json; \
+	  else rm -f $$f.spdx.json.tmp; echo "note: $$f does not run on this host: its SBOM is made where it is built" >&2; fi; done
+	@files=$$(cd $(RELEASE_DIR) && for f in $(RELEASE_ASSETS); do [ ! -f $$f ] || echo $$f; \
+	  [ ! -f $$f.spdx.json ] || echo $$f.spdx.json; done) && \
+	  scripts/sign_release.sh $(RELEASE_DIR) '$(RELEASE_SIGNING_KEY)' $$files && \
+	  echo "$(RELEASE_DIR)/SHA256SUMS (signed: SHA256SUMS.sig):" && cat $(RELEASE_DIR)/SHA256SUMS
 
 # Its payload must run without glibc too: Debian's sources built statically (--source
 # debian-static, cached in /var/cache/warren-build/debian-static), or, for a release from
@@ -244,14 +272,14 @@ release-static: $(STATIC_EXE)
 	@$(MAKE) --no-print-directory release-sums
 
 # The same launcher and runtime as $(EXE), with the static payload.
-$(STATIC_EXE): $(LAUNCHER) $(RUNTIME) $(STATIC_PAYLOAD) scripts/onefile.py
+$(STATIC_EXE): $(LAUNCHER) $(RUNTIME) $(STATIC_PAYLOAD) scripts/onefile.py $(KEY_DEPS)
 	@$(PY) -c 'import json, sys; r = json.load(open(sys.argv[1])).get("requires", {}); \
 	  sys.exit(0 if r.get("linkage") == "static" else \
 	  "error: the static flavour needs a static payload, and " + sys.argv[1] + " is " + \
 	  (r.get("linkage") or "of unrecorded linkage") + "; make payload-static (or STATIC_PAYLOAD_DIR)")' \
 	  $(STATIC_PAYLOAD_DIR)/manifest.json
 	$(PY) scripts/onefile.py pack --launcher $(LAUNCHER) --runtime $(RUNTIME_TREE) \
-	  --payload-dir $(STATIC_PAYLOAD_DIR) --out $@.tmp
+	  --payload-dir $(STATIC_PAYLOAD_DIR) --out $@.tmp $(KEY_ARGS)
 	@$@.tmp version | head -n 1 | grep -q '(static build)' || { rm -f $@.tmp; \
 	  echo "$@: the file does not say it is the static build" >&2; exit 1; }
 	mv -f $@.tmp $@

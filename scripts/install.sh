@@ -31,9 +31,15 @@
 #   WARREN_DATA_DIR, WARREN_RUN_DIR, WARREN_CONFIG_DIR   non-default warren dirs: written into the
 #                            unit's environment, and purged by 'warren-uninstall.sh --purge'
 #   WARREN_PLATFORM, WARREN_ARCH   force the OS (linux|darwin) and arch (amd64|arm64) detected
+#   WARREN_REQUIRE_SIGNATURE=1   refuse to install when SHA256SUMS.sig cannot be checked (no
+#                            openssl on this host, or an install.sh that carries no release key)
+#
+# SHA256SUMS is signed with the release key (ECDSA P-256): SHA256SUMS.sig is base64 of the DER
+# signature. This script carries the public key and checks the signature with openssl when the
+# host has it, before it trusts any digest; it says so plainly when it cannot check.
 #
 # Exit codes (as warren's): 0 ok, 1 other error, 2 usage, 4 permission denied,
-# 5 platform not supported, 8 checksum mismatch.
+# 5 platform not supported, 8 checksum or signature mismatch.
 #
 # Everything runs from main() at the end, so a script piped into sh is read whole before it acts.
 set -eu
@@ -41,6 +47,15 @@ umask 022
 
 # Rewritten by 'make release' (RELEASE_REPO) to the repository that publishes the release.
 WARREN_DEFAULT_REPO='warren-bundle/warren-bundle'
+
+# The release key's public half, written in by 'make release' (scripts/sign_release.sh); empty
+# in the repository's copy, which then cannot check a signature.
+release_key() {
+    cat <<'EOF'
+# RELEASE_KEY_BEGIN
+# RELEASE_KEY_END
+EOF
+}
 
 SERVICE_NAME='warren-containerd.service'
 EXIT_ERROR=1
@@ -255,9 +270,56 @@ digest_of() {
     awk -v f="$1" '$2 == f || $2 == "*" f {print $1; exit}' "$TMP_DIR/SHA256SUMS"
 }
 
+# not_verified WHY: without WARREN_REQUIRE_SIGNATURE a warning, with it the end.
+not_verified() {
+    if truthy "${WARREN_REQUIRE_SIGNATURE:-}"; then
+        fatal "$EXIT_CHECKSUM" "SHA256SUMS.sig could not be verified: $1; nothing was installed (WARREN_REQUIRE_SIGNATURE is set)"
+    fi
+    warn "SHA256SUMS.sig NOT verified: $1; the download is checked against SHA256SUMS only, which does not prove who published it (set WARREN_REQUIRE_SIGNATURE=1 to refuse this)"
+}
+
+sha256_stdin() {
+    case "$HASHER" in
+        sha256sum) sha256sum | awk '{print $1}' ;;
+        shasum) shasum -a 256 | awk '{print $1}' ;;
+        openssl) openssl dgst -sha256 -r | awk '{print $1}' ;;
+    esac
+}
+
+# SHA256SUMS must be signed by the release key this script carries; a bad signature is fatal.
+verify_signature() {
+    sums="$TMP_DIR/SHA256SUMS"
+    key="$TMP_DIR/release-key.pub"
+    release_key | grep -v '^# RELEASE_KEY_' >"$key" || true
+    if ! grep -q 'BEGIN PUBLIC KEY' "$key"; then
+        not_verified "this install.sh carries no release key (a copy from the repository, not from a release)"
+        return 0
+    fi
+    if ! command -v openssl >/dev/null 2>&1; then
+        not_verified "openssl is not installed on this host"
+        return 0
+    fi
+    rc=0
+    case "$DOWNLOADER" in
+        curl) curl -fsL --retry 3 --retry-delay 1 -o "$sums.sig" "$URL/SHA256SUMS.sig" </dev/null || rc=$? ;;
+        wget) wget -q --tries=3 -O "$sums.sig" "$URL/SHA256SUMS.sig" </dev/null || rc=$? ;;
+    esac
+    if [ "$rc" -ne 0 ]; then
+        fatal "$EXIT_CHECKSUM" "$URL/SHA256SUMS.sig cannot be downloaded ($DOWNLOADER exit $rc) and this release must be signed; nothing was installed: check WARREN_BASE_URL or the mirror"
+    fi
+    if ! tr -d '\n\r' <"$sums.sig" | openssl base64 -d -A -out "$sums.der" 2>/dev/null ||
+        ! openssl dgst -sha256 -verify "$key" -signature "$sums.der" "$sums" >/dev/null 2>&1; then
+        fatal "$EXIT_CHECKSUM" "bad signature: $URL/SHA256SUMS is not signed by this release's key; nothing was installed: the release or the mirror behind WARREN_BASE_URL was altered, or install.sh is from another release"
+    fi
+    info "SHA256SUMS signature verified (release key sha256:$(openssl pkey -pubin -in "$key" -outform DER 2>/dev/null | sha256_stdin | cut -c1-16))"
+}
+
 expected_digest() {
     sums="$TMP_DIR/SHA256SUMS"
-    [ -f "$sums" ] || download "$URL/SHA256SUMS" "$sums"
+    if [ ! -f "$sums" ]; then
+        download "$URL/SHA256SUMS" "$sums"
+        verify_signature
+    fi
     EXPECTED=$(digest_of "$ASSET")
     case "$EXPECTED" in
         [0-9a-f]*) ;;

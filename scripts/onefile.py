@@ -6,8 +6,10 @@
         its ELF files need (glibc included), give its executable a placeholder ELF interpreter long
         enough for any runtime path (the launcher writes the real one at extraction), and an RPATH
         of $ORIGIN/_internal. Then it runs the same on glibc >= 2.17 hosts and on musl hosts.
-    scripts/onefile.py pack --launcher L --runtime DIR --payload-dir P --out FILE
-        Write FILE (layout: warren_bundle/payload/onefile.py). Same inputs, same bytes.
+    scripts/onefile.py pack --launcher L --runtime DIR --payload-dir P --out FILE [--release-key K]
+        Write FILE (layout: warren_bundle/payload/onefile.py). Same inputs, same bytes. With
+        --release-key, the payload descriptor carries that public key (PEM): the key `warren
+        upgrade` checks a next release's SHA256SUMS.sig with (warren_bundle/payload/signing.py).
 
 Both are deterministic: entries sorted, no times recorded, zlib at a fixed level.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -28,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from warren_bundle.payload.onefile import RUNTIME_MAGIC, TRAILER_SIZE, Trailer
+from warren_bundle.payload.runtime_record import RUNTIME_RECORD, runtime_record
+from warren_bundle.payload.signing import KEY_FIELD
 
 EXE_NAME = "warren"
 LIBS = "_internal"
@@ -66,7 +71,22 @@ def _needs(elf: Path, tree: Path) -> tuple[dict[str, Path], Path | None]:
     return libs, loader
 
 
-def make_runtime(tree: Path) -> None:
+def write_record(tree: Path, bundled: dict[str, Path], python: str) -> None:
+    """<tree>/_internal/warren-runtime.json: what `warren version --sbom` says of the runtime.
+    The Python part is asked of `python`, the interpreter of the venv PyInstaller froze."""
+    probe = subprocess.run(
+        [python, "-c", "import json; from warren_bundle.payload import runtime_record as r; "
+         "print(json.dumps(r.interpreter_record()))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    record = runtime_record(tree, bundled, json.loads(probe.stdout))
+    path = tree / LIBS / RUNTIME_RECORD
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(f"{path}: {len(record['distributions'])} Python distributions, "
+          f"{len(record['c_libraries'])} C libraries (glibc {record['glibc']})")  # fmt: skip
+
+
+def make_runtime(tree: Path, python: str) -> None:
     exe = tree / EXE_NAME
     if not exe.is_file():
         raise SystemExit(f"{exe} is missing: freeze with WARREN_ONEDIR=1 first")
@@ -81,6 +101,7 @@ def make_runtime(tree: Path) -> None:
     for soname, path in sorted(libs.items()):
         shutil.copy2(path.resolve(), tree / LIBS / soname)
     shutil.copy2(loader.resolve(), tree / LIBS / loader.name)
+    write_record(tree, {**libs, loader.name: loader}, python)
     placeholder = "/" + "_" * (PLACEHOLDER_LEN - 1)
     subprocess.run(
         [
@@ -124,7 +145,19 @@ def runtime_archive(tree: Path) -> bytes:
     return b"".join(out)
 
 
-def pack(launcher: Path, tree: Path, payload_dir: Path | None, dest: Path) -> None:
+def with_release_key(descriptor: bytes, key: Path) -> bytes:
+    """The payload descriptor with the release key's public PEM in it (payload/signing.py)."""
+    pem = key.read_text()
+    if "-----BEGIN PUBLIC KEY-----" not in pem:
+        raise SystemExit(f"{key}: not a PEM public key (openssl pkey -pubout writes one)")
+    data = json.loads(descriptor)
+    data[KEY_FIELD] = pem.strip() + "\n"
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def pack(
+    launcher: Path, tree: Path, payload_dir: Path | None, dest: Path, key: Path | None = None
+) -> None:
     """Write the one file; with no payload dir, a file that carries no binaries (for tests)."""
     head = launcher.read_bytes()
     archive = runtime_archive(tree)
@@ -132,6 +165,8 @@ def pack(launcher: Path, tree: Path, payload_dir: Path | None, dest: Path) -> No
     if payload_dir is not None:
         payload = (payload_dir / "payload.tar.zst").read_bytes()
         descriptor = (payload_dir / "payload.json").read_bytes()
+        if key is not None:
+            descriptor = with_release_key(descriptor, key)
     runtime_offset = len(head)
     payload_offset = runtime_offset + len(archive)
     descriptor_offset = payload_offset + len(payload)
@@ -163,16 +198,20 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     rt = sub.add_parser("runtime")
     rt.add_argument("tree", type=Path)
+    rt.add_argument(
+        "--python", default=sys.executable, help="the Python of the venv that was frozen"
+    )
     pk = sub.add_parser("pack")
     pk.add_argument("--launcher", type=Path, required=True)
     pk.add_argument("--runtime", type=Path, required=True)
     pk.add_argument("--payload-dir", type=Path, help="staged payload (none: no binaries)")
     pk.add_argument("--out", type=Path, required=True)
+    pk.add_argument("--release-key", type=Path, help="the release's public key (PEM) to carry")
     args = parser.parse_args()
     if args.cmd == "runtime":
-        make_runtime(args.tree)
+        make_runtime(args.tree, args.python)
     else:
-        pack(args.launcher, args.runtime, args.payload_dir, args.out)
+        pack(args.launcher, args.runtime, args.payload_dir, args.out, args.release_key)
 
 
 if __name__ == "__main__":

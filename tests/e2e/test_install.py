@@ -25,8 +25,10 @@ from support import (
     INSTALL_SH,
     FileServer,
     run_installer,
+    session_release_key,
     sha256_file,
     short_dir,
+    sign_release,
     stage_release,
 )
 
@@ -84,10 +86,7 @@ def releases(frozen_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     oldhost = stage_release(root / "oldhost", frozen_exe, ASSET)
     pack_needing_glibc(frozen_exe, "99.0", oldhost / ASSET, root / "staged-99")
     shutil.copyfile(frozen_exe, oldhost / f"{ASSET}-static")
-    names = sorted((ASSET, f"{ASSET}-static", "install.sh"))
-    (oldhost / "SHA256SUMS").write_text(
-        "".join(f"{sha256_file(oldhost / n)}  {n}\n" for n in names)
-    )
+    sign_release(oldhost, session_release_key())
     with FileServer(root) as server:
         yield server
 

@@ -5,6 +5,8 @@ The build itself is not redone here (`-o` the executable): CI's `make test` has 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -12,15 +14,31 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, sha256_file
+from support import REPO, make_release_key, sha256_file
 
 pytestmark = pytest.mark.e2e
 
 
-def make_release(out: Path, frozen: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def make_release(
+    out: Path, frozen: Path, *args: str, key: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`make release` into out; with a release key made for the test unless `key` says otherwise.
+    The static file is packed again with that key; the frozen file (-o) is taken as it is."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    if key is None:
+        key = out.with_name(out.name + "-key.pem")
+        make_release_key(key)
+    signing = [f"RELEASE_SIGNING_KEY={key}"] if key.name else []
     return subprocess.run(
-        ["make", "-o", str(frozen.relative_to(REPO)), "release", f"RELEASE_DIR={out}", *args],
+        [
+            "make",
+            "-o",
+            str(frozen.relative_to(REPO)),
+            "release",
+            f"RELEASE_DIR={out}",
+            *signing,
+            *args,
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -38,21 +56,58 @@ def test_make_release_writes_artifacts_and_checksums_that_verify(
 
     assert done.returncode == 0, done.stdout + done.stderr
     static = f"{frozen_exe.name}-static"  # make release builds both Linux flavours
-    assert sorted(p.name for p in out.iterdir()) == [
-        "SHA256SUMS",
-        "install.sh",
-        frozen_exe.name,
-        static,
-    ]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "SHA256SUMS",
+            "SHA256SUMS.sig",
+            "install.sh",
+            "release-key.pub",
+            frozen_exe.name,
+            f"{frozen_exe.name}.spdx.json",
+            static,
+            f"{static}.spdx.json",
+        ]
+    )
     check = subprocess.run(
         ["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"{frozen_exe.name}: OK" in check.stdout and "install.sh: OK" in check.stdout
     assert f"{static}: OK" in check.stdout
+    # Each file's SBOM beside it, listed in the signed SHA256SUMS, is what the file prints.
+    assert f"{frozen_exe.name}.spdx.json: OK" in check.stdout
+    sbom = subprocess.run([frozen_exe, "version", "--sbom"], capture_output=True, text=True)
+    assert (out / f"{frozen_exe.name}.spdx.json").read_text() == sbom.stdout
     assert sha256_file(out / frozen_exe.name) == sha256_file(frozen_exe)
     assert "WARREN_DEFAULT_REPO='example-org/warren'" in (out / "install.sh").read_text()
     assert (out / "install.sh").stat().st_mode & 0o111
+    # The public key is in install.sh and in the static file packed here; the signature verifies.
+    pub = (out / "release-key.pub").read_text()
+    assert pub in (out / "install.sh").read_text()
+    version = subprocess.run([out / static, "version", "--json"], capture_output=True, text=True)
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-in", out / "release-key.pub", "-outform", "DER"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert json.loads(version.stdout)["release_key"] == "sha256:" + hashlib.sha256(der).hexdigest()
+    sig = base64.b64decode((out / "SHA256SUMS.sig").read_text().strip(), validate=True)
+    (tmp_path / "sig.der").write_bytes(sig)
+    verify = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-verify", out / "release-key.pub",
+         "-signature", tmp_path / "sig.der", out / "SHA256SUMS"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_make_release_refuses_to_run_without_a_signing_key(
+    frozen_exe: Path, tmp_path: Path
+) -> None:
+    done = make_release(tmp_path / "out", frozen_exe, key=Path(""))
+
+    assert done.returncode != 0
+    assert "needs the release key: RELEASE_SIGNING_KEY" in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_make_release_says_loudly_when_the_payload_is_not_upstream(

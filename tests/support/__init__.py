@@ -5,6 +5,7 @@ No sleeps as synchronisation: `wait_for` polls a condition until a deadline.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -344,14 +345,13 @@ def sha256_file(path: Path) -> str:
 
 
 def stage_release(dest: Path, exe: Path, asset: str | None = None) -> Path:
-    """dest/ laid out as `make release` lays out dist/: the binary, install.sh, SHA256SUMS."""
+    """dest/ laid out as `make release` lays out dist/: the binary, install.sh with the public
+    key, SHA256SUMS and SHA256SUMS.sig, signed with the tests' release key (session_release_key)."""
     dest.mkdir(parents=True, exist_ok=True)
     name = asset or f"warren-linux-{host_arch()}"
     shutil.copyfile(exe, dest / name)
     shutil.copyfile(INSTALL_SH, dest / "install.sh")
-    sums = "".join(f"{sha256_file(dest / n)}  {n}\n" for n in sorted((name, "install.sh")))
-    (dest / "SHA256SUMS").write_text(sums)
-    return dest
+    return sign_release(dest, session_release_key())
 
 
 class FileServer:
@@ -433,4 +433,48 @@ def stage_payload(
     if requires is not None:
         manifest["requires"] = requires
     (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+SIGN_RELEASE = REPO / "scripts" / "sign_release.sh"
+
+
+def make_release_key(dest: Path) -> Path:
+    """A fresh ECDSA P-256 private key (PEM) at dest, made by openssl as a release manager would."""
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-out", str(dest)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return dest
+
+
+def public_key(key: Path) -> Path:
+    """The public half of `key`, PEM, beside it."""
+    pub = key.with_suffix(".pub")
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(pub)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return pub
+
+
+@functools.cache
+def session_release_key() -> Path:
+    """One release key for this test session, made here (never a real key)."""
+    import tempfile
+
+    return make_release_key(Path(tempfile.mkdtemp(prefix="warren-key-")) / "release.pem")
+
+
+def sign_release(dest: Path, key: Path) -> Path:
+    """dest (as stage_release left it) signed as `make release` signs: install.sh carries the
+    public key, SHA256SUMS is written again over every file but install.sh, SHA256SUMS.sig."""
+    names = sorted(
+        p.name for p in dest.iterdir()
+        if p.is_file() and not p.name.startswith(("SHA256SUMS", "install.sh", "release-key"))
+    )  # fmt: skip
+    subprocess.run(
+        [str(SIGN_RELEASE), str(dest), str(key), *names], check=True, capture_output=True
+    )
     return dest

@@ -38,7 +38,13 @@ SMP = os.environ.get("WARREN_VM_SMP", "2")
 # boot plus those checks 101 s vs 82 s). x86-64 baseline code is what Debian ships anyway.
 CPU = os.environ.get("WARREN_VM_CPU", "qemu64")
 MAX_BOOTS = 5
-RELEASE_FILES = ("install.sh", "SHA256SUMS", "warren-linux-amd64", "warren-linux-amd64-static")
+RELEASE_FILES = (
+    "install.sh",
+    "SHA256SUMS",
+    "SHA256SUMS.sig",
+    "warren-linux-amd64",
+    "warren-linux-amd64-static",
+)
 # (7) The next release for the upgrade scenario, published as release/next/: on the bookworm
 # guests the frozen warren with containerd 1.7 that `make test-payloads` builds
 # (scripts/test_payloads.py); on bullseye, where that dynamic build cannot run, the static file
@@ -218,9 +224,11 @@ def prepare_share(share: Path, guest: Guest) -> None:
     for name, src in files.items():
         shutil.copy2(src, nxt / name)
     shutil.copy2(release / "install.sh", nxt / "install.sh")
-    subprocess.run(
-        f"sha256sum {' '.join(files)} install.sh > SHA256SUMS", shell=True, check=True, cwd=nxt
-    )
+    # Signed with the key `make release` signed release/ with (the installer checks it).
+    key = os.environ.get("RELEASE_SIGNING_KEY")
+    if not key:
+        raise RuntimeError("RELEASE_SIGNING_KEY is not set: the next release must be signed")
+    subprocess.run([str(REPO / "scripts/sign_release.sh"), str(nxt), key, *files], check=True)
     busybox_archives(share)
     shutil.copy2(REPO / "scripts/vm/guest.py", share / "guest.py")
     (share / "guest-run.sh").write_text(

@@ -106,12 +106,22 @@ def cli(
     help="Only say whether the binaries this file carries run on this host (exit 5 when not): "
     "what install.sh asks before it installs a file.",
 )
-def version(as_json: bool, check: bool) -> None:
+@click.option(
+    "--sbom",
+    is_flag=True,
+    help="Print the SPDX 2.3 JSON SBOM of everything this file carries (offline).",
+)
+def version(as_json: bool, check: bool, sbom: bool) -> None:
     """Launcher, containerd and runc versions, payload digest and provenance."""
-    from warren_bundle.store.info import check_runs_here, version_info
+    from warren_bundle.store.info import check_runs_here, sbom_document, version_info
 
     if check:
         click.echo(check_runs_here(current().payload))
+        return
+    if sbom:
+        import json
+
+        click.echo(json.dumps(sbom_document(current().payload), indent=2, sort_keys=True))
         return
     info = version_info(current().payload)
     if as_json:
@@ -140,6 +150,7 @@ def version(as_json: bool, check: bool) -> None:
         click.echo("cni plugins: none carried")
     click.echo(f"sandbox image {node['sandbox_image'] or 'none carried'}")
     click.echo(f"crictl {node['crictl'] or 'not carried (this build has none)'}")
+    click.echo(f"release key {info.get('release_key') or 'none (not built by make release)'}")
 
 
 def _register_subcommands() -> None:

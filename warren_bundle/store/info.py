@@ -6,6 +6,7 @@ from typing import Any
 
 from warren_bundle import __version__
 from warren_bundle.errors import PayloadError
+from warren_bundle.payload import signing
 from warren_bundle.payload.format import Manifest, flavour, locate
 
 
@@ -49,7 +50,29 @@ def version_info(payload_option: str | None = None) -> dict[str, Any]:
         "files": [f.__dict__ for f in m.files],
         "node": node_parts(m),
     }
+    key = signing.embedded_key(payload.path) if payload.embedded else None
+    info["release_key"] = signing.key_fingerprint(key) if key else None
     return info
+
+
+def sbom_document(payload_option: str | None = None) -> dict[str, Any]:
+    """The SPDX 2.3 document of this warren (payload/sbom.py): from the runtime dir it runs
+    from when frozen, else (from source) from this interpreter's own distributions."""
+    from pathlib import Path
+
+    from warren_bundle import launcher
+    from warren_bundle.payload import runtime_record, sbom
+
+    payload = locate(payload_option)
+    record = runtime_record.read_runtime_record(launcher.runtime_dir())
+    if record is None and not launcher.runtime_dir():
+        record = {
+            "python": runtime_record.python_identity(),
+            "distributions": runtime_record.python_distributions(),
+        }
+    one_file = launcher.onefile()
+    path = Path(one_file) if one_file else (payload.path if payload.embedded else None)
+    return sbom.document(payload, record, path)
 
 
 def node_parts(m: Manifest) -> dict[str, Any]:
