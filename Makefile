@@ -109,19 +109,31 @@ $(RUNTIME): $(SOURCES) $(RUNTIME_VENV)/.installed scripts/onefile.py
 # out of the repository; `make release` refuses to run without it. Its public half is packed into
 # every file (scripts/onefile.py pack --release-key) and written into install.sh, and signs
 # SHA256SUMS (scripts/sign_release.sh). `make build` without a key makes a file that carries none.
+# make test and its parts sign the release they test with a throwaway key made here when none is
+# given (a fresh machine has none): it signs nothing anyone installs.
+TEST_SIGNING_KEY := $(abspath build/release/test-signing-key.pem)
+ifneq ($(filter test test-vm test-frozen test-static test-payloads,$(MAKECMDGOALS)),)
+RELEASE_SIGNING_KEY ?= $(TEST_SIGNING_KEY)
+endif
 RELEASE_SIGNING_KEY ?=
+export RELEASE_SIGNING_KEY
+MAKE_TEST_KEY = @if [ '$(RELEASE_SIGNING_KEY)' = '$(TEST_SIGNING_KEY)' ] && [ ! -f '$(TEST_SIGNING_KEY)' ]; then \
+	  mkdir -p $(dir $(TEST_SIGNING_KEY)) && (umask 077 && openssl genpkey -algorithm EC \
+	  -pkeyopt ec_paramgen_curve:P-256 -out '$(TEST_SIGNING_KEY)'); fi
 RELEASE_PUBKEY := build/release/release-key.pub
 KEY_ARGS := $(if $(RELEASE_SIGNING_KEY),--release-key $(RELEASE_PUBKEY))
 KEY_DEPS := $(if $(RELEASE_SIGNING_KEY),$(RELEASE_PUBKEY))
 
 # Rewritten only when the key changes, so the files are packed again exactly then.
 $(RELEASE_PUBKEY): FORCE
+	$(MAKE_TEST_KEY)
 	@mkdir -p $(@D)
 	@openssl pkey -in '$(RELEASE_SIGNING_KEY)' -pubout -out $@.tmp
 	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
 
 .PHONY: release-key-check
 release-key-check:
+	$(MAKE_TEST_KEY)
 	@if [ -z '$(RELEASE_SIGNING_KEY)' ]; then \
 	  echo "error: make release signs SHA256SUMS and needs the release key: RELEASE_SIGNING_KEY=/path/to/key.pem (its private half is never in the repository)" >&2; \
 	  exit 2; fi
