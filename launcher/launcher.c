@@ -263,8 +263,8 @@ static void mkdirs(const char *path, mode_t mode) {
         die(EXIT_NOSPACE, "no space left to create %s; free space, or set WARREN_RUNTIME_DIR "
             "elsewhere", failed);
     if (err)
-        die(EXIT_PERMISSION, "cannot create the runtime dir %s: %s; set WARREN_RUNTIME_DIR to a "
-            "dir you can write", failed, strerror(err));
+        die(EXIT_PERMISSION, "cannot create the runtime dir %s (%s: %s); set WARREN_RUNTIME_DIR to "
+            "a dir you can write", path, failed, strerror(err));
 }
 
 /* --- reading the runtime archive ------------------------------------------------------------- */

@@ -122,6 +122,8 @@ def test_non_root_run_is_exit_4_naming_sudo(frozen_exe: Path) -> None:
     home.chmod(0o755)
     exe = home / "warren"
     shutil.copy2(frozen_exe, exe)
+    # Root's runtime, which the user runs read-only (nobody has no home for a cache of its own).
+    assert subprocess.run([str(exe), "-V"], capture_output=True).returncode == 0
     out = subprocess.run(
         [
             "setpriv",

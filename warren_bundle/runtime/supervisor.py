@@ -37,7 +37,6 @@ from warren_bundle.runtime.spawning import ProcessOwner
 from warren_bundle.runtime.states import SUPERVISED, State
 from warren_bundle.runtime.status import StatusReport, report_of
 from warren_bundle.store import install as upgrade
-from warren_bundle.store import runtimes
 
 if TYPE_CHECKING:
     from warren_bundle.payload.format import Payload
@@ -228,8 +227,6 @@ class ContainerdManager(ProcessOwner):
             self._close_metrics()
             raise
         try:
-            for old in runtimes.prune(self.paths):  # of warren files no process runs any more
-                self._log(f"removed {old}: a runtime no process uses")
             self.payload = payload = self._resolve_payload()
             before, version = upgrade.install_version(
                 self.paths, payload, self.force_version, self._log, self.timings
