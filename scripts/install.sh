@@ -43,6 +43,13 @@ umask 022
 WARREN_DEFAULT_REPO='warren-bundle/warren-bundle'
 
 SERVICE_NAME='warren-containerd.service'
+# The settings both service files (systemd's unit, OpenRC's script) are written from.
+WATCHDOG_SEC=60        # no WATCHDOG=1 for this long: systemd restarts the service
+START_TIMEOUT_SEC=300  # a first start extracts the payload: minutes on a small or busy host
+RESTART_SEC=5
+NOFILE_LIMIT=1048576
+OOM_SCORE_ADJ=-999
+READY_TIMEOUT=120
 EXIT_ERROR=1
 EXIT_USAGE=2
 EXIT_PERMISSION=4
@@ -379,7 +386,12 @@ After=network-online.target local-fs.target
 Wants=network-online.target
 
 [Service]
-Type=simple
+# warren says READY=1 when containerd answers, and pings the watchdog only while it does: a
+# containerd its supervisor cannot repair is systemd's to restart.
+Type=notify
+NotifyAccess=main
+WatchdogSec=$WATCHDOG_SEC
+TimeoutStartSec=$START_TIMEOUT_SEC
 EOF
     for var in WARREN_DATA_DIR WARREN_RUN_DIR WARREN_CONFIG_DIR; do
         eval "value=\${$var:-}"
@@ -391,7 +403,7 @@ EOF
     cat <<EOF
 # A service is patient: a first start at boot on a small or busy host (extraction, then
 # containerd's own start) can take minutes; a ready timeout it cannot meet only restarts it.
-ExecStart=$BIN containerd run --ready-timeout 120
+ExecStart=$BIN containerd run --ready-timeout $READY_TIMEOUT
 # Only warren gets the stop signal: it stops containerd, and shims and containers keep running.
 KillMode=process
 EOF
@@ -399,12 +411,12 @@ EOF
     cat <<EOF
 Delegate=yes
 Restart=always
-RestartSec=5
-LimitNOFILE=1048576
+RestartSec=$RESTART_SEC
+LimitNOFILE=$NOFILE_LIMIT
 LimitNPROC=infinity
 LimitCORE=infinity
 TasksMax=infinity
-OOMScoreAdjust=-999
+OOMScoreAdjust=$OOM_SCORE_ADJ
 
 [Install]
 WantedBy=multi-user.target

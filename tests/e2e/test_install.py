@@ -209,6 +209,11 @@ def test_curl_pipe_sh_installs_the_verified_binary_and_writes_the_unit(
         "LimitNOFILE": "1048576",
         "OOMScoreAdjust": "-999",
         "WantedBy": "multi-user.target",
+        # READY=1 and WATCHDOG=1 come from warren itself (runtime/sdnotify.py), the main process.
+        "Type": "notify",
+        "NotifyAccess": "main",
+        "WatchdogSec": "60",
+        "TimeoutStartSec": "300",
     }.items():
         assert unit[key] == [value], key
     assert sorted(unit["Environment"]) == [
