@@ -28,6 +28,15 @@
 #                            shuts down or reboots (default 10). 'systemctl stop' of the service
 #                            alone leaves containers running (KillMode=process); only a shutdown
 #                            stops them, instead of waiting out systemd's 90 s final-kill timeout
+#   HTTP_PROXY, HTTPS_PROXY, NO_PROXY (or their lower-case forms)   a proxy for the download and
+#                            for the service: written, with NO_PROXY extended by localhost,
+#                            127.0.0.1, the pod CIDR and the service CIDR, into the service's
+#                            environment file (mode 0600: a proxy URL may carry a password)
+#   CONTAINERD_HTTP_PROXY, CONTAINERD_HTTPS_PROXY, CONTAINERD_NO_PROXY   as above, for containerd
+#                            alone (image pulls): warren gives containerd these in place of the
+#                            plain ones
+#   WARREN_POD_CIDR          the pod network (default 10.217.0.0/16): 'containerd run --pod-cidr'
+#   WARREN_SERVICE_CIDR      a Kubernetes service CIDR, only to be kept out of the proxy
 #   WARREN_DATA_DIR, WARREN_RUN_DIR, WARREN_CONFIG_DIR   non-default warren dirs: written into the
 #                            unit's environment, and purged by 'warren-uninstall.sh --purge'
 #   WARREN_PLATFORM, WARREN_ARCH   force the OS (linux|darwin) and arch (amd64|arm64) detected
@@ -50,6 +59,8 @@ RESTART_SEC=5
 NOFILE_LIMIT=1048576
 OOM_SCORE_ADJ=-999
 READY_TIMEOUT=120
+DEFAULT_POD_CIDR='10.217.0.0/16'  # warren_bundle/node/network.py's
+PROXY_VARS='HTTP_PROXY HTTPS_PROXY NO_PROXY CONTAINERD_HTTP_PROXY CONTAINERD_HTTPS_PROXY CONTAINERD_NO_PROXY'
 EXIT_ERROR=1
 EXIT_USAGE=2
 EXIT_PERMISSION=4
@@ -191,9 +202,81 @@ choose_paths() {
     case "${WARREN_SHUTDOWN_GRACE:-10}" in
         '' | *[!0-9]*) fatal "$EXIT_USAGE" "WARREN_SHUTDOWN_GRACE='${WARREN_SHUTDOWN_GRACE:-}' is not a whole number of seconds; use e.g. 10" ;;
     esac
+    POD_CIDR=${WARREN_POD_CIDR:-$DEFAULT_POD_CIDR}
+    check_cidr WARREN_POD_CIDR "$POD_CIDR"
+    SERVICE_CIDR=${WARREN_SERVICE_CIDR:-}
+    if [ -n "$SERVICE_CIDR" ]; then check_cidr WARREN_SERVICE_CIDR "$SERVICE_CIDR"; fi
+    EXEC_ARGS="containerd run --ready-timeout $READY_TIMEOUT"
+    if [ -n "${WARREN_POD_CIDR:-}" ]; then EXEC_ARGS="$EXEC_ARGS --pod-cidr $POD_CIDR"; fi
     BIN="$BIN_DIR/warren"
     UNINSTALL="$BIN_DIR/warren-uninstall.sh"
     UNIT="$SYSTEMD_DIR/$SERVICE_NAME"
+    ENV_FILE="$UNIT.env"
+}
+
+check_cidr() {
+    case "$2" in
+        *[!0-9./]* | *[!0-9]/* | */*/* | [!0-9]*) fatal "$EXIT_USAGE" "$1='$2' is not an IPv4 network; write it like $DEFAULT_POD_CIDR" ;;
+        */[0-9]*) ;;
+        *) fatal "$EXIT_USAGE" "$1='$2' is not an IPv4 network; write it like $DEFAULT_POD_CIDR" ;;
+    esac
+}
+
+# --- the service's proxy ------------------------------------------------------------------------
+
+# no_proxy_with LIST: LIST (comma-separated) with what must never go through a proxy added:
+# this host, the pod network and the service network.
+no_proxy_with() {
+    list=$1
+    for entry in localhost 127.0.0.1 "$POD_CIDR" "$SERVICE_CIDR"; do
+        [ -n "$entry" ] || continue
+        case ",$list," in
+            *",$entry,"*) ;;
+            *) list="${list:+$list,}$entry" ;;
+        esac
+    done
+    printf '%s' "$list"
+}
+
+# Sets PX_<var> for each of PROXY_VARS: the value the service gets (empty: not set).
+collect_proxy() {
+    any=''
+    for var in $PROXY_VARS; do
+        eval "value=\${$var:-}"
+        if [ -z "$value" ]; then
+            case "$var" in
+                HTTP_PROXY) value=${http_proxy:-} ;;
+                HTTPS_PROXY) value=${https_proxy:-} ;;
+                NO_PROXY) value=${no_proxy:-} ;;
+            esac
+        fi
+        case "$value" in
+            *'
+'*) fatal "$EXIT_USAGE" "$var contains a newline; give it on one line" ;;
+        esac
+        eval "PX_$var=\$value"
+        case "$var" in *NO_PROXY) ;; *) any="$any$value" ;; esac
+    done
+    if [ -n "$any" ]; then
+        PX_NO_PROXY=$(no_proxy_with "$PX_NO_PROXY")
+        if [ -n "$PX_CONTAINERD_NO_PROXY" ]; then PX_CONTAINERD_NO_PROXY=$(no_proxy_with "$PX_CONTAINERD_NO_PROXY"); fi
+    fi
+}
+
+# KEY="value" lines, quoted so that systemd's EnvironmentFile= and sh read the same value (\, ",
+# $ and ` escaped; systemd expands no specifier there, so % stays as it is).
+proxy_env_lines() { # proxy_env_lines PREFIX
+    for var in $PROXY_VARS; do
+        eval "value=\$PX_$var"
+        [ -n "$value" ] || continue
+        printf '%s%s="%s"\n' "$1" "$var" "$(printf '%s' "$value" | sed 's/[\\"$`]/\\&/g')"
+    done
+}
+
+env_file_text() {
+    printf '# Written by warren'"'"'s install.sh from its environment (the proxy); %s removes it.\n' "$UNINSTALL"
+    printf '# CONTAINERD_* are for containerd alone: warren gives it them in place of the plain ones.\n'
+    proxy_env_lines ''
 }
 
 systemd_running() {
@@ -398,12 +481,14 @@ EOF
         if [ -n "$value" ]; then printf 'Environment=%s=%s\n' "$var" "$value"; fi
     done
     cat <<EOF
+# The proxy, if the installer was given one (mode 0600: a proxy URL may carry a password).
+EnvironmentFile=-$ENV_FILE
 ExecStartPre=-/sbin/modprobe overlay
 EOF
     cat <<EOF
 # A service is patient: a first start at boot on a small or busy host (extraction, then
 # containerd's own start) can take minutes; a ready timeout it cannot meet only restarts it.
-ExecStart=$BIN containerd run --ready-timeout $READY_TIMEOUT
+ExecStart=$BIN $EXEC_ARGS
 # Only warren gets the stop signal: it stops containerd, and shims and containers keep running.
 KillMode=process
 EOF
@@ -473,8 +558,16 @@ setup_service() {
     if [ ! -f "$UNIT" ] || [ "$(cat "$UNIT")" != "$new_unit" ]; then
         UNIT_CHANGED=true
     fi
+    new_env=$(env_file_text)
+    if [ ! -f "$ENV_FILE" ] || [ "$(cat "$ENV_FILE")" != "$new_env" ]; then
+        UNIT_CHANGED=true
+    fi
     printf '%s\n' "$new_unit" | write_file "$UNIT" 0644
+    printf '%s\n' "$new_env" | write_file "$ENV_FILE" 0600
     UNIT_WRITTEN=true
+    if [ -n "$PX_HTTP_PROXY$PX_HTTPS_PROXY$PX_CONTAINERD_HTTP_PROXY$PX_CONTAINERD_HTTPS_PROXY" ]; then
+        info "the service uses the proxy it was installed with (NO_PROXY: ${PX_NO_PROXY:-unset}); see $ENV_FILE"
+    fi
     WROTE_FILES=true
     info "wrote $UNIT"
 }
@@ -525,7 +618,8 @@ enable_service() {
 
 uninstaller_text() {
     unit_path=''
-    if [ "$UNIT_WRITTEN" = true ]; then unit_path=$UNIT; fi
+    env_path=''
+    if [ "$UNIT_WRITTEN" = true ]; then unit_path=$UNIT; env_path=$ENV_FILE; fi
     cat <<EOF
 #!/bin/sh
 # Written by warren's install.sh: removes what it installed, and nothing else.
@@ -536,6 +630,7 @@ set -eu
 
 OS='$OS'
 UNIT='$unit_path'
+ENV_FILE='$env_path'
 SERVICE_NAME='$SERVICE_NAME'
 BIN='$BIN'
 BIN_OWNED='$BIN_OWNED'
@@ -581,6 +676,7 @@ fi
 if [ -n "\$UNIT" ] && [ -f "\$UNIT" ]; then
     rm -f "\$UNIT"
     info "removed \$UNIT"
+    rm -f "\$ENV_FILE"
     if systemd_running; then systemctl daemon-reload </dev/null || true; fi
 fi
 if [ "\$BIN_OWNED" = true ] && [ -f "\$BIN" ]; then
@@ -683,6 +779,7 @@ main() {
     trap 'exit 130' INT TERM
     detect_platform
     choose_paths
+    collect_proxy
     BIN_OWNED=false
     BIN_CHANGED=false
     if truthy "${WARREN_INSTALL_SKIP_DOWNLOAD:-}"; then

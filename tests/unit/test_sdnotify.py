@@ -59,3 +59,46 @@ def test_the_watchdog_pings_at_half_its_timeout_for_this_process_only() -> None:
     assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "0"}) is None
     assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "x"}) is None
     assert sdnotify.watchdog_interval({}) is None
+
+
+# --- the proxy containerd gets (runtime/proxyenv.py, doctor/proxy.py) ---------------------------
+
+
+def test_containerd_prefixed_proxies_replace_the_plain_ones_for_containerd() -> None:
+    from warren_bundle.runtime import proxyenv
+
+    env = {
+        "HTTP_PROXY": "http://all:3128",
+        "https_proxy": "http://all:3128",
+        "NO_PROXY": "localhost",
+        "CONTAINERD_HTTPS_PROXY": "http://pulls:3128",
+        "PATH": "/bin",
+    }
+    assert proxyenv.for_containerd(env) == {
+        "HTTP_PROXY": "http://all:3128",
+        "HTTPS_PROXY": "http://pulls:3128",
+        "NO_PROXY": "localhost",
+        "PATH": "/bin",
+    }
+    assert proxyenv.for_containerd({"PATH": "/bin"}) == {"PATH": "/bin"}
+    assert proxyenv.in_effect({"http_proxy": "http://a:1", "NO_PROXY": "x"}) == {
+        "HTTP_PROXY": "http://a:1",
+        "NO_PROXY": "x",
+    }
+
+
+def test_a_proxy_password_is_never_shown() -> None:
+    from warren_bundle.runtime.proxyenv import hide_password
+
+    assert hide_password("http://user:s3cr%40t@proxy:3128") == "http://user:***@proxy:3128"
+    assert hide_password("http://proxy:3128") == "http://proxy:3128"
+
+
+def test_no_proxy_rules_cover_hosts_and_networks() -> None:
+    from warren_bundle.doctor.proxy import _bypassed
+
+    rules = "localhost,127.0.0.1,10.0.0.0/8,.corp"
+    assert _bypassed(rules, "localhost") and _bypassed(rules, "127.0.0.1")
+    assert _bypassed(rules, "10.217.0.0/16")
+    assert not _bypassed(rules, "192.168.0.0/16")
+    assert _bypassed("*", "10.217.0.0/16")

@@ -24,7 +24,7 @@ from warren_bundle.errors import (
     path_error,
 )
 from warren_bundle.paths import DEFAULT_DATA_DIR, Paths, check_socket_path, system_socket_path
-from warren_bundle.runtime import health, logs, pidfile, rundir, statefile
+from warren_bundle.runtime import health, logs, pidfile, proxyenv, rundir, statefile
 from warren_bundle.runtime.adoption import adoptable_pid, adopted_since
 from warren_bundle.runtime.childenv import child_env
 from warren_bundle.runtime.config import ConfigOptions
@@ -323,7 +323,7 @@ class ContainerdManager:
     def _spawn(self) -> Watched:
         log_fd = logs.open_for_child(self.paths.log_file)
         try:
-            env = child_env(prepend_path=self._bin())
+            env = proxyenv.for_containerd(child_env(prepend_path=self._bin()))
             proc = self._processes.spawn(self._command(), log_fd, env)
         finally:
             os.close(log_fd)
