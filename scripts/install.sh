@@ -1,5 +1,5 @@
 #!/bin/sh
-# Warren bundle installer: containerd + runc in one file, run as a systemd service.
+# Warren bundle installer: containerd + runc in one file, run as a systemd or OpenRC service.
 #
 #   curl -sfL https://.../install.sh | sh -
 #   sh install.sh            (same, from a copy)
@@ -22,6 +22,10 @@
 #   WARREN_SYSTEMD_DIR       where the unit goes (default /etc/systemd/system). The unit is
 #                            written when systemd is running, or whenever this is set (so it can
 #                            be written for a host image, or checked, without systemd)
+#   WARREN_OPENRC_DIR        where the OpenRC script goes (default /etc/init.d; its environment
+#                            file goes to conf.d beside it). Written when OpenRC runs this host
+#                            (and systemd does not), or whenever this is set; enabled in the
+#                            default runlevel and started only in /etc/init.d on a running OpenRC
 #   WARREN_SKIP_ENABLE=true  write the unit but neither enable nor start it
 #   WARREN_SKIP_START=true   enable the unit but do not start it
 #   WARREN_SHUTDOWN_GRACE    seconds containers get between SIGTERM and SIGKILL when the host
@@ -52,6 +56,7 @@ umask 022
 WARREN_DEFAULT_REPO='warren-bundle/warren-bundle'
 
 SERVICE_NAME='warren-containerd.service'
+OPENRC_NAME='warren-containerd'
 # The settings both service files (systemd's unit, OpenRC's script) are written from.
 WATCHDOG_SEC=60        # no WATCHDOG=1 for this long: systemd restarts the service
 START_TIMEOUT_SEC=300  # a first start extracts the payload: minutes on a small or busy host
@@ -59,6 +64,7 @@ RESTART_SEC=5
 NOFILE_LIMIT=1048576
 OOM_SCORE_ADJ=-999
 READY_TIMEOUT=120
+OPENRC_LOG='/var/log/warren-containerd.log'  # supervise-daemon's stdout and stderr of warren
 DEFAULT_POD_CIDR='10.217.0.0/16'  # warren_bundle/node/network.py's
 PROXY_VARS='HTTP_PROXY HTTPS_PROXY NO_PROXY CONTAINERD_HTTP_PROXY CONTAINERD_HTTPS_PROXY CONTAINERD_NO_PROXY'
 EXIT_ERROR=1
@@ -186,6 +192,9 @@ choose_paths() {
     SYSTEMD_DIR=${WARREN_SYSTEMD_DIR:-/etc/systemd/system}
     SYSTEMD_DIR=${SYSTEMD_DIR%/}
     check_path WARREN_SYSTEMD_DIR "$SYSTEMD_DIR"
+    OPENRC_DIR=${WARREN_OPENRC_DIR:-/etc/init.d}
+    OPENRC_DIR=${OPENRC_DIR%/}
+    check_path WARREN_OPENRC_DIR "$OPENRC_DIR"
     # warren's own defaults (warren_bundle/paths.py): per user on macOS, where Lima runs as the user.
     if [ "$OS" = darwin ]; then
         DATA_DIR=${WARREN_DATA_DIR:-$HOME/.warren}
@@ -210,8 +219,15 @@ choose_paths() {
     if [ -n "${WARREN_POD_CIDR:-}" ]; then EXEC_ARGS="$EXEC_ARGS --pod-cidr $POD_CIDR"; fi
     BIN="$BIN_DIR/warren"
     UNINSTALL="$BIN_DIR/warren-uninstall.sh"
-    UNIT="$SYSTEMD_DIR/$SERVICE_NAME"
-    ENV_FILE="$UNIT.env"
+    # The service file (UNIT) and its environment file, for the init system that runs here.
+    INIT=$(init_system)
+    if [ "$INIT" = openrc ]; then
+        UNIT="$OPENRC_DIR/$OPENRC_NAME"
+        ENV_FILE="$(dirname "$OPENRC_DIR")/conf.d/$OPENRC_NAME"
+    else
+        UNIT="$SYSTEMD_DIR/$SERVICE_NAME"
+        ENV_FILE="$UNIT.env"
+    fi
 }
 
 check_cidr() {
@@ -282,6 +298,21 @@ env_file_text() {
 systemd_running() {
     # sd_booted(): systemd is PID 1 exactly when this directory exists.
     [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+}
+
+openrc_running() {
+    # OpenRC keeps its state in /run/openrc from the boot on.
+    [ -d /run/openrc ] && { [ -x /sbin/openrc-run ] || command -v rc-service >/dev/null 2>&1; }
+}
+
+# Which service file to write: a dir given explicitly, else the init system that runs here.
+init_system() {
+    if [ -n "${WARREN_SYSTEMD_DIR:-}" ]; then echo systemd
+    elif [ -n "${WARREN_OPENRC_DIR:-}" ]; then echo openrc
+    elif systemd_running; then echo systemd
+    elif openrc_running; then echo openrc
+    else echo none
+    fi
 }
 
 # --- downloading and checking -----------------------------------------------------------------
@@ -542,6 +573,110 @@ shutdown_kill_line() {
     printf '\n'
 }
 
+# The OpenRC script: the unit's settings, for supervise-daemon. A stop signals the supervisor
+# alone (containerd runs in its own session and is stopped by it; shims and containers keep
+# running); only at shutdown (the runlevel openrc-run is told is "shutdown" or "reboot") are
+# containers stopped, with the grace.
+openrc_text() {
+    grace=${WARREN_SHUTDOWN_GRACE:-10}
+    cat <<EOF
+#!/sbin/openrc-run
+# Written by warren's install.sh; $UNINSTALL removes it.
+# shellcheck shell=sh disable=SC2034,SC1091 # openrc-run reads these variables
+
+description="containerd supervised by warren (embedded containerd and runc)"
+supervisor=supervise-daemon
+command="$BIN"
+command_args="$EXEC_ARGS"
+# Respawned whenever it exits (kill -9 included), $RESTART_SEC s apart, without a limit.
+respawn_delay=$RESTART_SEC
+respawn_max=0
+# warren stops containerd within 10 s of SIGTERM; only then SIGKILL.
+retry="SIGTERM/30"
+output_log="$OPENRC_LOG"
+error_log="$OPENRC_LOG"
+supervise_daemon_args="--oom-score-adj $OOM_SCORE_ADJ"
+EOF
+    for var in WARREN_DATA_DIR WARREN_RUN_DIR WARREN_CONFIG_DIR; do
+        eval "value=\${$var:-}"
+        if [ -n "$value" ]; then printf 'export %s=%s\n' "$var" "$value"; fi
+    done
+    cat <<EOF
+# The proxy, if the installer was given one (mode 0600: a proxy URL may carry a password).
+if [ -r "$ENV_FILE" ]; then set -a; . "$ENV_FILE"; set +a; fi
+
+depend() {
+	need localmount
+	use net
+	after firewall
+}
+
+start_pre() {
+	# One limit per ulimit: dash's takes no more (and then rc_ulimit fails the start).
+	# shellcheck disable=SC3045 # dash and busybox sh have -n, -u and -c
+	if ! { ulimit -n $NOFILE_LIMIT && ulimit -u unlimited && ulimit -c unlimited; }; then
+		ewarn "cannot raise the limits (open files $NOFILE_LIMIT, processes, core)"
+	fi
+	modprobe overlay 2>/dev/null || true
+	checkpath -f -m 0640 "$OPENRC_LOG"
+}
+
+# Started once containerd answers (up to $START_TIMEOUT_SEC s: a first start extracts the payload).
+start_post() {
+	ebegin "Waiting for containerd to answer"
+	waited=0
+	until "\$command" containerd status 2>/dev/null | grep -q '^state *RUNNING'; do
+		if [ \$waited -ge $START_TIMEOUT_SEC ]; then
+			eend 1 "containerd did not answer; see $OPENRC_LOG and '$BIN containerd logs'"
+			return 1
+		fi
+		sleep 1
+		waited=\$((waited + 1))
+	done
+	eend 0
+}
+
+# At shutdown or reboot: containers get SIGTERM, $grace s, then SIGKILL (WARREN_SHUTDOWN_GRACE).
+stop_post() {
+	case "\${RC_GOINGDOWN:-}:\${RC_RUNLEVEL:-}" in
+		YES:* | *:shutdown | *:reboot) ;;
+		*) return 0 ;;
+	esac
+	shims=""
+	kids=""
+	for p in /proc/[0-9]*; do
+		case "\$(readlink "\$p/exe" 2>/dev/null)" in
+			"$DATA_DIR"/*containerd-shim-runc-v2*)
+				shims="\$shims \${p#/proc/}"
+				kids="\$kids \$(cat "\$p"/task/*/children 2>/dev/null)" ;;
+		esac
+	done
+	[ -n "\$shims" ] || return 0
+	# shellcheck disable=SC2086 # lists of pids
+	set -- \$kids
+	if [ \$# -gt 0 ]; then
+		ebegin "Stopping containers (SIGTERM, then SIGKILL after $grace s)"
+		kill -TERM "\$@" 2>/dev/null
+		waited=0
+		alive=""
+		while [ \$waited -lt $((grace * 5)) ]; do
+			alive=""
+			for c; do [ -d "/proc/\$c" ] && alive="\$alive \$c"; done
+			[ -n "\$alive" ] || break
+			sleep 0.2
+			waited=\$((waited + 1))
+		done
+		# shellcheck disable=SC2086
+		[ -z "\$alive" ] || kill -KILL \$alive 2>/dev/null
+		eend 0
+	fi
+	# shellcheck disable=SC2086
+	kill -KILL \$shims 2>/dev/null
+	return 0
+}
+EOF
+}
+
 UNIT_WRITTEN=false
 UNIT_CHANGED=false
 
@@ -549,12 +684,20 @@ setup_service() {
     if [ "$OS" != linux ]; then
         return 0
     fi
-    if ! systemd_running && [ -z "${WARREN_SYSTEMD_DIR:-}" ]; then
-        info "systemd is not running: no service written; start containerd with '$BIN containerd start' (or run '$BIN containerd run' under your service manager)"
-        return 0
-    fi
-    make_dir "$SYSTEMD_DIR"
-    new_unit=$(unit_text)
+    case "$INIT" in
+        none)
+            info "neither systemd nor OpenRC is running: no service written; start containerd with '$BIN containerd start' (or run '$BIN containerd run' under your service manager)"
+            return 0 ;;
+        openrc)
+            make_dir "$OPENRC_DIR"
+            make_dir "$(dirname "$ENV_FILE")"
+            new_unit=$(openrc_text)
+            mode=0755 ;;
+        *)
+            make_dir "$SYSTEMD_DIR"
+            new_unit=$(unit_text)
+            mode=0644 ;;
+    esac
     if [ ! -f "$UNIT" ] || [ "$(cat "$UNIT")" != "$new_unit" ]; then
         UNIT_CHANGED=true
     fi
@@ -562,7 +705,7 @@ setup_service() {
     if [ ! -f "$ENV_FILE" ] || [ "$(cat "$ENV_FILE")" != "$new_env" ]; then
         UNIT_CHANGED=true
     fi
-    printf '%s\n' "$new_unit" | write_file "$UNIT" 0644
+    printf '%s\n' "$new_unit" | write_file "$UNIT" "$mode"
     printf '%s\n' "$new_env" | write_file "$ENV_FILE" 0600
     UNIT_WRITTEN=true
     if [ -n "$PX_HTTP_PROXY$PX_HTTPS_PROXY$PX_CONTAINERD_HTTP_PROXY$PX_CONTAINERD_HTTPS_PROXY" ]; then
@@ -587,6 +730,10 @@ prepare_new_version() {
 # After the uninstaller is written: a failure here leaves something it can remove.
 enable_service() {
     if [ "$UNIT_WRITTEN" != true ]; then
+        return 0
+    fi
+    if [ "$INIT" = openrc ]; then
+        enable_openrc
         return 0
     fi
     if ! systemd_running; then
@@ -616,6 +763,39 @@ enable_service() {
     info "${verb}ed $SERVICE_NAME; check it with '$BIN containerd status'"
 }
 
+enable_openrc() {
+    if ! openrc_running || [ "$OPENRC_DIR" != /etc/init.d ]; then
+        info "OpenRC is not running this host (or $UNIT is not in /etc/init.d): $OPENRC_NAME was written but not enabled; on an OpenRC host run: rc-update add $OPENRC_NAME default && rc-service $OPENRC_NAME start"
+        return 0
+    fi
+    if truthy "${WARREN_SKIP_ENABLE:-}"; then
+        info "WARREN_SKIP_ENABLE: $OPENRC_NAME not enabled or started"
+        return 0
+    fi
+    rc-update add "$OPENRC_NAME" default </dev/null >/dev/null 2>&1 ||
+        fatal "$EXIT_ERROR" "rc-update add $OPENRC_NAME default failed; see 'rc-status'"
+    info "enabled $OPENRC_NAME (runlevel default)"
+    if truthy "${WARREN_SKIP_START:-}"; then
+        info "WARREN_SKIP_START: not started; start it with 'rc-service $OPENRC_NAME start'"
+        return 0
+    fi
+    # A new binary or script takes effect by a restart; containers survive it.
+    running=false
+    if rc-service "$OPENRC_NAME" status </dev/null >/dev/null 2>&1; then running=true; fi
+    verb=start
+    if [ "$running" = true ]; then
+        if [ "$BIN_CHANGED" != true ] && [ "$UNIT_CHANGED" != true ]; then
+            info "$OPENRC_NAME runs this release already"
+            return 0
+        fi
+        verb=restart
+        if [ "$BIN_CHANGED" = true ]; then prepare_new_version; fi
+    fi
+    rc-service "$OPENRC_NAME" "$verb" </dev/null ||
+        fatal "$EXIT_ERROR" "rc-service $OPENRC_NAME $verb failed; see $OPENRC_LOG and '$BIN containerd logs'"
+    info "${verb}ed $OPENRC_NAME; check it with '$BIN containerd status'"
+}
+
 uninstaller_text() {
     unit_path=''
     env_path=''
@@ -629,7 +809,10 @@ uninstaller_text() {
 set -eu
 
 OS='$OS'
+INIT='$INIT'
 UNIT='$unit_path'
+OPENRC_NAME='$OPENRC_NAME'
+OPENRC_LOG='$OPENRC_LOG'
 ENV_FILE='$env_path'
 SERVICE_NAME='$SERVICE_NAME'
 BIN='$BIN'
@@ -658,9 +841,18 @@ systemd_running() {
     [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
 }
 
-if [ -n "\$UNIT" ] && systemd_running; then
+openrc_running() {
+    [ -d /run/openrc ] && { [ -x /sbin/openrc-run ] || command -v rc-service >/dev/null 2>&1; }
+}
+
+if [ -n "\$UNIT" ] && [ "\$INIT" = systemd ] && systemd_running; then
     systemctl disable --now "\$SERVICE_NAME" </dev/null >/dev/null 2>&1 || true
     info "stopped and disabled \$SERVICE_NAME"
+fi
+if [ -n "\$UNIT" ] && [ "\$INIT" = openrc ] && openrc_running && [ "\$UNIT" = "/etc/init.d/\$OPENRC_NAME" ]; then
+    rc-service "\$OPENRC_NAME" stop </dev/null >/dev/null 2>&1 || true
+    rc-update del "\$OPENRC_NAME" default </dev/null >/dev/null 2>&1 || true
+    info "stopped \$OPENRC_NAME and removed it from the default runlevel"
 fi
 # A supervisor started by hand ('warren containerd start'), or the Lima VM, is stopped as well.
 if [ -x "\$BIN" ]; then
@@ -677,7 +869,8 @@ if [ -n "\$UNIT" ] && [ -f "\$UNIT" ]; then
     rm -f "\$UNIT"
     info "removed \$UNIT"
     rm -f "\$ENV_FILE"
-    if systemd_running; then systemctl daemon-reload </dev/null || true; fi
+    if [ "\$INIT" = openrc ]; then rm -f "\$OPENRC_LOG"; fi
+    if [ "\$INIT" = systemd ] && systemd_running; then systemctl daemon-reload </dev/null || true; fi
 fi
 if [ "\$BIN_OWNED" = true ] && [ -f "\$BIN" ]; then
     rm -f "\$BIN"
