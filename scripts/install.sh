@@ -66,6 +66,7 @@ OOM_SCORE_ADJ=-999
 READY_TIMEOUT=120
 OPENRC_LOG='/var/log/warren-containerd.log'  # supervise-daemon's stdout and stderr of warren
 DEFAULT_POD_CIDR='10.217.0.0/16'  # warren_bundle/node/network.py's
+BRIDGE='warren0'                  # its bridge
 PROXY_VARS='HTTP_PROXY HTTPS_PROXY NO_PROXY CONTAINERD_HTTP_PROXY CONTAINERD_HTTPS_PROXY CONTAINERD_NO_PROXY'
 EXIT_ERROR=1
 EXIT_USAGE=2
@@ -219,6 +220,7 @@ choose_paths() {
     if [ -n "${WARREN_POD_CIDR:-}" ]; then EXEC_ARGS="$EXEC_ARGS --pod-cidr $POD_CIDR"; fi
     BIN="$BIN_DIR/warren"
     UNINSTALL="$BIN_DIR/warren-uninstall.sh"
+    KILLALL="$BIN_DIR/warren-killall.sh"
     # The service file (UNIT) and its environment file, for the init system that runs here.
     INIT=$(init_system)
     if [ "$INIT" = openrc ]; then
@@ -408,9 +410,10 @@ make_dir() {
 }
 
 # Values the previous installation recorded in its uninstaller: they stay ours.
-previous_value() {
-    [ -f "$UNINSTALL" ] || return 0
-    sed -n "s/^$1='\\(.*\\)'\$/\\1/p" "$UNINSTALL" | head -n 1
+previous_value() { # previous_value NAME [FILE, default the uninstaller]
+    from=${2:-$UNINSTALL}
+    [ -f "$from" ] || return 0
+    sed -n "s/^$1='\\(.*\\)'\$/\\1/p" "$from" | head -n 1
 }
 
 # fails_here FILE: prints why FILE or the binaries it carries cannot run on this host (wrong arch,
@@ -823,6 +826,7 @@ DATA_DIR='$DATA_DIR'
 RUN_DIR='$RUN_DIR'
 CONFIG_DIR='$CONFIG_DIR'
 SELF='$UNINSTALL'
+KILLALL='$KILLALL'
 
 purge=false
 for arg in "\$@"; do
@@ -879,18 +883,9 @@ elif [ -f "\$BIN" ]; then
     info "left \$BIN in place: it was put there by hand (WARREN_INSTALL_SKIP_DOWNLOAD)"
 fi
 
-if [ "\$purge" = true ] && [ -r /proc/self/mountinfo ]; then
-    # Shims and containerd run from \$DATA_DIR/versions/<digest> (bin links there); their mounts
-    # live under the data and run dirs.
-    for proc in /proc/[0-9]*; do
-        exe=\$(readlink "\$proc/exe" 2>/dev/null || true)
-        case "\$exe" in
-            "\$DATA_DIR"/bin/* | "\$DATA_DIR"/versions/*) kill -9 "\${proc#/proc/}" 2>/dev/null || true ;;
-        esac
-    done
-    awk -v d="\$DATA_DIR/" -v r="\$RUN_DIR/" 'index(\$5, d) == 1 || index(\$5, r) == 1 {print \$5}' \\
-        /proc/self/mountinfo | sort -r |
-        while read -r mountpoint; do umount -l "\$mountpoint" 2>/dev/null || true; done
+if [ "\$purge" = true ] && [ -x "\$KILLALL" ]; then
+    # Containers, shims, mounts, pods' network namespaces, the bridge, the iptables rules.
+    "\$KILLALL" || true
 fi
 if [ "\$purge" = true ]; then
     for dir in "\$DATA_DIR" "\$CONFIG_DIR" "\$RUN_DIR"; do
@@ -899,20 +894,8 @@ if [ "\$purge" = true ]; then
             info "purged \$dir"
         fi
     done
-    # The shims of containerd 1.6 and 1.7 put their sockets in /run/containerd/s whatever the state
-    # dir, and containerd 1.7 makes /run/containerd at every start. With warren's shims gone, a
-    # socket no process holds (none in /proc/net/unix) is stale; another containerd's are kept,
-    # and so are the dirs while anything is left in them.
-    for sock in /run/containerd/s/*; do
-        if [ -S "\$sock" ] && ! awk -v s="\$sock" '\$NF == s {found = 1} END {exit !found}' /proc/net/unix 2>/dev/null; then
-            rm -f "\$sock"
-        fi
-    done
-    for dir in /run/containerd/s /run/containerd; do
-        if [ -d "\$dir" ] && rmdir "\$dir" 2>/dev/null; then info "removed \$dir (left empty by warren's containerd)"; fi
-    done
 fi
-
+rm -f "\$KILLALL"
 rm -f "\$SELF"
 # Directories the installer created, deepest first, if nothing else was put in them since.
 # shellcheck disable=SC2086 # the list is split on purpose: the installer refuses paths with spaces
@@ -939,6 +922,239 @@ note_cni_dirs() {
         case " $CNI_DIRS " in *" $dir "*) continue ;; esac
         if [ ! -e "$dir" ]; then CNI_DIRS="${CNI_DIRS:+$CNI_DIRS }$dir"; fi
     done
+}
+
+# What warren's pods leave that a killall removes only if warren made it: the CNI plugins' shared
+# iptables chains present now, and the CNI state dirs absent now (kept from an earlier install).
+note_cni_state() {
+    PRE_CNI_CHAINS=$(previous_value PRE_CNI_CHAINS "$KILLALL")
+    CNI_STATE_DIRS=$(previous_value CNI_STATE_DIRS "$KILLALL")
+    if [ "$OS" != linux ] || [ -f "$KILLALL" ]; then return 0; fi
+    if command -v iptables-save >/dev/null 2>&1; then
+        PRE_CNI_CHAINS=$(iptables-save 2>/dev/null | awk '/^:CNI-(FORWARD|ADMIN|HOSTPORT-(DNAT|SETMARK|MASQ)) / {print substr($1, 2)}' | sort -u | tr '\n' ' ')
+        PRE_CNI_CHAINS=${PRE_CNI_CHAINS% }
+    fi
+    for dir in /var/lib/cni /var/lib/cni/results; do
+        if [ ! -e "$dir" ]; then CNI_STATE_DIRS="$dir${CNI_STATE_DIRS:+ $CNI_STATE_DIRS}"; fi
+    done
+}
+
+killall_text() {
+    cat <<EOF
+#!/bin/sh
+# Written by warren's install.sh: stops everything warren started and leaves the install in place.
+# The service, the supervisor, containerd, the shims and the containers; their mounts; warren's
+# pods' network namespaces, the $BRIDGE bridge, the iptables rules and chains warren's CNI plugins
+# made, warren's CNI result cache; stale shim sockets and ctr FIFOs under /run/containerd.
+# '$UNINSTALL --purge' runs it first. 'systemctl start' (or rc-service) starts warren again.
+set -u
+
+INIT='$INIT'
+SERVICE_NAME='$SERVICE_NAME'
+OPENRC_NAME='$OPENRC_NAME'
+DATA_DIR='$DATA_DIR'
+RUN_DIR='$RUN_DIR'
+BRIDGE='$BRIDGE'
+POD_CIDR='$POD_CIDR'
+PRE_CNI_CHAINS='$PRE_CNI_CHAINS'
+CNI_STATE_DIRS='$CNI_STATE_DIRS'
+EOF
+    cat <<'KILLALL'
+
+info() {
+    printf '[warren] %s\n' "$*"
+}
+
+for arg in "$@"; do
+    case "$arg" in
+        -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "warren killall: unknown argument '$arg'; it takes none" >&2; exit 2 ;;
+    esac
+done
+if [ "$(id -u)" -ne 0 ]; then
+    echo "warren killall: permission denied: run it as root" >&2
+    exit 4
+fi
+
+# 1. The service, so that nothing starts warren again while it is taken down.
+if [ "$INIT" = systemd ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl stop "$SERVICE_NAME" </dev/null >/dev/null 2>&1 || true
+elif [ "$INIT" = openrc ] && [ -d /run/openrc ] && command -v rc-service >/dev/null 2>&1; then
+    rc-service "$OPENRC_NAME" stop </dev/null >/dev/null 2>&1 || true
+fi
+
+# 2. Every process warren started: the supervisor (its runtime), containerd and the shims run from
+# the data dir; the containers are the shims' descendants. Containers first, then the rest.
+ours=''
+for proc in /proc/[0-9]*; do
+    case "$(readlink "$proc/exe" 2>/dev/null)" in
+        "$DATA_DIR"/*) ours="$ours ${proc#/proc/}" ;;
+    esac
+done
+if [ -n "$ours" ]; then
+    # pid ppid of every process (comm may hold spaces: cut at its last ")")
+    tree=$(for stat in /proc/[0-9]*/stat; do cat "$stat" 2>/dev/null; echo; done |
+        awk 'NF { pid = $1; sub(/.*\) /, ""); print pid, $2 }')
+    kids=$(printf '%s\n' "$tree" | awk -v roots="$ours" '
+        BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1 }
+        { parent[$1] = $2 }
+        END {
+            do { grew = 0
+                 for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; kid[p] = 1; grew = 1 }
+            } while (grew)
+            for (p in kid) print p
+        }')
+    # shellcheck disable=SC2086 # lists of pids
+    [ -z "$kids" ] || kill -KILL $kids 2>/dev/null || true
+    # shellcheck disable=SC2086
+    kill -KILL $ours 2>/dev/null || true
+    info "killed warren's supervisor, containerd, shims and containers"
+fi
+
+# 3. Their mounts: under the data and run dirs.
+if [ -r /proc/self/mountinfo ]; then
+    awk -v d="$DATA_DIR/" -v r="$RUN_DIR/" 'index($5, d) == 1 || index($5, r) == 1 {print $5}' \
+        /proc/self/mountinfo | sort -r |
+        while read -r mountpoint; do umount -l "$mountpoint" 2>/dev/null || true; done
+fi
+
+# 4. The pod network. warren's pods are the network namespaces on the far side of warren0's veths,
+# and those named in the CNI result cache of warren's own network (its config names warren's IPAM
+# dir): never another runtime's.
+results=''
+for file in /var/lib/cni/results/warren-*; do
+    [ -f "$file" ] || continue
+    config=$(sed -n 's/.*"config":"\([^"]*\)".*/\1/p' "$file" | base64 -d 2>/dev/null || true)
+    case "$config" in
+        *"\"$DATA_DIR/cni/networks\""*) results="$results $file" ;;
+    esac
+done
+netns=''
+if command -v ip >/dev/null 2>&1; then
+    netns=$(ip -o link show master "$BRIDGE" 2>/dev/null | sed -n 's/.* link-netns \([^ ]*\).*/\1/p')
+fi
+# shellcheck disable=SC2086 # a list of files
+[ -z "$results" ] || netns="$netns $(sed -n 's|.*"sandbox":"/var/run/netns/\(cni-[^"]*\)".*|\1|p; s|.*"sandbox":"/run/netns/\(cni-[^"]*\)".*|\1|p' $results)"
+for ns in $(printf '%s\n' $netns | sort -u); do
+    case "$ns" in
+        cni-*) ip netns delete "$ns" 2>/dev/null && info "deleted network namespace $ns" ;;
+    esac
+done
+if command -v ip >/dev/null 2>&1 && ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link delete "$BRIDGE" && info "deleted the bridge $BRIDGE"
+fi
+# With each result of warren's network goes the one of containerd's loopback for the same sandbox.
+for file in $results; do
+    id=$(sed -n 's/.*"containerId":"\([0-9a-f]*\)".*/\1/p' "$file")
+    rm -f "$file"
+    [ -z "$id" ] || rm -f "/var/lib/cni/results/cni-loopback-$id-lo"
+done
+for dir in $CNI_STATE_DIRS; do
+    rmdir "$dir" 2>/dev/null || true
+done
+
+# 5. iptables: the rules that name the bridge, warren's network ("name: \"warren\"") or an address
+# of the pod CIDR, the per-pod chains they jump to, and the CNI plugins' shared chains (CNI-FORWARD
+# and CNI-ADMIN of the firewall plugin, CNI-HOSTPORT-* of portmap) when nothing but their own
+# plumbing is left in them and they were not there before warren was installed.
+if command -v iptables-save >/dev/null 2>&1 && command -v iptables-restore >/dev/null 2>&1; then
+    for table in filter nat; do
+        undo=$(iptables-save -t "$table" 2>/dev/null | awk -v bridge="$BRIDGE" -v cidr="$POD_CIDR" -v pre=" $PRE_CNI_CHAINS " -v table="$table" '
+            function ip2n(ip,   o) { split(ip, o, "."); return ((o[1] * 256 + o[2]) * 256 + o[3]) * 256 + o[4] }
+            function in_pod_net(spec,   n, w, i, a, bits) {
+                n = split(spec, w, " ")
+                for (i = 1; i < n; i++) if (w[i] == "-s" || w[i] == "-d") {
+                    split(w[i + 1], a, "/"); bits = (a[2] == "" ? 32 : a[2] + 0)
+                    if (bits >= cbits && int(ip2n(a[1]) / 2 ^ (32 - cbits)) == cnet) return 1
+                }
+                return 0
+            }
+            # (A lookup of a missing key would add it: awk arrays are read through "in".)
+            function grp(ch) { return (ch in group) ? group[ch] : "" }
+            function target(spec,   n, w, i) {
+                n = split(spec, w, " "); for (i = 1; i < n; i++) if (w[i] == "-j") return w[i + 1]; return ""
+            }
+            BEGIN {
+                split(cidr, c, "/"); cbits = c[2] + 0; cnet = int(ip2n(c[1]) / 2 ^ (32 - cbits))
+                group["CNI-FORWARD"] = "fw"; group["CNI-ADMIN"] = "fw"
+                group["CNI-HOSTPORT-DNAT"] = "hp"; group["CNI-HOSTPORT-SETMARK"] = "hp"; group["CNI-HOSTPORT-MASQ"] = "hp"
+            }
+            /^:/ { name = substr($1, 2); exists[name] = 1; next }
+            /^-A / {
+                nrules++; chain[nrules] = $2; rule[nrules] = substr($0, 4)
+                t = target($0); tgt[nrules] = t
+                if (index($0, " " bridge " ") || index($0, "name: \\\"warren\\\"") || in_pod_net($0)) {
+                    mine[nrules] = 1
+                    if (t ~ /^CNI-/ && !(t in group)) ourchain[t] = 1
+                }
+            }
+            END {
+                # Rules inside per-pod chains go with their chain.
+                for (i = 1; i <= nrules; i++) if (chain[i] in ourchain) mine[i] = 1
+                # A shared group stays when it was there before, or holds rules that are not ours
+                # and not its own plumbing.
+                for (g in group) if (index(pre, " " g " ")) keep[group[g]] = 1
+                for (i = 1; i <= nrules; i++) {
+                    g = grp(chain[i])
+                    if (g == "" || (i in mine)) continue
+                    if (grp(tgt[i]) == g || chain[i] == "CNI-HOSTPORT-SETMARK" || chain[i] == "CNI-HOSTPORT-MASQ") continue
+                    keep[g] = 1
+                }
+                print "*" table
+                for (i = 1; i <= nrules; i++) {
+                    g = grp(tgt[i])
+                    if ((i in mine) && !(chain[i] in ourchain)) print "-D " rule[i]
+                    else if (g != "" && !(g in keep) && grp(chain[i]) == "") print "-D " rule[i]
+                }
+                for (ch in ourchain) if (ch in exists) { print "-F " ch; dead[ch] = 1 }
+                for (ch in group) if ((ch in exists) && !(group[ch] in keep)) { print "-F " ch; dead[ch] = 1 }
+                for (ch in dead) print "-X " ch
+                print "COMMIT"
+            }')
+        if [ "$(printf '%s\n' "$undo" | wc -l)" -gt 2 ]; then
+            if printf '%s\n' "$undo" | iptables-restore --noflush; then
+                info "removed warren's pod network rules from iptables ($table)"
+            else
+                info "could not remove warren's iptables rules ($table); see 'iptables-save -t $table'"
+            fi
+        fi
+    done
+fi
+
+# 6. /run/containerd: the shims of containerd 1.6 and 1.7 put their sockets in /run/containerd/s
+# whatever the state dir, ctr its FIFOs in /run/containerd/fifo, and containerd 1.7 makes
+# /run/containerd at every start. With warren's processes gone, a socket no process holds (none in
+# /proc/net/unix) and a FIFO no process has open are stale; another containerd's are kept, and so
+# are the dirs while anything is left in them.
+for sock in /run/containerd/s/*; do
+    if [ -S "$sock" ] && ! awk -v s="$sock" '$NF == s {found = 1} END {exit !found}' /proc/net/unix 2>/dev/null; then
+        rm -f "$sock"
+    fi
+done
+if [ -d /run/containerd/fifo ]; then
+    # shellcheck disable=SC2010 # ls -l shows where each fd leads; find -printf is GNU only
+    open_fifos=$(ls -l /proc/[0-9]*/fd 2>/dev/null | sed -n 's|.* -> \(/run/containerd/fifo/.*\)|\1|p' | sort -u)
+    for fifo in /run/containerd/fifo/*/*; do
+        [ -p "$fifo" ] || continue
+        printf '%s\n' "$open_fifos" | grep -qxF "$fifo" || rm -f "$fifo"
+    done
+    for dir in /run/containerd/fifo/*; do
+        [ -d "$dir" ] && rmdir "$dir" 2>/dev/null || true
+    done
+fi
+for dir in /run/containerd/fifo /run/containerd/s /run/containerd; do
+    if [ -d "$dir" ] && rmdir "$dir" 2>/dev/null; then info "removed $dir (left empty by warren's containerd)"; fi
+done
+info "warren stopped: its processes, pods, bridge and rules are gone (the install is left in place)"
+KILLALL
+}
+
+write_killall() {
+    if [ "$OS" != linux ]; then return 0; fi
+    note_cni_state
+    killall_text | write_file "$KILLALL" 0755
+    WROTE_FILES=true
+    info "wrote $KILLALL (stops warren, its containers and its pod network; the install stays)"
 }
 
 write_uninstaller() {
@@ -1008,6 +1224,7 @@ main() {
     fi
     setup_service
     note_cni_dirs
+    write_killall
     write_uninstaller
     enable_service
     if [ "$OS" = darwin ]; then

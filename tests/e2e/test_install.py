@@ -374,7 +374,11 @@ def test_uninstall_purge_also_deletes_warren_dirs_and_dirs_it_created(
         d.mkdir(parents=True)
         (d / "file").write_text("x")
 
-    gone = subprocess.run([target.uninstaller, "--purge"], capture_output=True, text=True)
+    # In a network namespace of its own: the purge's killall must not see this host's pod network
+    # (another warren's bridge and rules, on a shared test machine).
+    gone = subprocess.run(
+        ["unshare", "--net", target.uninstaller, "--purge"], capture_output=True, text=True
+    )
 
     assert gone.returncode == 0, gone.stderr
     assert target.tree() == {}, "purge left something behind"

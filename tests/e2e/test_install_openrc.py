@@ -107,7 +107,9 @@ def host(frozen_exe: Path, root_required: None) -> Iterator[Host]:
             h.warren("ctr", "tasks", "kill", "-s", "SIGKILL", "keeper")
         uninstaller = h.bin.parent / "warren-uninstall.sh"
         if uninstaller.exists():
-            subprocess.run([str(uninstaller), "--purge"], capture_output=True, env=h.env())
+            subprocess.run(
+                ["unshare", "--net", str(uninstaller), "--purge"], capture_output=True, env=h.env()
+            )
         if not had_softlevel:
             softlevel.unlink(missing_ok=True)
         if not had_openrc:
