@@ -6,8 +6,10 @@
 #   sh install.sh --help
 #
 # It downloads warren-<os>-<arch> and SHA256SUMS from WARREN_BASE_URL, checks the SHA-256, installs
-# the file as <bin-dir>/warren and, on Linux, writes warren-containerd.service; it writes
-# <bin-dir>/warren-uninstall.sh, which removes exactly what was written (data only with --purge).
+# the file as <bin-dir>/warren and, on Linux, writes warren-containerd.service (systemd) or
+# /etc/init.d/warren-containerd (OpenRC); it writes <bin-dir>/warren-uninstall.sh, which removes
+# exactly what was written (data only with --purge), and <bin-dir>/warren-killall.sh, which stops
+# everything warren started and what its pods made, leaving the install (--purge runs it).
 #
 # Environment (all optional):
 #   WARREN_BASE_URL          folder holding warren-<os>-<arch>, SHA256SUMS and install.sh
