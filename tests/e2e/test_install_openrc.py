@@ -210,3 +210,69 @@ def test_the_openrc_service_keeps_containers_across_restarts_and_stops_them_at_s
     assert gone.returncode == 0, gone.stderr
     assert not host.script.exists() and not host.env_file.exists()
     assert not (host.root / "init.d").exists() and not (host.root / "conf.d").exists()
+
+
+# In a mount namespace of its own, /run, /etc/init.d and /etc/runlevels are empty tmpfs and /etc
+# is written into a scratch dir: this host then looks like one OpenRC booted (/run/openrc), or one with no init system the
+# installer knows, and the installer's own enable, start and the uninstaller's stop and removal
+# run for real, without touching the host's.
+OPENRC_HOST = """
+set -eu
+mount -t tmpfs warren-test /run
+# /etc writable into a scratch upper dir (Debian has no /etc/conf.d: the installer makes it).
+mkdir -p "$SCRATCH/upper" "$SCRATCH/work"
+mount -t overlay warren-test -o "lowerdir=/etc,upperdir=$SCRATCH/upper,workdir=$SCRATCH/work" /etc
+for d in /etc/init.d /etc/runlevels; do mount -t tmpfs warren-test "$d"; done
+if [ "$OPENRC" = yes ]; then
+    # What OpenRC's boot leaves in /run/openrc, and its default runlevel.
+    for d in daemons exclusive failed hotplugged inactive options scheduled started starting \
+        stopping tmp wasinactive; do mkdir -p "/run/openrc/$d"; done
+    echo default >/run/openrc/softlevel
+    mkdir -p /etc/runlevels/default
+    # localmount, which the service needs, as boot left it: started.
+    printf '#!/sbin/openrc-run\nstart() { :; }\n' >/etc/init.d/localmount
+    chmod 0755 /etc/init.d/localmount
+    ln -s /etc/init.d/localmount /run/openrc/started/localmount
+fi
+sh "$INSTALL_SH"
+if [ "$OPENRC" = yes ]; then
+    echo "enabled: $(ls /etc/runlevels/default)"
+    rc-service warren-containerd status
+    "$WARREN_BIN_DIR/warren" containerd status | head -n 1
+    "$WARREN_BIN_DIR/warren-uninstall.sh"
+    echo "after: $(ls /etc/runlevels/default /etc/init.d /etc/conf.d 2>&1)"
+    pgrep -f "$WARREN_BIN_DIR/warren containerd run" || echo "no supervisor left"
+fi
+"""
+
+
+def _in_own_mounts(host: Host, openrc: bool) -> subprocess.CompletedProcess[str]:
+    scratch = host.root / "etc-overlay"
+    env = host.env(
+        OPENRC="yes" if openrc else "no", INSTALL_SH=str(INSTALL_SH), SCRATCH=str(scratch)
+    )
+    del env["WARREN_OPENRC_DIR"]
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", OPENRC_HOST],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+
+
+def test_on_a_host_openrc_booted_the_service_is_enabled_started_and_removed(host: Host) -> None:
+    done = _in_own_mounts(host, openrc=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "enabled warren-containerd (runlevel default)" in out
+    assert "enabled: warren-containerd" in out
+    assert "started warren-containerd" in out and "status: started" in done.stdout + done.stderr
+    assert "state           RUNNING" in out
+    assert "stopped warren-containerd and removed it from the default runlevel" in out
+    assert "after: " in out and "warren-containerd" not in out.split("after: ", 1)[1]
+    assert "no supervisor left" in out
+
+
+def test_with_neither_systemd_nor_openrc_no_service_is_written(host: Host) -> None:
+    done = _in_own_mounts(host, openrc=False)
+    assert done.returncode == 0, done.stderr
+    assert "neither systemd nor OpenRC is running: no service written" in done.stdout
+    assert not (host.bin.parent / "warren-uninstall.sh").read_text().count("INIT='openrc'")
