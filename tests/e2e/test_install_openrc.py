@@ -213,9 +213,9 @@ def test_the_openrc_service_keeps_containers_across_restarts_and_stops_them_at_s
 
 
 # In a mount namespace of its own, /run, /etc/init.d and /etc/runlevels are empty tmpfs and /etc
-# is written into a scratch dir: this host then looks like one OpenRC booted (/run/openrc), or one with no init system the
-# installer knows, and the installer's own enable, start and the uninstaller's stop and removal
-# run for real, without touching the host's.
+# is written into a scratch dir: this host then looks like one OpenRC booted (/run/openrc), or
+# one with no init system the installer knows, and the installer's own enable and start, and the
+# uninstaller's stop and removal, run for real without touching the host's.
 OPENRC_HOST = """
 set -eu
 mount -t tmpfs warren-test /run
