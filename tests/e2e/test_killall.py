@@ -206,3 +206,30 @@ def test_killall_and_purge_leave_the_network_as_before_the_install(box: Box) -> 
     assert ours and not ours & cni_results()
     assert not fifos & fifo_dirs()
     assert not killall.exists() and not box.paths.data_dir.exists()
+
+
+def test_cni_chains_the_host_had_before_the_install_are_kept(box: Box) -> None:
+    """Another CNI user's CNI-FORWARD (podman's, say), with a rule of its own: the killall takes
+    out warren's per-pod rules and its bridge, and keeps the chain, its rule and its jump."""
+    for rule in (
+        ["-N", "CNI-FORWARD"],
+        ["-A", "CNI-FORWARD", "-s", "192.0.2.0/24", "-j", "ACCEPT"],
+        ["-A", "FORWARD", "-j", "CNI-FORWARD"],
+    ):
+        box.run("iptables", *rule)
+    box.run("sh", INSTALL_SH)
+    _start_with_a_pod(box, "web")
+    pod_rules = [ln for ln in box.network()["iptables"] if "10.217." in ln]
+    assert pod_rules, "the pod made no rule naming its address"
+
+    box.run(box.bin.parent / "warren-killall.sh")
+
+    after = box.network()
+    assert "warren0" not in after["links"]
+    assert not [ln for ln in after["iptables"] if "10.217." in ln or "warren" in ln]
+    for kept in (
+        ":CNI-FORWARD -",
+        "-A CNI-FORWARD -s 192.0.2.0/24 -j ACCEPT",
+        "-A FORWARD -j CNI-FORWARD",
+    ):
+        assert kept in after["iptables"], kept
