@@ -29,6 +29,10 @@ from support import INSTALL_SH, TEST_IMAGE, read_pid, short_dir, wait_for
 pytestmark = pytest.mark.e2e
 
 OPENRC_RUN = Path("/sbin/openrc-run")
+STATE_DIRS = (
+    "daemons exclusive failed hotplugged inactive options scheduled started starting stopping tmp "
+    "wasinactive"
+).split()
 NAME = "warren-containerd"
 
 
@@ -96,7 +100,9 @@ def host(frozen_exe: Path, root_required: None) -> Iterator[Host]:
     h = Host(root, Paths(base / "data", base / "run", base / "etc"))
     h.bin.parent.mkdir(parents=True)
     shutil.copy2(frozen_exe, h.bin)
-    softlevel.parent.mkdir(parents=True, exist_ok=True)
+    # What OpenRC's boot leaves in /run/openrc (openrc-run makes these only with no /run/openrc).
+    for state in STATE_DIRS:
+        (softlevel.parent / state).mkdir(parents=True, exist_ok=True)
     softlevel.touch()
     try:
         yield h
