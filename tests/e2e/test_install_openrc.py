@@ -30,9 +30,9 @@ pytestmark = pytest.mark.e2e
 
 OPENRC_RUN = Path("/sbin/openrc-run")
 STATE_DIRS = (
-    "daemons exclusive failed hotplugged inactive options scheduled started starting stopping tmp "
-    "wasinactive"
-).split()
+    *("daemons", "exclusive", "failed", "hotplugged", "inactive", "options", "scheduled"),
+    *("started", "starting", "stopping", "tmp", "wasinactive"),
+)
 NAME = "warren-containerd"
 
 
