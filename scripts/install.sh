@@ -1,13 +1,15 @@
 #!/bin/sh
-# Warren bundle installer: containerd + runc in one file, run as a systemd service.
+# Warren bundle installer: containerd + runc in one file, run as a systemd or OpenRC service.
 #
 #   curl -sfL https://.../install.sh | sh -
 #   sh install.sh            (same, from a copy)
 #   sh install.sh --help
 #
 # It downloads warren-<os>-<arch> and SHA256SUMS from WARREN_BASE_URL, checks the SHA-256, installs
-# the file as <bin-dir>/warren and, on Linux, writes warren-containerd.service; it writes
-# <bin-dir>/warren-uninstall.sh, which removes exactly what was written (data only with --purge).
+# the file as <bin-dir>/warren and, on Linux, writes warren-containerd.service (systemd) or
+# /etc/init.d/warren-containerd (OpenRC); it writes <bin-dir>/warren-uninstall.sh, which removes
+# exactly what was written (data only with --purge), and <bin-dir>/warren-killall.sh, which stops
+# everything warren started and what its pods made, leaving the install (--purge runs it).
 #
 # Environment (all optional):
 #   WARREN_BASE_URL          folder holding warren-<os>-<arch>, SHA256SUMS and install.sh
@@ -22,12 +24,25 @@
 #   WARREN_SYSTEMD_DIR       where the unit goes (default /etc/systemd/system). The unit is
 #                            written when systemd is running, or whenever this is set (so it can
 #                            be written for a host image, or checked, without systemd)
+#   WARREN_OPENRC_DIR        where the OpenRC script goes (default /etc/init.d; its environment
+#                            file goes to conf.d beside it). Written when OpenRC runs this host
+#                            (and systemd does not), or whenever this is set; enabled in the
+#                            default runlevel and started only in /etc/init.d on a running OpenRC
 #   WARREN_SKIP_ENABLE=true  write the unit but neither enable nor start it
 #   WARREN_SKIP_START=true   enable the unit but do not start it
 #   WARREN_SHUTDOWN_GRACE    seconds containers get between SIGTERM and SIGKILL when the host
 #                            shuts down or reboots (default 10). 'systemctl stop' of the service
 #                            alone leaves containers running (KillMode=process); only a shutdown
 #                            stops them, instead of waiting out systemd's 90 s final-kill timeout
+#   HTTP_PROXY, HTTPS_PROXY, NO_PROXY (or their lower-case forms)   a proxy for the download and
+#                            for the service: written, with NO_PROXY extended by localhost,
+#                            127.0.0.1, the pod CIDR and the service CIDR, into the service's
+#                            environment file (mode 0600: a proxy URL may carry a password)
+#   CONTAINERD_HTTP_PROXY, CONTAINERD_HTTPS_PROXY, CONTAINERD_NO_PROXY   as above, for containerd
+#                            alone (image pulls): warren gives containerd these in place of the
+#                            plain ones
+#   WARREN_POD_CIDR          the pod network (default 10.217.0.0/16): 'containerd run --pod-cidr'
+#   WARREN_SERVICE_CIDR      a Kubernetes service CIDR, only to be kept out of the proxy
 #   WARREN_DATA_DIR, WARREN_RUN_DIR, WARREN_CONFIG_DIR   non-default warren dirs: written into the
 #                            unit's environment, and purged by 'warren-uninstall.sh --purge'
 #   WARREN_PLATFORM, WARREN_ARCH   force the OS (linux|darwin) and arch (amd64|arm64) detected
@@ -58,6 +73,18 @@ EOF
 }
 
 SERVICE_NAME='warren-containerd.service'
+OPENRC_NAME='warren-containerd'
+# The settings both service files (systemd's unit, OpenRC's script) are written from.
+WATCHDOG_SEC=60        # no WATCHDOG=1 for this long: systemd restarts the service
+START_TIMEOUT_SEC=300  # a first start extracts the payload: minutes on a small or busy host
+RESTART_SEC=5
+NOFILE_LIMIT=1048576
+OOM_SCORE_ADJ=-999
+READY_TIMEOUT=120
+OPENRC_LOG='/var/log/warren-containerd.log'  # supervise-daemon's stdout and stderr of warren
+DEFAULT_POD_CIDR='10.217.0.0/16'  # warren_bundle/node/network.py's
+BRIDGE='warren0'                  # its bridge
+PROXY_VARS='HTTP_PROXY HTTPS_PROXY NO_PROXY CONTAINERD_HTTP_PROXY CONTAINERD_HTTPS_PROXY CONTAINERD_NO_PROXY'
 EXIT_ERROR=1
 EXIT_USAGE=2
 EXIT_PERMISSION=4
@@ -183,6 +210,9 @@ choose_paths() {
     SYSTEMD_DIR=${WARREN_SYSTEMD_DIR:-/etc/systemd/system}
     SYSTEMD_DIR=${SYSTEMD_DIR%/}
     check_path WARREN_SYSTEMD_DIR "$SYSTEMD_DIR"
+    OPENRC_DIR=${WARREN_OPENRC_DIR:-/etc/init.d}
+    OPENRC_DIR=${OPENRC_DIR%/}
+    check_path WARREN_OPENRC_DIR "$OPENRC_DIR"
     # warren's own defaults (warren_bundle/paths.py): per user on macOS, where Lima runs as the user.
     if [ "$OS" = darwin ]; then
         DATA_DIR=${WARREN_DATA_DIR:-$HOME/.warren}
@@ -203,14 +233,109 @@ choose_paths() {
     case "${WARREN_SHUTDOWN_GRACE:-10}" in
         '' | *[!0-9]*) fatal "$EXIT_USAGE" "WARREN_SHUTDOWN_GRACE='${WARREN_SHUTDOWN_GRACE:-}' is not a whole number of seconds; use e.g. 10" ;;
     esac
+    POD_CIDR=${WARREN_POD_CIDR:-$DEFAULT_POD_CIDR}
+    check_cidr WARREN_POD_CIDR "$POD_CIDR"
+    SERVICE_CIDR=${WARREN_SERVICE_CIDR:-}
+    if [ -n "$SERVICE_CIDR" ]; then check_cidr WARREN_SERVICE_CIDR "$SERVICE_CIDR"; fi
+    EXEC_ARGS="containerd run --ready-timeout $READY_TIMEOUT"
+    if [ -n "${WARREN_POD_CIDR:-}" ]; then EXEC_ARGS="$EXEC_ARGS --pod-cidr $POD_CIDR"; fi
     BIN="$BIN_DIR/warren"
     UNINSTALL="$BIN_DIR/warren-uninstall.sh"
-    UNIT="$SYSTEMD_DIR/$SERVICE_NAME"
+    KILLALL="$BIN_DIR/warren-killall.sh"
+    # The service file (UNIT) and its environment file, for the init system that runs here.
+    INIT=$(init_system)
+    if [ "$INIT" = openrc ]; then
+        UNIT="$OPENRC_DIR/$OPENRC_NAME"
+        ENV_FILE="$(dirname "$OPENRC_DIR")/conf.d/$OPENRC_NAME"
+    else
+        UNIT="$SYSTEMD_DIR/$SERVICE_NAME"
+        ENV_FILE="$UNIT.env"
+    fi
+}
+
+check_cidr() {
+    case "$2" in
+        *[!0-9./]* | *[!0-9]/* | */*/* | [!0-9]*) fatal "$EXIT_USAGE" "$1='$2' is not an IPv4 network; write it like $DEFAULT_POD_CIDR" ;;
+        */[0-9]*) ;;
+        *) fatal "$EXIT_USAGE" "$1='$2' is not an IPv4 network; write it like $DEFAULT_POD_CIDR" ;;
+    esac
+}
+
+# --- the service's proxy ------------------------------------------------------------------------
+
+# no_proxy_with LIST: LIST (comma-separated) with what must never go through a proxy added:
+# this host, the pod network and the service network.
+no_proxy_with() {
+    list=$1
+    for entry in localhost 127.0.0.1 "$POD_CIDR" "$SERVICE_CIDR"; do
+        [ -n "$entry" ] || continue
+        case ",$list," in
+            *",$entry,"*) ;;
+            *) list="${list:+$list,}$entry" ;;
+        esac
+    done
+    printf '%s' "$list"
+}
+
+# Sets PX_<var> for each of PROXY_VARS: the value the service gets (empty: not set).
+collect_proxy() {
+    any=''
+    for var in $PROXY_VARS; do
+        eval "value=\${$var:-}"
+        if [ -z "$value" ]; then
+            case "$var" in
+                HTTP_PROXY) value=${http_proxy:-} ;;
+                HTTPS_PROXY) value=${https_proxy:-} ;;
+                NO_PROXY) value=${no_proxy:-} ;;
+            esac
+        fi
+        case "$value" in
+            *'
+'*) fatal "$EXIT_USAGE" "$var contains a newline; give it on one line" ;;
+        esac
+        eval "PX_$var=\$value"
+        case "$var" in *NO_PROXY) ;; *) any="$any$value" ;; esac
+    done
+    if [ -n "$any" ]; then
+        PX_NO_PROXY=$(no_proxy_with "$PX_NO_PROXY")
+        if [ -n "$PX_CONTAINERD_NO_PROXY" ]; then PX_CONTAINERD_NO_PROXY=$(no_proxy_with "$PX_CONTAINERD_NO_PROXY"); fi
+    fi
+}
+
+# KEY="value" lines, quoted so that systemd's EnvironmentFile= and sh read the same value (\, ",
+# $ and ` escaped; systemd expands no specifier there, so % stays as it is).
+proxy_env_lines() { # proxy_env_lines PREFIX
+    for var in $PROXY_VARS; do
+        eval "value=\$PX_$var"
+        [ -n "$value" ] || continue
+        printf '%s%s="%s"\n' "$1" "$var" "$(printf '%s' "$value" | sed 's/[\\"$`]/\\&/g')"
+    done
+}
+
+env_file_text() {
+    printf '# Written by warren'"'"'s install.sh from its environment (the proxy); %s removes it.\n' "$UNINSTALL"
+    printf '# CONTAINERD_* are for containerd alone: warren gives it them in place of the plain ones.\n'
+    proxy_env_lines ''
 }
 
 systemd_running() {
     # sd_booted(): systemd is PID 1 exactly when this directory exists.
     [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+}
+
+openrc_running() {
+    # OpenRC keeps its state in /run/openrc from the boot on.
+    [ -d /run/openrc ] && { [ -x /sbin/openrc-run ] || command -v rc-service >/dev/null 2>&1; }
+}
+
+# Which service file to write: a dir given explicitly, else the init system that runs here.
+init_system() {
+    if [ -n "${WARREN_SYSTEMD_DIR:-}" ]; then echo systemd
+    elif [ -n "${WARREN_OPENRC_DIR:-}" ]; then echo openrc
+    elif systemd_running; then echo systemd
+    elif openrc_running; then echo openrc
+    else echo none
+    fi
 }
 
 # --- downloading and checking -----------------------------------------------------------------
@@ -353,9 +478,10 @@ make_dir() {
 }
 
 # Values the previous installation recorded in its uninstaller: they stay ours.
-previous_value() {
-    [ -f "$UNINSTALL" ] || return 0
-    sed -n "s/^$1='\\(.*\\)'\$/\\1/p" "$UNINSTALL" | head -n 1
+previous_value() { # previous_value NAME [FILE, default the uninstaller]
+    from=${2:-$UNINSTALL}
+    [ -f "$from" ] || return 0
+    sed -n "s/^$1='\\(.*\\)'\$/\\1/p" "$from" | head -n 1
 }
 
 # fails_here FILE: prints why FILE or the binaries it carries cannot run on this host (wrong arch,
@@ -451,19 +577,26 @@ After=network-online.target local-fs.target
 Wants=network-online.target
 
 [Service]
-Type=simple
+# warren says READY=1 when containerd answers, and pings the watchdog only while it does: a
+# containerd its supervisor cannot repair is systemd's to restart.
+Type=notify
+NotifyAccess=main
+WatchdogSec=$WATCHDOG_SEC
+TimeoutStartSec=$START_TIMEOUT_SEC
 EOF
     for var in WARREN_DATA_DIR WARREN_RUN_DIR WARREN_CONFIG_DIR WARREN_RUNTIME_DIR; do
         eval "value=\${$var:-}"
         if [ -n "$value" ]; then printf 'Environment=%s=%s\n' "$var" "$(unit_escape "$value")"; fi
     done
     cat <<EOF
+# The proxy, if the installer was given one (mode 0600: a proxy URL may carry a password).
+EnvironmentFile=-$ENV_FILE
 ExecStartPre=-/sbin/modprobe overlay
 EOF
     cat <<EOF
 # A service is patient: a first start at boot on a small or busy host (extraction, then
 # containerd's own start) can take minutes; a ready timeout it cannot meet only restarts it.
-ExecStart=$(unit_escape "$BIN") containerd run --ready-timeout 120
+ExecStart=$(unit_escape "$BIN") $EXEC_ARGS
 # Only warren gets the stop signal: it stops containerd, and shims and containers keep running.
 KillMode=process
 EOF
@@ -471,12 +604,12 @@ EOF
     cat <<EOF
 Delegate=yes
 Restart=always
-RestartSec=5
-LimitNOFILE=1048576
+RestartSec=$RESTART_SEC
+LimitNOFILE=$NOFILE_LIMIT
 LimitNPROC=infinity
 LimitCORE=infinity
 TasksMax=infinity
-OOMScoreAdjust=-999
+OOMScoreAdjust=$OOM_SCORE_ADJ
 
 [Install]
 WantedBy=multi-user.target
@@ -517,6 +650,110 @@ shutdown_kill_line() {
     printf '\n'
 }
 
+# The OpenRC script: the unit's settings, for supervise-daemon. A stop signals the supervisor
+# alone (containerd runs in its own session and is stopped by it; shims and containers keep
+# running); only at shutdown (the runlevel openrc-run is told is "shutdown" or "reboot") are
+# containers stopped, with the grace.
+openrc_text() {
+    grace=${WARREN_SHUTDOWN_GRACE:-10}
+    cat <<EOF
+#!/sbin/openrc-run
+# Written by warren's install.sh; $UNINSTALL removes it.
+# shellcheck shell=sh disable=SC2034,SC1091 # openrc-run reads these variables
+
+description="containerd supervised by warren (embedded containerd and runc)"
+supervisor=supervise-daemon
+command="$BIN"
+command_args="$EXEC_ARGS"
+# Respawned whenever it exits (kill -9 included), $RESTART_SEC s apart, without a limit.
+respawn_delay=$RESTART_SEC
+respawn_max=0
+# warren stops containerd within 10 s of SIGTERM; only then SIGKILL.
+retry="SIGTERM/30"
+output_log="$OPENRC_LOG"
+error_log="$OPENRC_LOG"
+supervise_daemon_args="--oom-score-adj $OOM_SCORE_ADJ"
+EOF
+    for var in WARREN_DATA_DIR WARREN_RUN_DIR WARREN_CONFIG_DIR; do
+        eval "value=\${$var:-}"
+        if [ -n "$value" ]; then printf 'export %s=%s\n' "$var" "$value"; fi
+    done
+    cat <<EOF
+# The proxy, if the installer was given one (mode 0600: a proxy URL may carry a password).
+if [ -r "$ENV_FILE" ]; then set -a; . "$ENV_FILE"; set +a; fi
+
+depend() {
+	need localmount
+	use net
+	after firewall
+}
+
+start_pre() {
+	# One limit per ulimit: dash's takes no more (and then rc_ulimit fails the start).
+	# shellcheck disable=SC3045 # dash and busybox sh have -n, -u and -c
+	if ! { ulimit -n $NOFILE_LIMIT && ulimit -u unlimited && ulimit -c unlimited; }; then
+		ewarn "cannot raise the limits (open files $NOFILE_LIMIT, processes, core)"
+	fi
+	modprobe overlay 2>/dev/null || true
+	checkpath -f -m 0640 "$OPENRC_LOG"
+}
+
+# Started once containerd answers (up to $START_TIMEOUT_SEC s: a first start extracts the payload).
+start_post() {
+	ebegin "Waiting for containerd to answer"
+	waited=0
+	until "\$command" containerd status 2>/dev/null | grep -q '^state *RUNNING'; do
+		if [ \$waited -ge $START_TIMEOUT_SEC ]; then
+			eend 1 "containerd did not answer; see $OPENRC_LOG and '$BIN containerd logs'"
+			return 1
+		fi
+		sleep 1
+		waited=\$((waited + 1))
+	done
+	eend 0
+}
+
+# At shutdown or reboot: containers get SIGTERM, $grace s, then SIGKILL (WARREN_SHUTDOWN_GRACE).
+stop_post() {
+	case "\${RC_GOINGDOWN:-}:\${RC_RUNLEVEL:-}" in
+		YES:* | *:shutdown | *:reboot) ;;
+		*) return 0 ;;
+	esac
+	shims=""
+	kids=""
+	for p in /proc/[0-9]*; do
+		case "\$(readlink "\$p/exe" 2>/dev/null)" in
+			"$DATA_DIR"/*containerd-shim-runc-v2*)
+				shims="\$shims \${p#/proc/}"
+				kids="\$kids \$(cat "\$p"/task/*/children 2>/dev/null)" ;;
+		esac
+	done
+	[ -n "\$shims" ] || return 0
+	# shellcheck disable=SC2086 # lists of pids
+	set -- \$kids
+	if [ \$# -gt 0 ]; then
+		ebegin "Stopping containers (SIGTERM, then SIGKILL after $grace s)"
+		kill -TERM "\$@" 2>/dev/null
+		waited=0
+		alive=""
+		while [ \$waited -lt $((grace * 5)) ]; do
+			alive=""
+			for c; do [ -d "/proc/\$c" ] && alive="\$alive \$c"; done
+			[ -n "\$alive" ] || break
+			sleep 0.2
+			waited=\$((waited + 1))
+		done
+		# shellcheck disable=SC2086
+		[ -z "\$alive" ] || kill -KILL \$alive 2>/dev/null
+		eend 0
+	fi
+	# shellcheck disable=SC2086
+	kill -KILL \$shims 2>/dev/null
+	return 0
+}
+EOF
+}
+
 UNIT_WRITTEN=false
 UNIT_CHANGED=false
 
@@ -524,17 +761,33 @@ setup_service() {
     if [ "$OS" != linux ]; then
         return 0
     fi
-    if ! systemd_running && [ -z "${WARREN_SYSTEMD_DIR:-}" ]; then
-        info "systemd is not running: no service written; start containerd with '$BIN containerd start' (or run '$BIN containerd run' under your service manager)"
-        return 0
-    fi
-    make_dir "$SYSTEMD_DIR"
-    new_unit=$(unit_text)
+    case "$INIT" in
+        none)
+            info "neither systemd nor OpenRC is running: no service written; start containerd with '$BIN containerd start' (or run '$BIN containerd run' under your service manager)"
+            return 0 ;;
+        openrc)
+            make_dir "$OPENRC_DIR"
+            make_dir "$(dirname "$ENV_FILE")"
+            new_unit=$(openrc_text)
+            mode=0755 ;;
+        *)
+            make_dir "$SYSTEMD_DIR"
+            new_unit=$(unit_text)
+            mode=0644 ;;
+    esac
     if [ ! -f "$UNIT" ] || [ "$(cat "$UNIT")" != "$new_unit" ]; then
         UNIT_CHANGED=true
     fi
-    printf '%s\n' "$new_unit" | write_file "$UNIT" 0644
+    new_env=$(env_file_text)
+    if [ ! -f "$ENV_FILE" ] || [ "$(cat "$ENV_FILE")" != "$new_env" ]; then
+        UNIT_CHANGED=true
+    fi
+    printf '%s\n' "$new_unit" | write_file "$UNIT" "$mode"
+    printf '%s\n' "$new_env" | write_file "$ENV_FILE" 0600
     UNIT_WRITTEN=true
+    if [ -n "$PX_HTTP_PROXY$PX_HTTPS_PROXY$PX_CONTAINERD_HTTP_PROXY$PX_CONTAINERD_HTTPS_PROXY" ]; then
+        info "the service uses the proxy it was installed with (NO_PROXY: ${PX_NO_PROXY:-unset}); see $ENV_FILE"
+    fi
     WROTE_FILES=true
     info "wrote $UNIT"
 }
@@ -554,6 +807,10 @@ prepare_new_version() {
 # After the uninstaller is written: a failure here leaves something it can remove.
 enable_service() {
     if [ "$UNIT_WRITTEN" != true ]; then
+        return 0
+    fi
+    if [ "$INIT" = openrc ]; then
+        enable_openrc
         return 0
     fi
     if ! systemd_running; then
@@ -583,9 +840,43 @@ enable_service() {
     info "${verb}ed $SERVICE_NAME; check it with '$BIN containerd status'"
 }
 
+enable_openrc() {
+    if ! openrc_running || [ "$OPENRC_DIR" != /etc/init.d ]; then
+        info "OpenRC is not running this host (or $UNIT is not in /etc/init.d): $OPENRC_NAME was written but not enabled; on an OpenRC host run: rc-update add $OPENRC_NAME default && rc-service $OPENRC_NAME start"
+        return 0
+    fi
+    if truthy "${WARREN_SKIP_ENABLE:-}"; then
+        info "WARREN_SKIP_ENABLE: $OPENRC_NAME not enabled or started"
+        return 0
+    fi
+    rc-update add "$OPENRC_NAME" default </dev/null >/dev/null 2>&1 ||
+        fatal "$EXIT_ERROR" "rc-update add $OPENRC_NAME default failed; see 'rc-status'"
+    info "enabled $OPENRC_NAME (runlevel default)"
+    if truthy "${WARREN_SKIP_START:-}"; then
+        info "WARREN_SKIP_START: not started; start it with 'rc-service $OPENRC_NAME start'"
+        return 0
+    fi
+    # A new binary or script takes effect by a restart; containers survive it.
+    running=false
+    if rc-service "$OPENRC_NAME" status </dev/null >/dev/null 2>&1; then running=true; fi
+    verb=start
+    if [ "$running" = true ]; then
+        if [ "$BIN_CHANGED" != true ] && [ "$UNIT_CHANGED" != true ]; then
+            info "$OPENRC_NAME runs this release already"
+            return 0
+        fi
+        verb=restart
+        if [ "$BIN_CHANGED" = true ]; then prepare_new_version; fi
+    fi
+    rc-service "$OPENRC_NAME" "$verb" </dev/null ||
+        fatal "$EXIT_ERROR" "rc-service $OPENRC_NAME $verb failed; see $OPENRC_LOG and '$BIN containerd logs'"
+    info "${verb}ed $OPENRC_NAME; check it with '$BIN containerd status'"
+}
+
 uninstaller_text() {
     unit_path=''
-    if [ "$UNIT_WRITTEN" = true ]; then unit_path=$UNIT; fi
+    env_path=''
+    if [ "$UNIT_WRITTEN" = true ]; then unit_path=$UNIT; env_path=$ENV_FILE; fi
     cat <<EOF
 #!/bin/sh
 # Written by warren's install.sh: removes what it installed, and nothing else.
@@ -595,7 +886,11 @@ uninstaller_text() {
 set -eu
 
 OS='$OS'
+INIT='$INIT'
 UNIT='$unit_path'
+OPENRC_NAME='$OPENRC_NAME'
+OPENRC_LOG='$OPENRC_LOG'
+ENV_FILE='$env_path'
 SERVICE_NAME='$SERVICE_NAME'
 BIN='$BIN'
 BIN_OWNED='$BIN_OWNED'
@@ -606,6 +901,7 @@ RUN_DIR='$RUN_DIR'
 CONFIG_DIR='$CONFIG_DIR'
 RUNTIME_DIR='$RUNTIME_DIR'
 SELF='$UNINSTALL'
+KILLALL='$KILLALL'
 
 purge=false
 for arg in "\$@"; do
@@ -624,9 +920,18 @@ systemd_running() {
     [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
 }
 
-if [ -n "\$UNIT" ] && systemd_running; then
+openrc_running() {
+    [ -d /run/openrc ] && { [ -x /sbin/openrc-run ] || command -v rc-service >/dev/null 2>&1; }
+}
+
+if [ -n "\$UNIT" ] && [ "\$INIT" = systemd ] && systemd_running; then
     systemctl disable --now "\$SERVICE_NAME" </dev/null >/dev/null 2>&1 || true
     info "stopped and disabled \$SERVICE_NAME"
+fi
+if [ -n "\$UNIT" ] && [ "\$INIT" = openrc ] && openrc_running && [ "\$UNIT" = "/etc/init.d/\$OPENRC_NAME" ]; then
+    rc-service "\$OPENRC_NAME" stop </dev/null >/dev/null 2>&1 || true
+    rc-update del "\$OPENRC_NAME" default </dev/null >/dev/null 2>&1 || true
+    info "stopped \$OPENRC_NAME and removed it from the default runlevel"
 fi
 # A supervisor started by hand ('warren containerd start'), or the Lima VM, is stopped as well.
 if [ -x "\$BIN" ]; then
@@ -643,7 +948,9 @@ fi
 if [ -n "\$UNIT" ] && [ -f "\$UNIT" ]; then
     rm -f "\$UNIT"
     info "removed \$UNIT"
-    if systemd_running; then systemctl daemon-reload </dev/null || true; fi
+    rm -f "\$ENV_FILE"
+    if [ "\$INIT" = openrc ]; then rm -f "\$OPENRC_LOG"; fi
+    if [ "\$INIT" = systemd ] && systemd_running; then systemctl daemon-reload </dev/null || true; fi
 fi
 if [ "\$BIN_OWNED" = true ] && [ -f "\$BIN" ]; then
     rm -f "\$BIN"
@@ -659,18 +966,9 @@ if [ "\$BIN_OWNED" = true ] && [ -d "\$RUNTIME_DIR" ] && [ ! -L "\$RUNTIME_DIR" 
     if [ "\$RUNTIME_DIR" = /var/cache/warren/runtime ]; then rmdir /var/cache/warren 2>/dev/null || true; fi
 fi
 
-if [ "\$purge" = true ] && [ -r /proc/self/mountinfo ]; then
-    # Shims and containerd run from \$DATA_DIR/versions/<digest> (bin links there); their mounts
-    # live under the data and run dirs.
-    for proc in /proc/[0-9]*; do
-        exe=\$(readlink "\$proc/exe" 2>/dev/null || true)
-        case "\$exe" in
-            "\$DATA_DIR"/bin/* | "\$DATA_DIR"/versions/*) kill -9 "\${proc#/proc/}" 2>/dev/null || true ;;
-        esac
-    done
-    awk -v d="\$DATA_DIR/" -v r="\$RUN_DIR/" 'index(\$5, d) == 1 || index(\$5, r) == 1 {print \$5}' \\
-        /proc/self/mountinfo | sort -r |
-        while read -r mountpoint; do umount -l "\$mountpoint" 2>/dev/null || true; done
+if [ "\$purge" = true ] && [ -x "\$KILLALL" ]; then
+    # Containers, shims, mounts, pods' network namespaces, the bridge, the iptables rules.
+    "\$KILLALL" || true
 fi
 if [ "\$purge" = true ]; then
     for dir in "\$DATA_DIR" "\$CONFIG_DIR" "\$RUN_DIR"; do
@@ -679,20 +977,8 @@ if [ "\$purge" = true ]; then
             info "purged \$dir"
         fi
     done
-    # The shims of containerd 1.6 and 1.7 put their sockets in /run/containerd/s whatever the state
-    # dir, and containerd 1.7 makes /run/containerd at every start. With warren's shims gone, a
-    # socket no process holds (none in /proc/net/unix) is stale; another containerd's are kept,
-    # and so are the dirs while anything is left in them.
-    for sock in /run/containerd/s/*; do
-        if [ -S "\$sock" ] && ! awk -v s="\$sock" '\$NF == s {found = 1} END {exit !found}' /proc/net/unix 2>/dev/null; then
-            rm -f "\$sock"
-        fi
-    done
-    for dir in /run/containerd/s /run/containerd; do
-        if [ -d "\$dir" ] && rmdir "\$dir" 2>/dev/null; then info "removed \$dir (left empty by warren's containerd)"; fi
-    done
 fi
-
+rm -f "\$KILLALL"
 rm -f "\$SELF"
 # Directories the installer created, deepest first, if nothing else was put in them since.
 # shellcheck disable=SC2086 # the list is split on purpose: the installer refuses paths with spaces
@@ -719,6 +1005,239 @@ note_cni_dirs() {
         case " $CNI_DIRS " in *" $dir "*) continue ;; esac
         if [ ! -e "$dir" ]; then CNI_DIRS="${CNI_DIRS:+$CNI_DIRS }$dir"; fi
     done
+}
+
+# What warren's pods leave that a killall removes only if warren made it: the CNI plugins' shared
+# iptables chains present now, and the CNI state dirs absent now (kept from an earlier install).
+note_cni_state() {
+    PRE_CNI_CHAINS=$(previous_value PRE_CNI_CHAINS "$KILLALL")
+    CNI_STATE_DIRS=$(previous_value CNI_STATE_DIRS "$KILLALL")
+    if [ "$OS" != linux ] || [ -f "$KILLALL" ]; then return 0; fi
+    if command -v iptables-save >/dev/null 2>&1; then
+        PRE_CNI_CHAINS=$(iptables-save 2>/dev/null | awk '/^:CNI-(FORWARD|ADMIN|HOSTPORT-(DNAT|SETMARK|MASQ)) / {print substr($1, 2)}' | sort -u | tr '\n' ' ')
+        PRE_CNI_CHAINS=${PRE_CNI_CHAINS% }
+    fi
+    for dir in /var/lib/cni /var/lib/cni/results; do
+        if [ ! -e "$dir" ]; then CNI_STATE_DIRS="$dir${CNI_STATE_DIRS:+ $CNI_STATE_DIRS}"; fi
+    done
+}
+
+killall_text() {
+    cat <<EOF
+#!/bin/sh
+# Written by warren's install.sh: stops everything warren started and leaves the install in place.
+# The service, the supervisor, containerd, the shims and the containers; their mounts; warren's
+# pods' network namespaces, the $BRIDGE bridge, the iptables rules and chains warren's CNI plugins
+# made, warren's CNI result cache; stale shim sockets and ctr FIFOs under /run/containerd.
+# '$UNINSTALL --purge' runs it first. 'systemctl start' (or rc-service) starts warren again.
+set -u
+
+INIT='$INIT'
+SERVICE_NAME='$SERVICE_NAME'
+OPENRC_NAME='$OPENRC_NAME'
+DATA_DIR='$DATA_DIR'
+RUN_DIR='$RUN_DIR'
+BRIDGE='$BRIDGE'
+POD_CIDR='$POD_CIDR'
+PRE_CNI_CHAINS='$PRE_CNI_CHAINS'
+CNI_STATE_DIRS='$CNI_STATE_DIRS'
+EOF
+    cat <<'KILLALL'
+
+info() {
+    printf '[warren] %s\n' "$*"
+}
+
+for arg in "$@"; do
+    case "$arg" in
+        -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "warren killall: unknown argument '$arg'; it takes none" >&2; exit 2 ;;
+    esac
+done
+if [ "$(id -u)" -ne 0 ]; then
+    echo "warren killall: permission denied: run it as root" >&2
+    exit 4
+fi
+
+# 1. The service, so that nothing starts warren again while it is taken down.
+if [ "$INIT" = systemd ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemctl stop "$SERVICE_NAME" </dev/null >/dev/null 2>&1 || true
+elif [ "$INIT" = openrc ] && [ -d /run/openrc ] && command -v rc-service >/dev/null 2>&1; then
+    rc-service "$OPENRC_NAME" stop </dev/null >/dev/null 2>&1 || true
+fi
+
+# 2. Every process warren started: the supervisor (its runtime), containerd and the shims run from
+# the data dir; the containers are the shims' descendants. Containers first, then the rest.
+ours=''
+for proc in /proc/[0-9]*; do
+    case "$(readlink "$proc/exe" 2>/dev/null)" in
+        "$DATA_DIR"/*) ours="$ours ${proc#/proc/}" ;;
+    esac
+done
+if [ -n "$ours" ]; then
+    # pid ppid of every process (comm may hold spaces: cut at its last ")")
+    tree=$(for stat in /proc/[0-9]*/stat; do cat "$stat" 2>/dev/null; echo; done |
+        awk 'NF { pid = $1; sub(/.*\) /, ""); print pid, $2 }')
+    kids=$(printf '%s\n' "$tree" | awk -v roots="$ours" '
+        BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1 }
+        { parent[$1] = $2 }
+        END {
+            do { grew = 0
+                 for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; kid[p] = 1; grew = 1 }
+            } while (grew)
+            for (p in kid) print p
+        }')
+    # shellcheck disable=SC2086 # lists of pids
+    [ -z "$kids" ] || kill -KILL $kids 2>/dev/null || true
+    # shellcheck disable=SC2086
+    kill -KILL $ours 2>/dev/null || true
+    info "killed warren's supervisor, containerd, shims and containers"
+fi
+
+# 3. Their mounts: under the data and run dirs.
+if [ -r /proc/self/mountinfo ]; then
+    awk -v d="$DATA_DIR/" -v r="$RUN_DIR/" 'index($5, d) == 1 || index($5, r) == 1 {print $5}' \
+        /proc/self/mountinfo | sort -r |
+        while read -r mountpoint; do umount -l "$mountpoint" 2>/dev/null || true; done
+fi
+
+# 4. The pod network. warren's pods are the network namespaces on the far side of warren0's veths,
+# and those named in the CNI result cache of warren's own network (its config names warren's IPAM
+# dir): never another runtime's.
+results=''
+for file in /var/lib/cni/results/warren-*; do
+    [ -f "$file" ] || continue
+    config=$(sed -n 's/.*"config":"\([^"]*\)".*/\1/p' "$file" | base64 -d 2>/dev/null || true)
+    case "$config" in
+        *"\"$DATA_DIR/cni/networks\""*) results="$results $file" ;;
+    esac
+done
+netns=''
+if command -v ip >/dev/null 2>&1; then
+    netns=$(ip -o link show master "$BRIDGE" 2>/dev/null | sed -n 's/.* link-netns \([^ ]*\).*/\1/p')
+fi
+# shellcheck disable=SC2086 # a list of files
+[ -z "$results" ] || netns="$netns $(sed -n 's|.*"sandbox":"/var/run/netns/\(cni-[^"]*\)".*|\1|p; s|.*"sandbox":"/run/netns/\(cni-[^"]*\)".*|\1|p' $results)"
+for ns in $(printf '%s\n' $netns | sort -u); do
+    case "$ns" in
+        cni-*) ip netns delete "$ns" 2>/dev/null && info "deleted network namespace $ns" ;;
+    esac
+done
+if command -v ip >/dev/null 2>&1 && ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link delete "$BRIDGE" && info "deleted the bridge $BRIDGE"
+fi
+# With each result of warren's network goes the one of containerd's loopback for the same sandbox.
+for file in $results; do
+    id=$(sed -n 's/.*"containerId":"\([0-9a-f]*\)".*/\1/p' "$file")
+    rm -f "$file"
+    [ -z "$id" ] || rm -f "/var/lib/cni/results/cni-loopback-$id-lo"
+done
+for dir in $CNI_STATE_DIRS; do
+    rmdir "$dir" 2>/dev/null || true
+done
+
+# 5. iptables: the rules that name the bridge, warren's network ("name: \"warren\"") or an address
+# of the pod CIDR, the per-pod chains they jump to, and the CNI plugins' shared chains (CNI-FORWARD
+# and CNI-ADMIN of the firewall plugin, CNI-HOSTPORT-* of portmap) when nothing but their own
+# plumbing is left in them and they were not there before warren was installed.
+if command -v iptables-save >/dev/null 2>&1 && command -v iptables-restore >/dev/null 2>&1; then
+    for table in filter nat; do
+        undo=$(iptables-save -t "$table" 2>/dev/null | awk -v bridge="$BRIDGE" -v cidr="$POD_CIDR" -v pre=" $PRE_CNI_CHAINS " -v table="$table" '
+            function ip2n(ip,   o) { split(ip, o, "."); return ((o[1] * 256 + o[2]) * 256 + o[3]) * 256 + o[4] }
+            function in_pod_net(spec,   n, w, i, a, bits) {
+                n = split(spec, w, " ")
+                for (i = 1; i < n; i++) if (w[i] == "-s" || w[i] == "-d") {
+                    split(w[i + 1], a, "/"); bits = (a[2] == "" ? 32 : a[2] + 0)
+                    if (bits >= cbits && int(ip2n(a[1]) / 2 ^ (32 - cbits)) == cnet) return 1
+                }
+                return 0
+            }
+            # (A lookup of a missing key would add it: awk arrays are read through "in".)
+            function grp(ch) { return (ch in group) ? group[ch] : "" }
+            function target(spec,   n, w, i) {
+                n = split(spec, w, " "); for (i = 1; i < n; i++) if (w[i] == "-j") return w[i + 1]; return ""
+            }
+            BEGIN {
+                split(cidr, c, "/"); cbits = c[2] + 0; cnet = int(ip2n(c[1]) / 2 ^ (32 - cbits))
+                group["CNI-FORWARD"] = "fw"; group["CNI-ADMIN"] = "fw"
+                group["CNI-HOSTPORT-DNAT"] = "hp"; group["CNI-HOSTPORT-SETMARK"] = "hp"; group["CNI-HOSTPORT-MASQ"] = "hp"
+            }
+            /^:/ { name = substr($1, 2); exists[name] = 1; next }
+            /^-A / {
+                nrules++; chain[nrules] = $2; rule[nrules] = substr($0, 4)
+                t = target($0); tgt[nrules] = t
+                if (index($0, " " bridge " ") || index($0, "name: \\\"warren\\\"") || in_pod_net($0)) {
+                    mine[nrules] = 1
+                    if (t ~ /^CNI-/ && !(t in group)) ourchain[t] = 1
+                }
+            }
+            END {
+                # Rules inside per-pod chains go with their chain.
+                for (i = 1; i <= nrules; i++) if (chain[i] in ourchain) mine[i] = 1
+                # A shared group stays when it was there before, or holds rules that are not ours
+                # and not its own plumbing.
+                for (g in group) if (index(pre, " " g " ")) keep[group[g]] = 1
+                for (i = 1; i <= nrules; i++) {
+                    g = grp(chain[i])
+                    if (g == "" || (i in mine)) continue
+                    if (grp(tgt[i]) == g || chain[i] == "CNI-HOSTPORT-SETMARK" || chain[i] == "CNI-HOSTPORT-MASQ") continue
+                    keep[g] = 1
+                }
+                print "*" table
+                for (i = 1; i <= nrules; i++) {
+                    g = grp(tgt[i])
+                    if ((i in mine) && !(chain[i] in ourchain)) print "-D " rule[i]
+                    else if (g != "" && !(g in keep) && grp(chain[i]) == "") print "-D " rule[i]
+                }
+                for (ch in ourchain) if (ch in exists) { print "-F " ch; dead[ch] = 1 }
+                for (ch in group) if ((ch in exists) && !(group[ch] in keep)) { print "-F " ch; dead[ch] = 1 }
+                for (ch in dead) print "-X " ch
+                print "COMMIT"
+            }')
+        if [ "$(printf '%s\n' "$undo" | wc -l)" -gt 2 ]; then
+            if printf '%s\n' "$undo" | iptables-restore --noflush; then
+                info "removed warren's pod network rules from iptables ($table)"
+            else
+                info "could not remove warren's iptables rules ($table); see 'iptables-save -t $table'"
+            fi
+        fi
+    done
+fi
+
+# 6. /run/containerd: the shims of containerd 1.6 and 1.7 put their sockets in /run/containerd/s
+# whatever the state dir, ctr its FIFOs in /run/containerd/fifo, and containerd 1.7 makes
+# /run/containerd at every start. With warren's processes gone, a socket no process holds (none in
+# /proc/net/unix) and a FIFO no process has open are stale; another containerd's are kept, and so
+# are the dirs while anything is left in them.
+for sock in /run/containerd/s/*; do
+    if [ -S "$sock" ] && ! awk -v s="$sock" '$NF == s {found = 1} END {exit !found}' /proc/net/unix 2>/dev/null; then
+        rm -f "$sock"
+    fi
+done
+if [ -d /run/containerd/fifo ]; then
+    # shellcheck disable=SC2010 # ls -l shows where each fd leads; find -printf is GNU only
+    open_fifos=$(ls -l /proc/[0-9]*/fd 2>/dev/null | sed -n 's|.* -> \(/run/containerd/fifo/.*\)|\1|p' | sort -u)
+    for fifo in /run/containerd/fifo/*/*; do
+        [ -p "$fifo" ] || continue
+        printf '%s\n' "$open_fifos" | grep -qxF "$fifo" || rm -f "$fifo"
+    done
+    for dir in /run/containerd/fifo/*; do
+        [ -d "$dir" ] && rmdir "$dir" 2>/dev/null || true
+    done
+fi
+for dir in /run/containerd/fifo /run/containerd/s /run/containerd; do
+    if [ -d "$dir" ] && rmdir "$dir" 2>/dev/null; then info "removed $dir (left empty by warren's containerd)"; fi
+done
+info "warren stopped: its processes, pods, bridge and rules are gone (the install is left in place)"
+KILLALL
+}
+
+write_killall() {
+    if [ "$OS" != linux ]; then return 0; fi
+    note_cni_state
+    killall_text | write_file "$KILLALL" 0755
+    WROTE_FILES=true
+    info "wrote $KILLALL (stops warren, its containers and its pod network; the install stays)"
 }
 
 write_uninstaller() {
@@ -752,6 +1271,7 @@ main() {
     trap 'exit 130' INT TERM
     detect_platform
     choose_paths
+    collect_proxy
     BIN_OWNED=false
     BIN_CHANGED=false
     if truthy "${WARREN_INSTALL_SKIP_DOWNLOAD:-}"; then
@@ -787,6 +1307,7 @@ main() {
     fi
     setup_service
     note_cni_dirs
+    write_killall
     write_uninstaller
     enable_service
     if [ "$OS" = darwin ]; then

@@ -286,6 +286,17 @@ def phase_install() -> None:
     )
     step("status-running", status_running)
 
+    def type_notify() -> tuple[str, str]:
+        # Type=notify: active only after READY=1; STATUS= lines reach systemd; a watchdog is set.
+        out = sh(f"systemctl show -p Type -p NotifyAccess -p WatchdogUSec -p StatusText {SERVICE}")
+        found = dict(line.partition("=")[::2] for line in out.splitlines())
+        want = {"Type": "notify", "NotifyAccess": "main", "WatchdogUSec": "1min"}
+        if any(found.get(k) != v for k, v in want.items()) or not found.get("StatusText"):
+            raise StepFailed(f"expected {want} and a StatusText:\n{out}")
+        return out, f"notify, watchdog 1min, status: {found['StatusText'][:60]}"
+
+    step("type-notify-watchdog", type_notify)
+
     def systemd_driver() -> tuple[str, str]:
         text = Path("/etc/warren-containerd/config.toml").read_text()
         found = re.findall(r"(?im)^\s*SystemdCgroup\s*=\s*(\w+)", text)

@@ -209,6 +209,11 @@ def test_curl_pipe_sh_installs_the_verified_binary_and_writes_the_unit(
         "LimitNOFILE": "1048576",
         "OOMScoreAdjust": "-999",
         "WantedBy": "multi-user.target",
+        # READY=1 and WATCHDOG=1 come from warren itself (runtime/sdnotify.py), the main process.
+        "Type": "notify",
+        "NotifyAccess": "main",
+        "WatchdogSec": "60",
+        "TimeoutStartSec": "300",
     }.items():
         assert unit[key] == [value], key
     assert sorted(unit["Environment"]) == [
@@ -370,7 +375,11 @@ def test_uninstall_purge_also_deletes_warren_dirs_and_dirs_it_created(
         d.mkdir(parents=True)
         (d / "file").write_text("x")
 
-    gone = subprocess.run([target.uninstaller, "--purge"], capture_output=True, text=True)
+    # In a network namespace of its own: the purge's killall must not see this host's pod network
+    # (another warren's bridge and rules, on a shared test machine).
+    gone = subprocess.run(
+        ["unshare", "--net", target.uninstaller, "--purge"], capture_output=True, text=True
+    )
 
     assert gone.returncode == 0, gone.stderr
     assert target.tree() == {}, "purge left something behind"
@@ -550,3 +559,66 @@ def _missing(what: str) -> None:
     if IN_CI:
         pytest.fail(f"CI prerequisite missing: {what}")
     pytest.skip(f"{what} is not installed")
+
+
+# --- the proxy and the service's environment -----------------------------------------------------
+
+
+def test_the_proxy_is_carried_into_the_service_environment(
+    releases: FileServer, target: Target
+) -> None:
+    proxy = {
+        # A password with the characters systemd and sh would otherwise read: % $ " \ `
+        "HTTPS_PROXY": 'http://user:p%40$s"\\`x@192.0.2.1:3128',
+        "http_proxy": "http://192.0.2.1:3128",
+        "NO_PROXY": "127.0.0.1,.corp",  # the release is served on 127.0.0.1: no proxy for it
+        "CONTAINERD_HTTPS_PROXY": "http://192.0.2.2:3128",
+        "CONTAINERD_NO_PROXY": ".registry.corp",
+        "WARREN_POD_CIDR": "10.50.0.0/16",
+        "WARREN_SERVICE_CIDR": "10.96.0.0/12",
+    }
+    done = install(releases, target, **proxy)
+    assert done.returncode == 0, done.stderr
+
+    env_file = target.systemd_dir / f"{UNIT_NAME}.env"
+    assert env_file.stat().st_mode & 0o777 == 0o600, "a proxy URL may carry a password"
+    unit = unit_settings(target.unit)
+    assert unit["EnvironmentFile"] == [f"-{env_file}"]
+    assert unit["ExecStart"] == [
+        f"{target.binary} containerd run --ready-timeout 120 --pod-cidr 10.50.0.0/16"
+    ]
+    assert not [v for v in unit["Environment"] if "PROXY" in v], "no proxy in the 0644 unit"
+    # sh reads what systemd reads: KEY="value" with \ " $ ` escaped, and no specifier there.
+    read = subprocess.run(
+        ["sh", "-c", f'set -a; . "{env_file}"; env'], capture_output=True, text=True, env={}
+    )
+    got = dict(line.partition("=")[::2] for line in read.stdout.splitlines() if "PROXY" in line)
+    no_proxy = "127.0.0.1,.corp,localhost,10.50.0.0/16,10.96.0.0/12"
+    assert got == {
+        "HTTPS_PROXY": proxy["HTTPS_PROXY"],
+        "HTTP_PROXY": "http://192.0.2.1:3128",
+        "NO_PROXY": no_proxy,
+        "CONTAINERD_HTTPS_PROXY": "http://192.0.2.2:3128",
+        "CONTAINERD_NO_PROXY": ".registry.corp,localhost,127.0.0.1,10.50.0.0/16,10.96.0.0/12",
+    }
+    assert f"NO_PROXY: {no_proxy}" in done.stdout
+    assert "p%40" not in done.stdout + done.stderr
+
+    assert subprocess.run([target.uninstaller], capture_output=True).returncode == 0
+    assert not env_file.exists()
+
+
+def test_without_a_proxy_the_environment_file_is_empty(
+    releases: FileServer, target: Target
+) -> None:
+    unset = {k: "" for k in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy")}
+    assert install(releases, target, **unset).returncode == 0
+    env_file = target.systemd_dir / f"{UNIT_NAME}.env"
+    assert [ln for ln in env_file.read_text().splitlines() if not ln.startswith("#")] == []
+
+
+@pytest.mark.parametrize("cidr", ["10.1.0.0", "ten/8", "10.0.0.0/8/8", "10.0.0.0/8;x"])
+def test_a_bad_pod_cidr_is_a_usage_error(releases: FileServer, target: Target, cidr: str) -> None:
+    done = install(releases, target, WARREN_POD_CIDR=cidr)
+    assert done.returncode == 2 and "is not an IPv4 network" in done.stderr
+    assert target.tree() == {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from warren_bundle.doctor import host, lima, node, payload_checks, sockets, storage
+from warren_bundle.doctor import host, lima, node, payload_checks, proxy, sockets, storage
 from warren_bundle.doctor.base import Check, CheckFn, Inputs, Level, warned
 from warren_bundle.hostinfo import host_os
 from warren_bundle.paths import Paths
@@ -23,6 +23,7 @@ LINUX_CHECKS: tuple[CheckFn, ...] = (
     sockets.check_pidfiles,
     sockets.check_socket,
     sockets.check_system_containerd,
+    proxy.check_proxy,
     # What a kubelet pointed at the socket needs (CRI).
     node.check_cni,
     node.check_sandbox_image,

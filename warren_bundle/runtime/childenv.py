@@ -13,6 +13,8 @@ from pathlib import Path
 
 _DROP = (
     "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
     "_MEIPASS2",
     "_PYI_APPLICATION_HOME_DIR",
     "_PYI_ARCHIVE_FILE",

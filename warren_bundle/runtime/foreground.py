@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from warren_bundle.errors import ContainerdExited, WarrenError
 from warren_bundle.runtime.options import RunOptions
+from warren_bundle.runtime.sdnotify import Notifier
 from warren_bundle.runtime.states import State
 from warren_bundle.runtime.supervisor import ContainerdManager
 
@@ -63,15 +64,19 @@ def serve_detached(options: RunOptions, paths: Paths, payload: str | None) -> in
 def run_foreground(mgr: ContainerdManager, on_ready: Callable[[ContainerdManager], None]) -> bool:
     """Start, call `on_ready`, supervise until stopped. False when a stop came before readiness."""
     stop_requested = threading.Event()
+    notifier = Notifier(mgr)  # systemd's Type=notify: READY, STATUS, WATCHDOG
 
     def on_stop() -> None:
         stop_requested.set()
         mgr.request_stop()
+        notifier.close()
 
     undo = _on_stop_signal(on_stop)
+    notifier.start()
     try:
         return _supervise(mgr, on_ready, stop_requested)
     finally:
+        notifier.close()
         undo()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from warren_bundle.errors import ReadinessTimeout
 from warren_bundle.paths import Paths
-from warren_bundle.runtime import health, logs, pidfile
+from warren_bundle.runtime import health, logs, pidfile, proxyenv
 from warren_bundle.runtime.adoption import adoptable_pid, adopted_since
 from warren_bundle.runtime.childenv import child_env
 from warren_bundle.runtime.process import Processes, Watched
@@ -78,7 +78,7 @@ class ProcessOwner:
     def _spawn(self) -> Watched:
         log_fd = logs.open_for_child(self.paths.log_file)
         try:
-            env = child_env(prepend_path=self._bin())
+            env = proxyenv.for_containerd(child_env(prepend_path=self._bin()))
             proc = self._processes.spawn(self._command(), log_fd, env)
         finally:
             os.close(log_fd)
