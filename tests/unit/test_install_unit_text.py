@@ -36,6 +36,8 @@ def test_a_percent_in_a_dir_is_escaped_for_systemd(tmp_path: Path) -> None:
         DATA_DIR="/srv/w%bx",
         BIN="/opt/100%/warren",
         UNINSTALL="/opt/100%/warren-uninstall.sh",
+        ENV_FILE="/etc/systemd/system/warren-containerd.service.env",
+        EXEC_ARGS="containerd run --ready-timeout 120",
     )
     assert "Environment=WARREN_DATA_DIR=/srv/w%%bx" in text, text
     assert "Environment=WARREN_RUN_DIR=/run/w%%i" in text, text
