@@ -1037,6 +1037,9 @@ SERVICE_NAME='$SERVICE_NAME'
 OPENRC_NAME='$OPENRC_NAME'
 DATA_DIR='$DATA_DIR'
 RUN_DIR='$RUN_DIR'
+CONFIG_DIR='$CONFIG_DIR'
+RUNTIME_DIR='$RUNTIME_DIR'
+BIN='$BIN'
 BRIDGE='$BRIDGE'
 POD_CIDR='$POD_CIDR'
 PRE_CNI_CHAINS='$PRE_CNI_CHAINS'
@@ -1066,12 +1069,18 @@ elif [ "$INIT" = openrc ] && [ -d /run/openrc ] && command -v rc-service >/dev/n
     rc-service "$OPENRC_NAME" stop </dev/null >/dev/null 2>&1 || true
 fi
 
-# 2. Every process warren started: the supervisor (its runtime), containerd and the shims run from
-# the data dir; the containers are the shims' descendants. Containers first, then the rest.
+# A supervisor started by hand ('warren containerd start') stops the way it should first.
+if [ -x "$BIN" ]; then
+    WARREN_DATA_DIR="$DATA_DIR" WARREN_RUN_DIR="$RUN_DIR" WARREN_CONFIG_DIR="$CONFIG_DIR" \
+        WARREN_RUNTIME_DIR="$RUNTIME_DIR" "$BIN" containerd stop </dev/null >/dev/null 2>&1 || true
+fi
+
+# 2. Every process warren started: containerd and the shims run from the data dir, a supervisor
+# from the launcher's runtime dir; the containers are the shims' descendants. Containers first.
 ours=''
 for proc in /proc/[0-9]*; do
     case "$(readlink "$proc/exe" 2>/dev/null)" in
-        "$DATA_DIR"/*) ours="$ours ${proc#/proc/}" ;;
+        "$DATA_DIR"/* | "$RUNTIME_DIR"/*) ours="$ours ${proc#/proc/}" ;;
     esac
 done
 if [ -n "$ours" ]; then
