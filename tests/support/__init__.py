@@ -34,7 +34,7 @@ from warren_bundle.runtime import health  # noqa: E402
 T = TypeVar("T")
 STAGED = REPO / "build" / "payload" / f"linux-{host_arch()}"
 FROZEN = REPO / "dist" / f"warren-linux-{host_arch()}"
-# The static flavour `make release` publishes beside it (staticx: its own libc).
+# The static flavour `make release` publishes beside it (a payload that needs no libc).
 FROZEN_STATIC = REPO / "dist" / f"warren-linux-{host_arch()}-static"
 # The warren under test. From source (`python -m warren_bundle`, with the staged payload) unless
 # WARREN_TEST_EXE names a frozen file: then every helper here runs that file, with the payload

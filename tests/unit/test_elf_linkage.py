@@ -118,7 +118,7 @@ def test_check_static_refuses_a_dynamic_binary(tmp_path: Path) -> None:
 
 
 def test_host_glibc_from_its_libc_file_matches_confstr(tmp_path: Path) -> None:
-    """What the static build (staticx: its own glibc) reads instead of os.confstr."""
+    """What the frozen runtime (its own glibc) reads instead of os.confstr."""
     host = libc.host_glibc()
     require(host is not None, "this host has no glibc")
     assert libc.glibc_of_host_files() == host
