@@ -233,3 +233,17 @@ def runtime_roots() -> list[Path]:
     user = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
     found = [Path(env)] if env and os.path.isabs(env) else []
     return [*found, Path(DEFAULT_RUNTIME_ROOT), user / USER_RUNTIME_SUBDIR]
+
+
+# --- `warren upgrade`: beside the installed file, so the final rename stays on one filesystem --
+
+
+def upgrade_dir(installed: Path) -> Path:
+    """Where `warren upgrade` downloads and checks the next release: a private dir beside the
+    installed file (the new file is renamed from there over it, atomically)."""
+    return installed.with_name(f".{installed.name}.upgrade")
+
+
+def previous_file(installed: Path) -> Path:
+    """The file an upgrade replaced, kept beside it (`<file>.previous`)."""
+    return installed.with_name(f"{installed.name}.previous")

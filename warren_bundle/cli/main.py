@@ -162,7 +162,7 @@ def _register_subcommands() -> None:
     from warren_bundle.cli.node import crictl, kubelet_flags
     from warren_bundle.cli.observe import doctor, metrics
     from warren_bundle.cli.selfcheck import selfcheck
-    from warren_bundle.cli.versions import rollback, versions
+    from warren_bundle.cli.versions import rollback, upgrade, versions
 
     for command in (
         extract,
@@ -176,6 +176,7 @@ def _register_subcommands() -> None:
         selfcheck,
         versions,
         rollback,
+        upgrade,
         kubelet_flags,
         crictl,
     ):

@@ -99,3 +99,61 @@ def rollback(ready_timeout: float | None) -> None:
         f"{kept} container{'' if kept == 1 else 's'} kept running "
         f"(pid {done.containerd_pid})"
     )
+
+
+@click.command()
+@click.option(
+    "--from",
+    "from_",
+    metavar="URL|DIR",
+    help="The release to upgrade to: a folder as 'make release' publishes it (SHA256SUMS, "
+    "SHA256SUMS.sig, the warren files), or its http(s) URL. Default: the project's releases.",
+)
+@click.option(
+    "--version",
+    "version",
+    metavar="V",
+    help="That release (a tag such as v0.2.0); with --from, refuse unless the release is V.",
+)
+@click.option("--check", is_flag=True, help="Say what would change, and change nothing.")
+@click.option(
+    "--ready-timeout",
+    type=float,
+    callback=positive_seconds,
+    default=None,
+    help="Seconds to wait for the new containerd (and its CRI) before going back "
+    "(default: the running one's).",
+)
+def upgrade(
+    from_: str | None, version: str | None, check: bool, ready_timeout: float | None
+) -> None:
+    """Install the next signed release over this file and restart onto it; back by itself
+    when the new containerd is not ready in time."""
+    from warren_bundle.runtime import switching
+
+    ctx = current()
+    installed = switching.installed_file()
+    plan = switching.stage_upgrade(ctx.paths, installed, from_, version)
+    if check:
+        switching.discard_upgrade(installed)
+        said = "already up to date" if plan.changes_nothing else "would upgrade"
+        click.echo(f"{said} (--check: nothing was changed)")
+        for line in plan.lines():
+            click.echo(f"  {line}")
+        return
+    done = switching.upgrade_installed(
+        ctx.paths, ctx.global_args(), plan, ready_timeout, lambda line: say(f"warren: {line}")
+    )
+    if plan.changes_nothing:
+        click.echo(f"already on warren {plan.current.warren} with this payload; nothing changed")
+        return
+    for line in plan.lines()[:3]:
+        click.echo(f"upgraded {line}")
+    if not done.restarted:
+        click.echo("containerd is not running: the next 'warren containerd start' runs the new one")
+        return
+    kept = done.containers_kept
+    click.echo(
+        f"restarted through {done.how}: containerd pid {done.containerd_pid}, "
+        f"{kept} container{'' if kept == 1 else 's'} kept running"
+    )

@@ -1,0 +1,138 @@
+"""Which service manager, if any, supervises this run dir's warren supervisor, and a restart
+through it.
+
+Under a service (install.sh's systemd unit or OpenRC script), a supervisor stopped from another
+process is started again by the manager with the unit's options, so `warren upgrade` and
+`warren rollback` must not stop it and start a detached one of their own: they restart the
+service, and the manager runs the file the unit names.
+
+- systemd: the supervisor is the MainPID of the unit its cgroup names
+  (`systemctl show -p MainPID --value <unit>`); restart: `systemctl restart <unit>`.
+- OpenRC: the supervisor's parent is `supervise-daemon <service> …`, started by `openrc-run`,
+  which exported the script's path as RC_SERVICE; restart: `openrc-run <script> restart`
+  (`rc-service <service> restart` when the path is not known).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from warren_bundle.errors import WarrenError
+from warren_bundle.paths import Paths
+
+SYSTEMD = "systemd"
+OPENRC = "openrc"
+RESTART_EXTRA = 30.0
+_UNIT = re.compile(r"/([^/]+\.service)(?:/|$)")
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service manager's job that runs the supervisor."""
+
+    manager: str  # SYSTEMD or OPENRC
+    name: str  # the unit (warren-containerd.service) or the OpenRC service name
+    script: Path | None = None  # OpenRC: the init script openrc-run ran
+
+    def restart_command(self) -> list[str]:
+        if self.manager == SYSTEMD:
+            return ["systemctl", "restart", self.name]
+        if self.script is not None:
+            return ["openrc-run", str(self.script), "restart"]
+        return ["rc-service", self.name, "restart"]
+
+    def describe(self) -> str:
+        return f"{self.manager} service {self.name}"
+
+
+def unit_of_cgroup(text: str) -> str | None:
+    """The systemd service a /proc/<pid>/cgroup's text places the process in, or None."""
+    for line in text.splitlines():
+        found = _UNIT.search(line.split(":", 2)[-1])
+        if found:
+            return found[1]
+    return None
+
+
+def systemd_main_pid(unit: str) -> int | None:
+    """`systemctl show -p MainPID --value <unit>`; None when systemctl cannot say."""
+    if shutil.which("systemctl") is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["systemctl", "show", "-p", "MainPID", "--value", unit],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    value = done.stdout.strip()
+    return int(value) if done.returncode == 0 and value.isdigit() and value != "0" else None
+
+
+def _environ(proc: psutil.Process) -> dict[str, str]:
+    try:
+        return dict(proc.environ())
+    except (psutil.Error, OSError):
+        return {}
+
+
+def detect_for(pid: int) -> Service | None:
+    """The service manager's job that runs process `pid` as its main process, or None."""
+    try:
+        cgroup = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        cgroup = ""
+    unit = unit_of_cgroup(cgroup)
+    if unit is not None and systemd_main_pid(unit) == pid:
+        return Service(SYSTEMD, unit)
+    try:
+        parent = psutil.Process(pid).parent()
+        cmdline = parent.cmdline() if parent is not None else []
+    except (psutil.Error, OSError):
+        return None
+    if parent is None or not cmdline or Path(cmdline[0]).name != "supervise-daemon":
+        return None
+    env = _environ(parent)
+    name = env.get("RC_SVCNAME") or (cmdline[1] if len(cmdline) > 1 else "warren-containerd")
+    script = env.get("RC_SERVICE")
+    return Service(OPENRC, name, Path(script) if script else None)
+
+
+def detect(paths: Paths) -> Service | None:
+    """The service that supervises this run dir's running supervisor, or None (none runs, or
+    it was started by hand: `containerd start`, `containerd run`)."""
+    from warren_bundle.runtime import control
+
+    sup = control.supervisor_process(paths)
+    return detect_for(sup.pid) if sup is not None else None
+
+
+def restart(service: Service, timeout: float) -> None:
+    """Restart the service through its manager; WarrenError when the manager says it failed."""
+    command = service.restart_command()
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout + RESTART_EXTRA,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise WarrenError(
+            f"'{' '.join(command)}' did not return within {timeout + RESTART_EXTRA:.0f}s",
+            f"see the {service.describe()}'s status",
+        ) from exc
+    except OSError as exc:
+        raise WarrenError(
+            f"cannot run '{' '.join(command)}': {exc}", f"restart the {service.describe()}"
+        ) from exc
+    if done.returncode != 0:
+        said = " ".join((done.stderr or done.stdout).split())[-300:]
+        raise WarrenError(
+            f"'{' '.join(command)}' failed (exit {done.returncode}): {said}",
+            f"see the {service.describe()}'s status",
+        )
