@@ -180,9 +180,9 @@ def test_under_openrc_a_bad_release_and_check_change_nothing_and_the_upgrade_kee
         # a detached supervisor of its own beside the one supervise-daemon respawns.
         back = install.warren("rollback")
         assert back.returncode == 0, back.stdout + back.stderr
+        assert _supervisor_parent(install) == "supervise-daemon"
         assert f"restarting the openrc service {SERVICE}" in back.stderr
         assert "1 container kept running" in back.stdout
-        assert _supervisor_parent(install) == "supervise-daemon"
         assert health.containerd_version(install.paths.socket)[0].startswith("1.6.20")
         assert psutil.pid_exists(container)
     finally:

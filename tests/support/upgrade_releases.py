@@ -126,7 +126,22 @@ def signed_files() -> dict[str, Path]:
                 os.rename(out, folder)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    _drop_old(folder)
     return {n: folder / n for n in names}
+
+
+def _drop_old(keep: Path, age: float = 86400.0) -> None:
+    """Remove other key dirs untouched for `age` seconds (each source edit makes a new one of
+    ~120 MB; another worktree's current one is younger, so it stays)."""
+    import re
+    import time
+
+    os.utime(keep)
+    for entry in CACHE.iterdir():
+        if re.fullmatch(r"[0-9a-f]{16}", entry.name) and entry != keep:
+            with contextlib.suppress(OSError):
+                if time.time() - entry.stat().st_mtime > age:
+                    shutil.rmtree(entry, ignore_errors=True)
 
 
 def release_dir(dest: Path, exe: Path, key: Path | None = None) -> Path:
