@@ -242,6 +242,17 @@ def test_crictl(node: Node) -> None:
     assert "carries no crictl" in line
 
 
+def test_upgrade_refuses_before_anything_changes(node: Node, tmp_path: Path) -> None:
+    # No release in the folder (or, for `make build`'s file, no release key to check one with):
+    # one line naming the remedy, and nothing left beside the file.
+    before = node.json("containerd", "status")["supervisor_pid"]
+    done = node.run("upgrade", "--from", str(tmp_path), "--check", expect=int(ExitCode.ERROR))
+    [line] = done.stderr.strip().splitlines()
+    assert "carries no release key" in line or "SHA256SUMS does not exist" in line, line
+    assert not node.exe.with_name(f".{node.exe.name}.upgrade").exists()
+    assert node.json("containerd", "status")["supervisor_pid"] == before
+
+
 def test_containerd_stop(node: Node) -> None:
     pid = node.json("containerd", "status")["containerd_pid"]
     assert node.run("containerd", "stop").stdout.startswith("stopped warren supervisor pid")

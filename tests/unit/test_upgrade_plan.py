@@ -163,3 +163,23 @@ def test_a_process_no_manager_runs_is_not_a_service() -> None:
     import os
 
     assert service.detect_for(os.getpid()) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--from", ""], "--from is empty"),
+        (["--check"], "not one (it runs from source)"),
+    ],
+)
+def test_usage_errors_exit_2_before_anything_starts(args: list[str], said: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "warren_bundle", "upgrade", *args],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert said in line

@@ -131,6 +131,8 @@ def upgrade(
     when the new containerd is not ready in time."""
     from warren_bundle.runtime import switching
 
+    if from_ is not None and not from_.strip():
+        raise click.UsageError("--from is empty; give a release folder or its http(s) URL")
     ctx = current()
     installed = switching.installed_file()
     plan = switching.stage_upgrade(ctx.paths, installed, from_, version)
