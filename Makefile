@@ -157,6 +157,8 @@ run: build
 # that ruff or mypy --strict refuses fails here, and so in .ci/run, before anything is built.
 test: lint
 	@$(MAKE) --no-print-directory release
+	@# tests/e2e/test_upgrade_frozen.py packs its next release from test-payloads' 1.7 staging.
+	@$(MAKE) --no-print-directory test-payloads >/dev/null
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-frozen
 	$(MAKE) --no-print-directory test-static
