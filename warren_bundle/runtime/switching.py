@@ -304,11 +304,16 @@ def restart_onto(
         service.restart(svc, budget)
     else:
         control.stop(paths)
-        done = subprocess.run(
-            [str(exe), *_no_payload(global_args), "containerd", "start", *options.args()],
-            capture_output=True, text=True, timeout=budget + 30, env=_clean_env(),
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        command = [str(exe), *_no_payload(global_args), "containerd", "start", *options.args()]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=budget + 30,
+                env=_clean_env(), stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise WarrenError(
+                f"'containerd start' of {exe}: {exc}", f"see {paths.log_file}"
+            ) from exc
         if done.returncode != 0:
             said = " ".join(done.stderr.split()).removeprefix("warren: ")
             raise WarrenError(f"'containerd start' failed: {said[-300:]}", f"see {paths.log_file}")
