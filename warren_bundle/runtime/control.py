@@ -97,11 +97,16 @@ def start_detached(
         log_fd = logs.open_for_child(paths.log_file)
     except OSError as exc:
         raise path_error(exc, paths.log_file, "--data-dir", "open") from exc
+    ready_r: int | None = None
     try:
         if getattr(sys, "frozen", False):
-            child: detach.Child = detach.Forked(
-                detach.fork_supervisor(options, paths, payload, log_fd)
-            )
+            ready_r, ready_w = os.pipe()
+            try:
+                child: detach.Child = detach.Forked(
+                    detach.fork_supervisor(options, paths, payload, log_fd, ready_w)
+                )
+            finally:
+                os.close(ready_w)
         else:
             child = subprocess.Popen(
                 # containerd's command line is built here, once, from the typed options.
@@ -113,8 +118,37 @@ def start_detached(
                 close_fds=True,
                 env=child_env(),
             )
+    except BaseException:
+        if ready_r is not None:
+            os.close(ready_r)
+        raise
     finally:
         os.close(log_fd)
+    try:
+        report = _await_child(paths, child, ready_r, deadline, timeout, offset)
+    finally:
+        if ready_r is not None:
+            os.close(ready_r)
+    if report is not None:
+        return report
+    raise WarrenError(
+        f"the detached supervisor (pid {child.pid}) was not ready within {timeout:.0f}s",
+        f"see {paths.log_file} and 'warren containerd status'",
+    )
+
+
+def _await_child(
+    paths: Paths,
+    child: detach.Child,
+    ready_r: int | None,
+    deadline: float,
+    timeout: float,
+    offset: int,
+) -> StatusReport | None:
+    """Wait for our detached supervisor: its report once RUNNING, the other supervisor's when
+    ours lost the race for the run dir, None at the deadline. With `ready_r` (a forked
+    supervisor's pipe) it sleeps on a read; the child's RUNNING state is then the readiness
+    (it wrote it after its own health check), with no second check from here."""
     while time.monotonic() < deadline:
         rc = child.poll()
         if rc is not None:
@@ -129,14 +163,14 @@ def start_detached(
             report
             and report.get("supervisor_pid") == child.pid
             and report.get("state") == State.RUNNING
-            and health.is_serving(paths.socket, 1.0)
+            and (ready_r is not None or health.is_serving(paths.socket, 1.0))
         ):
             return report
-        time.sleep(0.01)
-    raise WarrenError(
-        f"the detached supervisor (pid {child.pid}) was not ready within {timeout:.0f}s",
-        f"see {paths.log_file} and 'warren containerd status'",
-    )
+        if ready_r is None:
+            time.sleep(0.01)
+        elif detach.wait_readable(ready_r, min(0.5, deadline - time.monotonic())) == b"":
+            ready_r = None  # closed unwritten: it exited (polled above) or is exiting
+    return None
 
 
 def _await_other(
@@ -309,9 +343,10 @@ def _signal(proc: psutil.Process, sig: int) -> None:
 
 def wait_for_images(paths: Paths, timeout: float) -> dict[str, Any] | None:
     """Return once the supervisor imported <data-dir>/images, so the next command finds them."""
-    from warren_bundle.airgap import wait_for_report
     from warren_bundle.images import find_archives
 
     if not find_archives(paths.images_dir):
         return None
+    from warren_bundle.airgap import wait_for_report
+
     return wait_for_report(paths, timeout)

@@ -41,9 +41,15 @@ class Forked:
         return self.returncode
 
 
-def fork_supervisor(options: RunOptions, paths: Paths, payload: str | None, log_fd: int) -> int:
+def fork_supervisor(
+    options: RunOptions, paths: Paths, payload: str | None, log_fd: int, ready_fd: int
+) -> int:
     """Fork; the child becomes the supervisor (stdin /dev/null, output to the log, own session)
-    and never returns. No thread runs in this process yet: the fork copies only this one."""
+    and never returns. No thread runs in this process yet: the fork copies only this one.
+
+    `ready_fd`: the write end of a pipe; the child writes one byte to it once containerd is
+    ready and its state says RUNNING, then closes it, so the parent waits on a read instead of
+    polling (an exit before readiness closes it unwritten)."""
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):
             stream.flush()
@@ -61,7 +67,7 @@ def fork_supervisor(options: RunOptions, paths: Paths, payload: str | None, log_
         os.close(log_fd)
         from warren_bundle.runtime.foreground import serve_detached
 
-        code = serve_detached(options, paths, payload)
+        code = serve_detached(options, paths, payload, ReadyPipe(ready_fd).tell)
     except BaseException as exc:  # the child's last word goes to the log, never up the stack
         code = last_word(exc)
     finally:
@@ -69,6 +75,31 @@ def fork_supervisor(options: RunOptions, paths: Paths, payload: str | None, log_
             with suppress(OSError, ValueError):
                 stream.flush()
         os._exit(code)
+
+
+class ReadyPipe:
+    """The write end of the parent's pipe: `tell` writes one byte and closes it, once (a later
+    call must not write to whatever file reuses that fd number)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def tell(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            with suppress(OSError):
+                os.write(fd, b"1")
+            os.close(fd)
+
+
+def wait_readable(fd: int, timeout: float) -> bytes | None:
+    """Up to one byte from `fd` within `timeout` s: b"" at EOF, None when nothing came yet."""
+    import select
+
+    readable, _, _ = select.select([fd], [], [], max(0.0, timeout))
+    if not readable:
+        return None
+    return os.read(fd, 1)
 
 
 def last_word(exc: BaseException) -> int:

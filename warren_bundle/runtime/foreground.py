@@ -46,9 +46,12 @@ def manager_for(
     )
 
 
-def serve_detached(options: RunOptions, paths: Paths, payload: str | None) -> int:
+def serve_detached(
+    options: RunOptions, paths: Paths, payload: str | None, ready: Callable[[], None]
+) -> int:
     """The body of `containerd run` in a supervisor that `containerd start` forked: its output
-    is the log. Exit status as `containerd run`'s."""
+    is the log; `ready` tells the parent once containerd answers. Exit status as
+    `containerd run`'s."""
     import sys
 
     def say(line: str) -> None:
@@ -56,7 +59,7 @@ def serve_detached(options: RunOptions, paths: Paths, payload: str | None) -> in
 
     mgr = manager_for(options, paths, payload)
     mgr.add_event_listener(say)
-    if run_foreground(mgr, lambda _mgr: None):
+    if run_foreground(mgr, lambda _mgr: ready()):
         say("containerd stopped")
     return 0
 

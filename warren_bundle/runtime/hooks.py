@@ -21,9 +21,6 @@ if TYPE_CHECKING:
 
 
 def import_airgap_images(mgr: ContainerdManager) -> threading.Thread | None:
-    from warren_bundle.airgap import import_and_watch
-    from warren_bundle.node.sandbox import ensure_imported
-
     if mgr.use_external:
         return None  # the system containerd's images are its owner's business
 
@@ -33,19 +30,23 @@ def import_airgap_images(mgr: ContainerdManager) -> threading.Thread | None:
     version_dir = mgr.version.directory if mgr.version else mgr.paths.bin_dir
 
     def sandbox() -> ArchiveResult | None:
+        from warren_bundle.node.sandbox import ensure_imported
+
         # First: a kubelet's first pod needs it, and it is small.
         return ensure_imported(version_dir, mgr.socket_path)
 
     def ready() -> bool:
         return mgr.state == State.RUNNING
 
+    def run() -> None:
+        # Imported in the thread: the modules of the image import are not a start's to wait for
+        # (a ready hook runs before `containerd start` is told that containerd answers).
+        from warren_bundle.airgap import import_and_watch
+
+        import_and_watch(mgr.paths, mgr.socket_path, should_continue, mgr.event, sandbox, ready)
+
     # The import at start, then the watch of <data-dir>/images for archives that arrive later.
-    thread = threading.Thread(
-        target=import_and_watch,
-        args=(mgr.paths, mgr.socket_path, should_continue, mgr.event, sandbox, ready),
-        name="warren-image-import",
-        daemon=True,
-    )
+    thread = threading.Thread(target=run, name="warren-image-import", daemon=True)
     thread.start()
     return thread
 

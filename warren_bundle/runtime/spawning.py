@@ -15,7 +15,7 @@ from pathlib import Path
 
 from warren_bundle.errors import ReadinessTimeout
 from warren_bundle.paths import Paths
-from warren_bundle.runtime import health, logs, pidfile, proxyenv
+from warren_bundle.runtime import grpc_unix, health, logs, pidfile, proxyenv
 from warren_bundle.runtime.adoption import adoptable_pid, adopted_since
 from warren_bundle.runtime.childenv import child_env
 from warren_bundle.runtime.process import Processes, Watched
@@ -94,6 +94,7 @@ class ProcessOwner:
         proc = self._spawn()
         self._proc = proc
         self.adopted = False
+        grpc_unix.preload()  # while containerd starts: it takes ~50 ms to listen
         self._wait_ready(proc)
         self.timings.socket_ready_s = time.perf_counter() - spawned_at
         self.started_at = time.time()

@@ -14,8 +14,6 @@ import hashlib
 import os
 import re
 import shutil
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +101,11 @@ def _read(source: str, name: str, dest: Path) -> Path:
                 "SHA256SUMS.sig and the warren files)",
             ) from exc
     else:
+        # Here, not at the top: urllib.request (http, email, ssl) costs every `containerd
+        # start` ~15 ms of imports, since switching.py imports this module.
+        import urllib.error
+        import urllib.request
+
         url = f"{source.rstrip('/')}/{name}"
         try:
             with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as reply, open(part, "wb") as fp:
