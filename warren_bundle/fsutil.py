@@ -26,6 +26,11 @@ def atomic_write(
     """
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
+    if durable:
+        from warren_bundle.safewrite import holds_already
+
+        if holds_already(path, raw, mode):
+            return  # containerd's config, the same at every start: no second fsync
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fp:
