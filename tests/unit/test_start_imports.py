@@ -27,6 +27,8 @@ NOT_BEFORE_SPAWN = {
     "http.client": "warren upgrade --from URL",
     "h2.connection": "grpc_unix.preload, after containerd is spawned",
     "warren_bundle.airgap": "the image import thread",
+    "warren_bundle.store.upgrade": "warren upgrade",
+    "warren_bundle.runtime.service": "a restart through the service manager",
 }
 
 

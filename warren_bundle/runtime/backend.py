@@ -72,7 +72,6 @@ class EmbeddedBackend:
         options the user gave; a running supervisor's other settings are kept by a restart
         (`restart`, or onto another version) and compared otherwise (SettingsDiffer)."""
         from warren_bundle.runtime import control
-        from warren_bundle.runtime.switching import replace_other_version, running_options
         from warren_bundle.store.checks import check_safe
 
         check_socket_path(self.paths.socket)
@@ -84,10 +83,16 @@ class EmbeddedBackend:
         rundir.check(self.paths)
         check_config_dirs(self.paths)
         timeout = options.ready_timeout + control.START_EXTRA
-        recorded = running_options(self.paths)
-        replaced = replace_other_version(self.paths, self.payload, options.force)
-        if not replaced and restart and control.supervisor_process(self.paths) is not None:
-            replaced = control.stop(self.paths)
+        recorded: RunOptions | None = None
+        replaced: str | None = None
+        if control.supervisor_process(self.paths) is not None:
+            # Only then: the version rules and the upgrade machinery are no fresh start's cost.
+            from warren_bundle.runtime.switching import replace_other_version, running_options
+
+            recorded = running_options(self.paths)
+            replaced = replace_other_version(self.paths, self.payload, options.force)
+            if not replaced and restart and control.supervisor_process(self.paths) is not None:
+                replaced = control.stop(self.paths)
         if replaced:
             options = options.over(recorded, given)
         elif recorded is not None:

@@ -14,14 +14,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from warren_bundle.errors import WarrenError
 from warren_bundle.paths import Paths, previous_file, upgrade_dir
-from warren_bundle.runtime import service
 from warren_bundle.runtime.options import RunOptions
-from warren_bundle.store import compat, upgrade, versions
-from warren_bundle.store.upgrade import Plan
+from warren_bundle.store import compat, versions
+
+if TYPE_CHECKING:
+    from warren_bundle.runtime import service
+    from warren_bundle.store.upgrade import Plan
 
 Log = Callable[[str], None]
 
@@ -91,7 +93,7 @@ def rollback(
     service manager, the restart goes through it (runtime/service.py): the manager would
     otherwise start its own supervisor beside a detached one of ours."""
     from warren_bundle.errors import UpgradeRefused
-    from warren_bundle.runtime import control
+    from warren_bundle.runtime import control, service
     from warren_bundle.store.extract import extract_lock, switch_to
     from warren_bundle.store.stamp import read_stamp, read_stamp_in
 
@@ -208,6 +210,8 @@ def installed_file() -> Path:
 
 def discard_upgrade(installed: Path) -> None:
     """Drop what stage_upgrade downloaded (after --check)."""
+    from warren_bundle.store import upgrade
+
     upgrade.discard(installed)
 
 
@@ -219,6 +223,7 @@ def stage_upgrade(paths: Paths, installed: Path, from_: str | None, version: str
     from warren_bundle.payload import signing
     from warren_bundle.payload.format import flavour, read_embedded
     from warren_bundle.runtime import control, statefile
+    from warren_bundle.store import upgrade
 
     current = read_embedded(installed)
     source = upgrade.release_source(from_, version)
@@ -295,7 +300,7 @@ def restart_onto(
     """Restart this run dir's supervisor so that it runs `exe`: through the service manager that
     supervises it, else stop it and start `exe` detached with `options`. Waits for readiness
     (and CRI when `want_cri`) within the ready timeout; returns containerd's pid."""
-    from warren_bundle.runtime import control
+    from warren_bundle.runtime import control, service
 
     sup = control.supervisor_process(paths)
     old = sup.pid if sup is not None else None
@@ -327,7 +332,8 @@ def upgrade_installed(
     an atomic rename over the installed file (the old kept as <file>.previous), a restart
     (service-aware) and a wait for readiness and CRI. When the new one is not ready in time, the
     old file goes back, is restarted, and WarrenError says so."""
-    from warren_bundle.runtime import control
+    from warren_bundle.runtime import control, service
+    from warren_bundle.store import upgrade
 
     if plan.changes_nothing:
         upgrade.discard(plan.installed)
