@@ -41,11 +41,11 @@ def containerd() -> None:
 @run_options
 def run(**opts: Any) -> None:
     """Run containerd in the foreground, supervised, until SIGTERM or Ctrl-C."""
-    from warren_bundle.runtime.control import require_root
+    from warren_bundle.runtime.control import require_can_start
     from warren_bundle.runtime.foreground import manager_for, run_foreground
     from warren_bundle.runtime.switching import replace_other_version
 
-    require_root("containerd run", current().paths)
+    require_can_start("containerd run", current().paths)
     options = RunOptions(**opts)
     replaced = replace_other_version(current().paths, current().payload, options.force)
     if replaced:
