@@ -86,12 +86,12 @@ def _publish(
     if not value:
         return ()
     from warren_bundle.paths import rootless_user
-    from warren_bundle.runtime.rootless import check_publish
+    from warren_bundle.runtime.options import publish_problem
 
     if not rootless_user():
         raise click.BadParameter("only a rootless containerd (run by a user) publishes ports")
     for spec in value:
-        problem = check_publish(spec)
+        problem = publish_problem(spec)
         if problem:
             raise click.BadParameter(problem)
     return tuple(value)

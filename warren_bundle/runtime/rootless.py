@@ -181,17 +181,6 @@ def check_can_start(paths: Paths) -> None:
             )
 
 
-def check_publish(spec: str) -> str | None:
-    """Why a --publish value is not RootlessKit's [HOST_IP:]HOST_PORT:CHILD_PORT[/PROTO]."""
-    body, _, proto = spec.partition("/")
-    parts = body.rsplit(":", 2)
-    ports = parts[-2:] if len(parts) >= 2 else []
-    bad_proto = proto not in ("", "tcp", "udp")
-    if len(ports) != 2 or not all(p.isdigit() and 0 < int(p) < 65536 for p in ports) or bad_proto:
-        return f"bad --publish {spec!r}: use [HOST_IP:]HOST_PORT:CHILD_PORT[/tcp|udp], e.g. 8080:80"
-    return None
-
-
 def command(paths: Paths, containerd_argv: Sequence[str], publish: Sequence[str]) -> list[str]:
     """RootlessKit running containerd in a new user, mount and network namespace."""
     kit = rootlesskit_binary() or "rootlesskit"
