@@ -40,6 +40,19 @@ class Requirement:
     fix: str
     warning_only: bool = False
 
+    @property
+    def passed(self) -> str:
+        return PASSED.get(self.name, "present")
+
+
+PASSED = {
+    "subuid": "/etc/subuid gives this user a range",
+    "subgid": "/etc/subgid gives this user a range",
+    "userns": "unprivileged user namespaces are allowed",
+    "tun": "/dev/net/tun is usable",
+    "cgroup-delegation": "cgroup v2 controllers are delegated: resource limits work",
+}
+
 
 def rootlesskit_binary() -> str | None:
     """RootlessKit from PATH (Debian's rootlesskit package)."""
