@@ -276,6 +276,30 @@ def test_rootless_survives_kill_9_of_containerd(started: User) -> None:
     assert out.stdout.strip() == "still here"
 
 
+def test_rootless_logs_and_a_killed_supervisor_adopts_rootlesskit(started: User) -> None:
+    logs = started.warren("containerd", "logs")
+    assert logs.returncode == 0, logs.stderr
+    assert f"ready on {started.socket}" in logs.stdout
+    supervisor = int(str(started.status()["supervisor_pid"]))
+    kit = int(str(started.status()["containerd_pid"]))
+    os.kill(supervisor, 9)
+    wait_for(
+        lambda: not psutil.pid_exists(supervisor) or _zombie(supervisor), what="supervisor gone"
+    )
+    again = started.warren("containerd", "start")
+    assert again.returncode == 0, again.stderr
+    report = started.status()
+    assert report["adopted"] is True and report["containerd_pid"] == kit
+    assert "rootlesskit" in psutil.Process(kit).cmdline()[0]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
 def test_rootless_stop_ends_rootlesskit_and_containerd(started: User) -> None:
     out = started.warren("containerd", "stop", timeout=60)
     assert out.returncode == 0, out.stderr

@@ -138,11 +138,15 @@ def is_bundled_containerd(proc: psutil.Process, paths: Paths) -> bool:
 
 
 def exe_of(proc: psutil.Process) -> str | None:
-    """The process's executable ("(deleted)" stripped), None when it cannot be read."""
+    """The process's executable ("(deleted)" stripped), None when it cannot be read. For
+    RootlessKit (rootless), the containerd on its command line: the one it runs."""
     try:
-        return _clean_exe(proc.exe())
+        exe = _clean_exe(proc.exe())
     except (psutil.Error, OSError):
         return None
+    if Path(exe).name == "rootlesskit":
+        return next((a for a in _cmdline(proc) if Path(a).name == "containerd"), exe)
+    return exe
 
 
 def _own_executable() -> str | None:
