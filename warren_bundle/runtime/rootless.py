@@ -202,6 +202,9 @@ def command(paths: Paths, containerd_argv: Sequence[str], publish: Sequence[str]
         f"--net={NETWORK}",
         f"--mtu={MTU}",
         "--port-driver=builtin",
+        # slirp4netns in a mount namespace of its own and under seccomp, where the host allows.
+        "--slirp4netns-sandbox=auto",
+        "--slirp4netns-seccomp=auto",
         # Containers reach the host's loopback services as 10.0.2.2 (slirp4netns).
         "--disable-host-loopback=false",
         "--copy-up=/etc",

@@ -79,11 +79,12 @@ class ProcessOwner:
         ]
         if not rootless_user():
             return argv
-        rootless.prepare(p)
         publish = self.run_options.publish if self.run_options else ()
         return rootless.command(p, argv, publish)
 
     def _spawn(self) -> Watched:
+        if rootless_user():
+            rootless.prepare(self.paths)
         log_fd = logs.open_for_child(self.paths.log_file)
         try:
             env = proxyenv.for_containerd(child_env(prepend_path=self._bin()))
