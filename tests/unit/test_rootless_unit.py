@@ -15,6 +15,7 @@ from warren_bundle.errors import ExitCode, PermissionDeniedError, UsageError
 from warren_bundle.paths import DEFAULT_RUN_DIR, Paths
 from warren_bundle.runtime import rootless
 from warren_bundle.runtime.options import RunOptions, publish_problem
+from warren_bundle.sockets import candidates
 
 
 @pytest.fixture
@@ -35,6 +36,17 @@ def test_a_users_defaults_follow_xdg(user: Path) -> None:
     assert paths.config_dir == user / ".config" / "warren"
     assert paths.run_dir == user / "xdg" / "warren"
     assert paths.rootlesskit_dir == user / "xdg" / "warren" / "rootlesskit"
+
+
+def test_a_users_socket_comes_before_roots(user: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("WARREN_CONTAINERD_SOCKET", "CONTAINERD_ADDRESS", "WARREN_SYSTEM_SOCKET"):
+        monkeypatch.delenv(var, raising=False)
+    found = [(c.kind, c.path) for c in candidates(Paths.resolve())]
+    assert found == [
+        ("embedded", str(user / "xdg" / "warren" / "containerd.sock")),
+        ("embedded-root", "/run/warren-containerd/containerd.sock"),
+        ("system", "/run/containerd/containerd.sock"),
+    ]
 
 
 def test_without_xdg_runtime_dir_start_is_a_usage_error(
