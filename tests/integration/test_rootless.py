@@ -257,6 +257,10 @@ def test_rootless_published_port_reached_from_host(
 
 
 def test_rootless_survives_kill_9_of_containerd(started: User) -> None:
+    sleeper = started.warren("ctr", "run", "-d", TEST_IMAGE, "sleeper", "sleep", "600")
+    assert sleeper.returncode == 0, sleeper.stderr
+    shims = [pid for pid, cmd in _commands(started.uid) if cmd and "containerd-shim" in cmd[0]]
+    assert shims
     before = started.status()
     pid = _containerd_of(started)
     assert pid is not None
@@ -274,6 +278,11 @@ def test_rootless_survives_kill_9_of_containerd(started: User) -> None:
     out = started.warren("ctr", "run", "--rm", TEST_IMAGE, "again", "echo", "still here")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "still here"
+    # The new RootlessKit's namespaces are new: the old shim was killed, not left behind.
+    assert all(_zombie(shim) for shim in shims)
+    log = started.home / ".local" / "share" / "warren" / "logs" / "containerd.log"
+    assert "killed 1 shim(s)" in log.read_text()
+    assert started.warren("ctr", "containers", "rm", "sleeper").returncode == 0
 
 
 def test_rootless_logs_and_a_killed_supervisor_adopts_rootlesskit(started: User) -> None:

@@ -17,8 +17,11 @@ import os
 import pwd
 import shutil
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from warren_bundle.errors import PermissionDeniedError, UsageError
 from warren_bundle.paths import DEFAULT_RUN_DIR, Paths, rootless_user
@@ -217,9 +220,23 @@ def command(paths: Paths, containerd_argv: Sequence[str], publish: Sequence[str]
     return [*argv, "/bin/sh", "-c", CHILD_SCRIPT, "sh", *containerd_argv]
 
 
-def prepare(paths: Paths) -> None:
-    """RootlessKit makes its --state-dir itself: a previous run's is removed first."""
+def prepare(paths: Paths) -> list[int]:
+    """Before RootlessKit starts: the previous run's --state-dir is removed (RootlessKit makes
+    its own), and the shims the previous RootlessKit's containerd left are killed; the pids.
+
+    A new RootlessKit makes new namespaces: containerd cannot reach a shim of the old ones (its
+    socket was in the old /run), whose containers are gone with them.
+    """
     shutil.rmtree(paths.rootlesskit_dir, ignore_errors=True)
+    killed = []
+    for proc in psutil.process_iter(["uids", "cmdline"]):
+        with suppress(psutil.Error):
+            cmd = proc.info["cmdline"] or []
+            ours = proc.info["uids"].real == os.getuid() and str(paths.socket) in cmd
+            if ours and cmd and Path(cmd[0]).name.startswith("containerd-shim"):
+                proc.kill()
+                killed.append(proc.pid)
+    return killed
 
 
 def child_pid(paths: Paths) -> int | None:

@@ -84,7 +84,12 @@ class ProcessOwner:
 
     def _spawn(self) -> Watched:
         if rootless_user():
-            rootless.prepare(self.paths)
+            left = rootless.prepare(self.paths)
+            if left:
+                self._log(
+                    f"rootless: killed {len(left)} shim(s) of the previous RootlessKit's "
+                    "namespaces (their containers are gone with them)"
+                )
         log_fd = logs.open_for_child(self.paths.log_file)
         try:
             env = proxyenv.for_containerd(child_env(prepend_path=self._bin()))
