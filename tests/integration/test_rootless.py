@@ -182,7 +182,9 @@ def test_start_without_xdg_runtime_dir_is_a_usage_error(user: User) -> None:
 
 def test_rootless_start_uses_the_users_xdg_dirs(started: User) -> None:
     report = started.status()
-    assert report["state"] == "RUNNING"
+    assert report["state"] == "RUNNING" and report["rootless"] is True
+    text = started.warren("containerd", "status").stdout
+    assert "(RootlessKit)" in text and "published: " in text
     assert report["data_dir"] == str(started.home / ".local" / "share" / "warren")
     assert report["run_dir"] == str(started.xdg_runtime / "warren")
     assert stat.S_ISSOCK(os.stat(started.socket).st_mode)
