@@ -154,6 +154,30 @@ def with_client_defaults(args: list[str], hosts_dir: str, fifo_dir: str) -> list
     return [*args[:end], *extra, *args[end:]]
 
 
+def rootless_enter(paths: Paths, address: str | None) -> list[str] | None:
+    """The nsenter prefix when ctr talks to this user's rootless containerd (its FIFOs, mounts
+    and shim sockets are the namespace's), else None."""
+    from warren_bundle.paths import rootless_user
+    from warren_bundle.runtime.rootless import enter_argv
+
+    if not rootless_user() or address != str(paths.socket):
+        return None
+    return enter_argv(paths)
+
+
+def with_rootless_defaults(args: list[str]) -> list[str]:
+    """`ctr run` and `ctr containers create` in a user namespace without delegated cgroups:
+    `--cgroup ""` and `--cpu-shares 0` (runc cannot create the cgroup ctr names, nor set the
+    shares ctr asks for by default), unless given."""
+    end = _command_end(args)
+    if end is None:
+        return list(args)
+    given = {a.split("=", 1)[0] for a in args[end:] if a.startswith("-")}
+    extra = [] if "--cgroup" in given else ["--cgroup", ""]
+    extra += [] if "--cpu-shares" in given else ["--cpu-shares", "0"]
+    return [*args[:end], *extra, *args[end:]]
+
+
 def fifo_dir(paths: Paths) -> Path:
     return paths.run_dir / "fifo"
 
@@ -180,7 +204,15 @@ def exec_ctr(
     with suppress(OSError):  # ctr itself says so if it cannot make its FIFOs there
         fifos.mkdir(mode=0o700, parents=True, exist_ok=True)
     args = with_client_defaults(args, str(hosts_dir(paths)), str(fifos))
-    argv += with_runc_defaults(args, str(paths.binary("runc")), str(paths.runc_root))
+    address = argv[-1] if len(argv) == 3 else None
+    enter = rootless_enter(paths, address)
+    runc = (str(paths.binary("runc")), str(paths.runc_root))
+    if enter is not None:
+        ours = with_runc_defaults(args, *runc, systemd_cgroup=False)
+        argv = [*enter, *argv, *with_rootless_defaults(ours)]
+        binary = Path(enter[0])
+    else:
+        argv += with_runc_defaults(args, *runc)
     sys.stdout.flush()
     env = child_env(prepend_path=paths.bin_dir, extra=client_tmp(paths))
     if _talks_to_registry(args):

@@ -19,6 +19,8 @@ CONTAINERD_SOCKET_PATH = f"{DEFAULT_RUN_DIR}/containerd.sock"
 CONTAINERD_CONFIG_PATH = f"{DEFAULT_CONFIG_DIR}/config.toml"
 SYSTEM_SOCKET_PATH = "/run/containerd/containerd.sock"
 LIMA_INSTANCE = "warren"
+# A user without root (rootless: containerd in a user namespace, runtime/rootless.py): XDG dirs.
+USER_SUBDIR = "warren"
 
 ENV_DATA_DIR = "WARREN_DATA_DIR"
 ENV_RUN_DIR = "WARREN_RUN_DIR"
@@ -27,6 +29,22 @@ ENV_SYSTEM_SOCKET = "WARREN_SYSTEM_SOCKET"
 
 # The kernel's sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
+
+
+def rootless_user() -> bool:
+    """A user without root on Linux: containerd runs rootless, in a user namespace."""
+    return host_os() == "linux" and os.geteuid() != 0
+
+
+def _xdg(env: str, fallback: Path) -> Path:
+    value = os.environ.get(env)
+    return Path(value) if value and os.path.isabs(value) else fallback
+
+
+def user_run_dir() -> Path | None:
+    """$XDG_RUNTIME_DIR/warren, or None when XDG_RUNTIME_DIR is unset (or relative)."""
+    value = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(value) / USER_SUBDIR if value and os.path.isabs(value) else None
 
 
 def _pick(explicit: str | os.PathLike[str] | None, env: str, default: str) -> Path:
@@ -115,6 +133,15 @@ class Paths:
             # Lima runs as the user: nothing of warren's needs root on macOS.
             home = Path.home() / ".warren"
             defaults = (str(home), str(home / "run"), str(home / "etc"))
+        elif rootless_user():
+            # Without XDG_RUNTIME_DIR a user's clients look at root's run dir (a socket group
+            # member's); `containerd run|start` refuses it (runtime/rootless.py).
+            home = Path.home()
+            defaults = (
+                str(_xdg("XDG_DATA_HOME", home / ".local" / "share") / USER_SUBDIR),
+                str(user_run_dir() or DEFAULT_RUN_DIR),
+                str(_xdg("XDG_CONFIG_HOME", home / ".config") / USER_SUBDIR),
+            )
         return cls(
             data_dir=_pick(data_dir, ENV_DATA_DIR, defaults[0]),
             run_dir=_pick(run_dir, ENV_RUN_DIR, defaults[1]),
@@ -207,6 +234,11 @@ class Paths:
     @property
     def supervisor_lock(self) -> Path:
         return self.run_dir / "warren.lock"
+
+    @property
+    def rootlesskit_dir(self) -> Path:
+        """RootlessKit's --state-dir: its child_pid (the namespaces ctr enters) and api.sock."""
+        return self.run_dir / "rootlesskit"
 
     @property
     def state_file(self) -> Path:

@@ -1,4 +1,5 @@
-"""Which containerd socket a client should use: explicit > embedded > system > Lima.
+"""Which containerd socket a client should use: explicit > embedded (a user's: their rootless one,
+then root's) > system > Lima.
 
 Explicit means --socket, WARREN_CONTAINERD_SOCKET or CONTAINERD_ADDRESS and is taken as given.
 The others are taken only when they answer a gRPC health check. When the embedded containerd's
@@ -11,10 +12,17 @@ from __future__ import annotations
 import grp
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from warren_bundle.errors import ContainerdNotAnswering, PermissionDeniedError, SocketNotFoundError
 from warren_bundle.hostinfo import host_os
-from warren_bundle.paths import Paths, lima_socket_path, system_socket_path
+from warren_bundle.paths import (
+    CONTAINERD_SOCKET_PATH,
+    Paths,
+    lima_socket_path,
+    rootless_user,
+    system_socket_path,
+)
 from warren_bundle.runtime import health
 
 ENV_SOCKETS = ("WARREN_CONTAINERD_SOCKET", "CONTAINERD_ADDRESS")
@@ -22,7 +30,7 @@ ENV_SOCKETS = ("WARREN_CONTAINERD_SOCKET", "CONTAINERD_ADDRESS")
 
 @dataclass(frozen=True)
 class Candidate:
-    kind: str  # explicit | embedded | system | lima
+    kind: str  # explicit | embedded | embedded-root | system | lima
     path: str
 
 
@@ -46,6 +54,9 @@ def candidates(paths: Paths, option: str | None = None) -> list[Candidate]:
     if explicit is not None:
         found.append(explicit)
     found.append(Candidate("embedded", str(paths.socket)))
+    if rootless_user() and paths.socket != Path(CONTAINERD_SOCKET_PATH):
+        # A user's own (rootless) containerd first, then root's (a socket group member's).
+        found.append(Candidate("embedded-root", CONTAINERD_SOCKET_PATH))
     found.append(Candidate("system", str(system_socket_path())))
     if host_os() == "darwin":
         found.append(Candidate("lima", str(lima_socket_path())))

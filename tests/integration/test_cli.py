@@ -116,6 +116,7 @@ def test_socket_prefers_embedded_then_system(supervised: Supervised, tmp_path: P
 
 @pytest.mark.e2e
 def test_non_root_run_is_exit_4_naming_sudo(frozen_exe: Path) -> None:
+    """nobody has no /etc/subuid range: neither root nor rootless, it is told both ways out."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to drop to another user")
     home = short_dir("nobody")  # pytest's own tmp dirs are 0700: another user cannot enter
@@ -133,6 +134,8 @@ def test_non_root_run_is_exit_4_naming_sudo(frozen_exe: Path) -> None:
             str(exe),
             "--data-dir",
             str(home / "data"),
+            "--run-dir",  # a user's own: without it the refusal is about XDG_RUNTIME_DIR (exit 2)
+            str(home / "run"),
             "containerd",
             "run",
         ],
@@ -145,7 +148,7 @@ def test_non_root_run_is_exit_4_naming_sudo(frozen_exe: Path) -> None:
     shutil.rmtree(home, ignore_errors=True)
     assert out.returncode == ExitCode.PERMISSION, out.stderr
     line = one_error_line(out.stderr)
-    assert "needs root" in line and "sudo" in line
+    assert "needs root" in line and "sudo" in line and "rootless" in line
 
 
 @pytest.mark.e2e

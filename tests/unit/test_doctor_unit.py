@@ -17,7 +17,8 @@ from warren_bundle.doctor.base import Check, Inputs, Level
 from warren_bundle.errors import ExitCode
 from warren_bundle.hostinfo import kernel, mounts
 from warren_bundle.paths import Paths
-from warren_bundle.runtime import pidfile
+from warren_bundle.runtime import pidfile, rootless
+from warren_bundle.runtime.rootless import Requirement
 
 from support import doctor_lines, run_warren
 
@@ -129,6 +130,8 @@ def test_not_root_is_permission_denied_with_the_seeds_solution(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    missing = Requirement("subuid", False, "no range", "as root: usermod --add-subuids …")
+    monkeypatch.setattr(rootless, "requirements", lambda: [missing])
 
     check = host.check_privileges(Inputs(make_tmp_paths(tmp_path), None))
 
@@ -136,6 +139,7 @@ def test_not_root_is_permission_denied_with_the_seeds_solution(
     assert check.message.startswith("permission denied: uid 1000 cannot start containerd")
     assert check.remedy and "sudo" in check.remedy and "containerd group" in check.remedy
     assert "ls -l" in check.remedy
+    assert "or set up rootless: as root: usermod --add-subuids" in check.remedy
 
 
 def test_json_lists_every_check_and_the_exit_code(tmp_path: Path) -> None:

@@ -41,11 +41,11 @@ def containerd() -> None:
 @run_options
 def run(**opts: Any) -> None:
     """Run containerd in the foreground, supervised, until SIGTERM or Ctrl-C."""
-    from warren_bundle.runtime.control import require_root
+    from warren_bundle.runtime.control import require_can_start
     from warren_bundle.runtime.foreground import manager_for, run_foreground
     from warren_bundle.runtime.switching import replace_other_version
 
-    require_root("containerd run", current().paths)
+    require_can_start("containerd run", current().paths)
     options = RunOptions(**opts)
     replaced = replace_other_version(current().paths, current().payload, options.force)
     if replaced:
@@ -157,6 +157,8 @@ def print_embedded_status(r: dict[str, Any]) -> None:
     uptime = r.get("uptime_s")
     answers = r.get("socket_answers")
     containerd_pid = r.get("containerd_pid")
+    if containerd_pid and r.get("rootless"):
+        containerd_pid = f"{containerd_pid} (RootlessKit)"
     if containerd_pid and r.get("adopted"):
         containerd_pid = f"{containerd_pid} (adopted)"
     table: list[tuple[str, Any]] = [
@@ -175,6 +177,9 @@ def print_embedded_status(r: dict[str, Any]) -> None:
         ("data dir", r.get("data_dir")),
         ("log", r.get("log")),
     ]
+    if r.get("rootless"):
+        published = ", ".join((r.get("run_options") or {}).get("publish") or []) or "none"
+        table.append(("rootless", f"user namespace, slirp4netns; published: {published}"))
     if not answers and r.get("socket_error") and r.get("containerd_alive"):
         table.append(("socket error", r["socket_error"]))
     if r.get("metrics_addr") and r.get("supervisor_alive"):

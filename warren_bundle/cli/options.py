@@ -80,6 +80,23 @@ def _pod_cidr(_ctx: click.Context, _param: click.Parameter, value: str | None) -
         raise click.BadParameter(str(exc)) from None
 
 
+def _publish(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    if not value:
+        return ()
+    from warren_bundle.paths import rootless_user
+    from warren_bundle.runtime.options import publish_problem
+
+    if not rootless_user():
+        raise click.BadParameter("only a rootless containerd (run by a user) publishes ports")
+    for spec in value:
+        problem = publish_problem(spec)
+        if problem:
+            raise click.BadParameter(problem)
+    return tuple(value)
+
+
 def positive_seconds(
     _ctx: click.Context, _param: click.Parameter, value: float | None
 ) -> float | None:
@@ -150,6 +167,14 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             metavar="[HOST:]PORT",
             help="Serve Prometheus /metrics there (a bare port binds 127.0.0.1; "
             "0.0.0.0:PORT exposes it). Off by default.",
+        ),
+        click.option(
+            "--publish",
+            multiple=True,
+            callback=_publish,
+            metavar="[IP:]PORT:PORT[/PROTO]",
+            help="Rootless: publish a port of containerd's network namespace on the host "
+            "(repeatable), e.g. 8080:80 (host 0.0.0.0:8080 to 80/tcp).",
         ),
         click.option(
             "--force",

@@ -6,7 +6,7 @@ import os
 
 from warren_bundle.doctor.base import Check, Inputs, failed, nearest_existing, passed, warned
 from warren_bundle.errors import ExitCode, WarrenError
-from warren_bundle.hostinfo import cgroups, check_supported, kernel, mounts
+from warren_bundle.hostinfo import cgroups, check_supported, host_os, kernel, mounts
 from warren_bundle.paths import system_socket_path
 from warren_bundle.runtime import health
 
@@ -32,11 +32,18 @@ def check_privileges(inputs: Inputs) -> Check:
     name = "privileges"
     if os.geteuid() == 0:
         return passed(name, "running as root")
+    from warren_bundle.runtime.rootless import requirements
+
+    missing = [r for r in requirements() if not r.ok and not r.warning_only]
+    if not missing and host_os() == "linux":
+        return passed(name, f"not root (uid {os.geteuid()}): containerd runs rootless")
     sock = inputs.paths.socket
     remedy = (
         "run Warren with sudo, or add the user to the containerd group "
         f"(check: ls -l {sock} {system_socket_path()})"
     )
+    if missing and host_os() == "linux":
+        remedy += f", or set up rootless: {missing[0].fix}"
     if health.is_serving(sock, 1.0):
         return warned(
             name,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from warren_bundle.doctor import host, lima, node, payload_checks, proxy, sockets, storage
 from warren_bundle.doctor.base import Check, CheckFn, Inputs, Level, warned
+from warren_bundle.doctor.rootless import rootless_checks
 from warren_bundle.hostinfo import host_os
-from warren_bundle.paths import Paths
+from warren_bundle.paths import Paths, rootless_user
 
 LINUX_CHECKS: tuple[CheckFn, ...] = (
     host.check_platform,
@@ -57,7 +58,11 @@ def _guarded(fn: CheckFn, inputs: Inputs) -> Check:
 def run_checks(paths: Paths, payload_option: str | None = None) -> list[Check]:
     inputs = Inputs(paths, payload_option)
     checks = DARWIN_CHECKS if host_os() == "darwin" else LINUX_CHECKS
-    return [_guarded(fn, inputs) for fn in checks]
+    found = [_guarded(fn, inputs) for fn in checks]
+    if rootless_user():  # after "privileges", which says whether rootless is possible at all
+        at = next((i + 1 for i, c in enumerate(found) if c.name == "privileges"), len(found))
+        found[at:at] = rootless_checks()
+    return found
 
 
 def exit_status(checks: list[Check]) -> int:

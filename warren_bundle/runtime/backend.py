@@ -75,7 +75,7 @@ class EmbeddedBackend:
         from warren_bundle.store.checks import check_safe
 
         check_socket_path(self.paths.socket)
-        control.require_root("containerd start", self.paths)
+        control.require_can_start("containerd start", self.paths)
         check_safe(self.paths)  # before the log is opened for the detached supervisor
         from warren_bundle.runtime import rundir
         from warren_bundle.runtime.config import check_config_dirs

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from warren_bundle.errors import ConfigError
 from warren_bundle.fsutil import atomic_write, check_trusted_dir, check_trusted_file
-from warren_bundle.paths import Paths
+from warren_bundle.paths import Paths, rootless_user
 from warren_bundle.store.compat import at_least
 
 if TYPE_CHECKING:
@@ -145,6 +145,10 @@ def build_config(
     """bin_dir: the version dir containerd runs from (its own runc); default <data>/bin."""
     version = config_version_for(containerd_version)
     systemd = systemd_manages_cgroups() if opts.systemd_cgroup is None else opts.systemd_cgroup
+    rootless = rootless_user()
+    if rootless:  # runc in a user namespace: no systemd cgroup driver, cgroups not delegated
+        systemd = False
+    snapshotter = rootless_snapshotter() if rootless else "overlayfs"
     # Our own runc root: the default one is shared with a system containerd on the same host.
     runc_options = {
         "BinaryName": str((bin_dir or paths.bin_dir) / "runc"),
@@ -174,7 +178,7 @@ def build_config(
                 "sandbox_image": node.sandbox_image or SANDBOX_IMAGE_V1,
                 "restrict_oom_score_adj": node.restrict_oom_score_adj,
                 "cni": node.cni,
-                "containerd": {"snapshotter": "overlayfs", "runtimes": runtimes},
+                "containerd": {"snapshotter": snapshotter, "runtimes": runtimes},
                 "registry": registry,
             },
             "io.containerd.internal.v1.opt": opt_plugin,
@@ -182,7 +186,7 @@ def build_config(
     else:
         config["plugins"] = {
             "io.containerd.cri.v1.images": {
-                "snapshotter": "overlayfs",
+                "snapshotter": snapshotter,
                 "pinned_images": {"sandbox": node.sandbox_image or SANDBOX_IMAGE_V2},
                 "registry": registry,
             },
@@ -194,7 +198,21 @@ def build_config(
             "io.containerd.transfer.v1.local": {"config_path": str(hosts_dir(paths))},
             "io.containerd.internal.v1.opt": opt_plugin,
         }
+    if rootless:
+        cri = "io.containerd.grpc.v1.cri" if version == 2 else "io.containerd.cri.v1.runtime"
+        config["plugins"][cri].update(ROOTLESS_CRI)
     return deep_merge(config, load_overrides(paths))
+
+
+# CRI in a user namespace: no cgroups of its own, no AppArmor profiles, oom_score_adj only up.
+ROOTLESS_CRI = {"disable_cgroup": True, "disable_apparmor": True, "restrict_oom_score_adj": True}
+
+
+def rootless_snapshotter() -> str:
+    """overlayfs mounts in a user namespace from Linux 5.11; before that, native."""
+    from warren_bundle.hostinfo import kernel
+
+    return "overlayfs" if kernel.version(kernel.release()) >= (5, 11) else "native"
 
 
 @dataclass(frozen=True)

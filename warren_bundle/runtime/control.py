@@ -59,6 +59,19 @@ def require_root(action: str, paths: Paths | None = None) -> None:
         )
 
 
+def require_can_start(action: str, paths: Paths) -> None:
+    """Root starts containerd; a user starts it rootless when the host allows it (its own run
+    dir, subordinate ids, RootlessKit: runtime/rootless.py), else exit 4 naming the fix."""
+    from warren_bundle.paths import rootless_user
+
+    if rootless_user():
+        from warren_bundle.runtime.rootless import check_can_start
+
+        check_can_start(paths)
+        return
+    require_root(action, paths)
+
+
 def supervisor_process(paths: Paths) -> psutil.Process | None:
     """This run dir's warren supervisor (pidfile.supervisor: never another process)."""
     return pidfile.supervisor(paths)

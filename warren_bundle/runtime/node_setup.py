@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 from warren_bundle.errors import path_error
 from warren_bundle.fsutil import written_path
+from warren_bundle.paths import rootless_user
 from warren_bundle.runtime.config import ConfigOptions, cri_node_settings, write_config
 
 if TYPE_CHECKING:
@@ -44,7 +45,11 @@ def configure(
     settings = cri_node_settings(paths, version.containerd, opts, version.directory)
     reason = None
     if settings.restrict_oom_score_adj and opts.restrict_oom_score_adj is None:
-        reason = "root lacks CAP_SYS_RESOURCE (a container or a restricted VM)"
+        reason = (
+            "rootless: containerd runs in a user namespace"
+            if rootless_user()
+            else "root lacks CAP_SYS_RESOURCE (a container or a restricted VM)"
+        )
         log(f"restrict_oom_score_adj = true: {reason}")
     host = network.prepare()
     for line in host.changed:

@@ -29,6 +29,7 @@ COMPARED = (
     "metrics_addr",
     "pod_cidr",
     "registries",
+    "publish",
 )
 LABELS = {
     "socket_group": "--socket-group",
@@ -39,6 +40,7 @@ LABELS = {
     "pod_cidr": "--pod-cidr",
     "ready_timeout": "--ready-timeout",
     "registries": "--registries",
+    "publish": "--publish",
 }
 
 
@@ -53,6 +55,8 @@ class RunOptions:
     force: bool = False
     pod_cidr: str | None = None
     registries: str | None = None  # registries.yaml's path: its credentials never travel
+    # Rootless only: RootlessKit's published ports, [HOST_IP:]HOST_PORT:CHILD_PORT[/PROTO]
+    publish: tuple[str, ...] = ()
 
     def args(self) -> list[str]:
         """The `containerd run` options of a detached supervisor: built here, once, at spawn."""
@@ -72,6 +76,8 @@ class RunOptions:
             args += ["--pod-cidr", self.pod_cidr]
         if self.registries:  # the file's path; its credentials never travel in argv
             args += ["--registries", self.registries]
+        for spec in self.publish:
+            args += ["--publish", spec]
         return args
 
     # --- the record in the state file ---------------------------------------------------------
@@ -79,6 +85,7 @@ class RunOptions:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["registry_mirrors"] = list(self.registry_mirrors)
+        data["publish"] = list(self.publish)
         del data["force"]  # consent to one version change, not a setting to carry over
         return data
 
@@ -90,6 +97,7 @@ class RunOptions:
         known = _FIELDS - {"force"}
         values = {k: v for k, v in data.items() if k in known}
         values["registry_mirrors"] = tuple(values.get("registry_mirrors") or ())
+        values["publish"] = tuple(values.get("publish") or ())
         try:
             return cls(**values)
         except TypeError:
@@ -154,6 +162,17 @@ class RunOptions:
 
 
 _FIELDS = frozenset(f.name for f in fields(RunOptions))
+
+
+def publish_problem(spec: str) -> str | None:
+    """Why a --publish value is not RootlessKit's [HOST_IP:]HOST_PORT:CHILD_PORT[/PROTO]."""
+    body, _, proto = spec.partition("/")
+    parts = body.rsplit(":", 2)
+    ports = parts[-2:] if len(parts) >= 2 else []
+    bad_proto = proto not in ("", "tcp", "udp")
+    if len(ports) != 2 or not all(p.isdigit() and 0 < int(p) < 65536 for p in ports) or bad_proto:
+        return f"bad --publish {spec!r}: use [HOST_IP:]HOST_PORT:CHILD_PORT[/tcp|udp], e.g. 8080:80"
+    return None
 
 
 def _shown(value: object) -> str:

@@ -122,11 +122,14 @@ def _cmdline(proc: psutil.Process) -> list[str]:
 
 def is_bundled_containerd(proc: psutil.Process, paths: Paths) -> bool:
     """`proc` runs the bundled containerd (<data-dir>/bin/containerd, or the containerd of one
-    of <data-dir>/versions/<digest>/) with this run dir's socket on its command line."""
+    of <data-dir>/versions/<digest>/), or RootlessKit running it (rootless), with this run dir's
+    socket on its command line."""
     try:
         exe = _exe_or_name(proc)
     except (psutil.Error, OSError):
         return False
+    if Path(exe).name == "rootlesskit":  # a user's: containerd is RootlessKit's child
+        return str(paths.socket) in _cmdline(proc)
     binary = str(paths.binary("containerd"))
     in_versions = Path(exe).name == "containerd" and Path(exe).parent.parent == paths.versions_dir
     if exe not in (binary, Path(binary).name[:_COMM_LEN]) and not in_versions:
@@ -135,11 +138,15 @@ def is_bundled_containerd(proc: psutil.Process, paths: Paths) -> bool:
 
 
 def exe_of(proc: psutil.Process) -> str | None:
-    """The process's executable ("(deleted)" stripped), None when it cannot be read."""
+    """The process's executable ("(deleted)" stripped), None when it cannot be read. For
+    RootlessKit (rootless), the containerd on its command line: the one it runs."""
     try:
-        return _clean_exe(proc.exe())
+        exe = _clean_exe(proc.exe())
     except (psutil.Error, OSError):
         return None
+    if Path(exe).name == "rootlesskit":
+        return next((a for a in _cmdline(proc) if Path(a).name == "containerd"), exe)
+    return exe
 
 
 def _own_executable() -> str | None:

@@ -14,10 +14,11 @@ from contextlib import suppress
 from pathlib import Path
 
 from warren_bundle.errors import ReadinessTimeout
-from warren_bundle.paths import Paths
-from warren_bundle.runtime import grpc_unix, health, logs, pidfile, proxyenv
+from warren_bundle.paths import Paths, rootless_user
+from warren_bundle.runtime import grpc_unix, health, logs, pidfile, proxyenv, rootless
 from warren_bundle.runtime.adoption import adoptable_pid, adopted_since
 from warren_bundle.runtime.childenv import child_env
+from warren_bundle.runtime.options import RunOptions
 from warren_bundle.runtime.process import Processes, Watched
 from warren_bundle.runtime.readiness import Probe, wait_ready
 from warren_bundle.runtime.settings import Settings, Timings
@@ -40,6 +41,7 @@ class ProcessOwner:
     _proc: Watched | None
     _stopping: threading.Event
     _log: Callable[[str], None]
+    run_options: RunOptions | None
     _write_pidfile: Callable[[Path, pidfile.PidRecord], None]
 
     def _adopt(self, previous: StatusReport | None) -> bool:
@@ -68,14 +70,26 @@ class ProcessOwner:
         return self.version.directory if self.version else self.paths.bin_dir
 
     def _command(self) -> list[str]:
+        """containerd's command line; a user's runs inside RootlessKit (runtime/rootless.py)."""
         p = self.paths
-        return [
+        argv = [
             str(self._bin() / "containerd"),
             *("--config", str(p.config_file), "--address", str(p.socket)),
             *("--root", str(p.containerd_root), "--state", str(p.state_dir)),
         ]
+        if not rootless_user():
+            return argv
+        publish = self.run_options.publish if self.run_options else ()
+        return rootless.command(p, argv, publish)
 
     def _spawn(self) -> Watched:
+        if rootless_user():
+            left = rootless.prepare(self.paths)
+            if left:
+                self._log(
+                    f"rootless: killed {len(left)} shim(s) of the previous RootlessKit's "
+                    "namespaces (their containers are gone with them)"
+                )
         log_fd = logs.open_for_child(self.paths.log_file)
         try:
             env = proxyenv.for_containerd(child_env(prepend_path=self._bin()))

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from warren_bundle import __version__
+from warren_bundle.paths import rootless_user
 from warren_bundle.payload.format import flavour
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ class StatusReport(TypedDict, total=False):
     # the one a CLI runs): "0.1.1", and "static", "dynamic" or "source".
     warren_version: str | None
     warren_flavour: str | None
-    containerd_pid: int | None
+    containerd_pid: int | None  # rootless: RootlessKit's (containerd is its child)
+    rootless: bool  # a user's containerd, in RootlessKit's user namespace
     adopted: bool
     started_at: float | None  # wall clock of the current containerd's readiness (or adoption)
     uptime_s: float | None
@@ -100,6 +102,7 @@ def report_of(mgr: ContainerdManager) -> StatusReport:
         "warren_version": __version__,
         "warren_flavour": flavour(),
         "containerd_pid": proc.pid if proc is not None and alive else None,
+        "rootless": rootless_user() and not mgr.use_external,
         "adopted": mgr.adopted,
         "started_at": mgr.started_at,
         "uptime_s": (now - mgr.started_at) if mgr.started_at and proc else None,
