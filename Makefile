@@ -13,6 +13,13 @@ RELEASE_DIR ?= dist
 # The static flavour of $(EXE): the same launcher and runtime with the static payload (containerd and
 # runc that need no libc of the host), which make release publishes beside it.
 STATIC_EXE := dist/warren-linux-$(ARCH)-static
+# Its payload must run without glibc too: Debian's sources built statically (--source
+# debian-static, cached in /var/cache/warren-build/debian-static), or, for a release from
+# upstream's static binaries, STATIC_PAYLOAD_DIR=$(PAYLOAD_DIR) (then one file per architecture).
+STATIC_SOURCE ?= debian-static
+STATIC_FETCH_ARGS ?=
+STATIC_PAYLOAD_DIR ?= build/payload-static/linux-$(ARCH)
+STATIC_PAYLOAD := $(STATIC_PAYLOAD_DIR)/payload.tar.zst
 SOURCES := $(shell find warren_bundle -name '*.py') build/spec/warren.spec
 PYTEST_ARGS ?=
 # VM=0: make test without the VM layer (QEMU guests, about 15-20 min on 2 cores).
@@ -222,12 +229,23 @@ BULLSEYE_ROOT ?= /var/cache/warren-test/bullseye-root
 
 .PHONY: release-static release-sums check-static
 
-# Both Linux flavours: the installer takes warren-linux-<arch> where it starts and the static one
-# where it does not (older glibc, musl).
-release: release-key-check build $(STATIC_EXE)
+# One file per architecture when the payload is static already (upstream's release binaries, as
+# release.yml stages them, with STATIC_PAYLOAD_DIR=$(PAYLOAD_DIR)): the runtime carries its own
+# libc, so warren-linux-<arch> runs on any Linux and a -static twin would be the same file. With
+# Debian's glibc-linked containerd (make run's payload) both flavours are published, and the
+# installer takes warren-linux-<arch> where its binaries run, the static one elsewhere.
+ONE_FILE := $(if $(filter $(abspath $(STATIC_PAYLOAD_DIR)),$(abspath $(PAYLOAD_DIR))),1)
+# What check-static runs in the bullseye root: the file that must run on any Linux.
+ANY_LINUX_EXE := $(if $(ONE_FILE),$(EXE),$(STATIC_EXE))
+release: release-key-check build $(if $(ONE_FILE),,$(STATIC_EXE))
 	@mkdir -p $(RELEASE_DIR)
+	@if [ -n "$(ONE_FILE)" ]; then $(PY) -c 'import json, sys; \
+	  r = json.load(open(sys.argv[1])).get("requires", {}); \
+	  sys.exit(0 if r.get("linkage") == "static" else "error: one file per architecture needs a " \
+	  "static payload, and " + sys.argv[1] + " is " + (r.get("linkage") or "of unrecorded linkage"))' \
+	  $(PAYLOAD_DIR)/manifest.json || exit 1; rm -f $(RELEASE_DIR)/$(notdir $(STATIC_EXE)); fi
 	@if [ "$(abspath $(EXE))" != "$(abspath $(RELEASE_DIR))/warren-linux-$(ARCH)" ]; then \
-	  cp $(EXE) $(STATIC_EXE) $(RELEASE_DIR)/; fi
+	  cp $(EXE) $(if $(ONE_FILE),,$(STATIC_EXE)) $(RELEASE_DIR)/; fi
 	@if [ "$(ARCH)" != arm64 ] && [ -f $(ARM64_EXE) ]; then \
 	  if [ $(ARM64_EXE) -ot $(EXE) ]; then \
 	    echo "removing $(ARM64_EXE): older than $(EXE) (make release-arm64 rebuilds it)"; \
@@ -262,14 +280,6 @@ release-sums: release-key-check
 	  scripts/sign_release.sh $(RELEASE_DIR) '$(RELEASE_SIGNING_KEY)' $$files && \
 	  echo "$(RELEASE_DIR)/SHA256SUMS (signed: SHA256SUMS.sig):" && cat $(RELEASE_DIR)/SHA256SUMS
 
-# Its payload must run without glibc too: Debian's sources built statically (--source
-# debian-static, cached in /var/cache/warren-build/debian-static), or, for a release from
-# upstream's static binaries, STATIC_PAYLOAD_DIR=$(PAYLOAD_DIR).
-STATIC_SOURCE ?= debian-static
-STATIC_FETCH_ARGS ?=
-STATIC_PAYLOAD_DIR ?= build/payload-static/linux-$(ARCH)
-STATIC_PAYLOAD := $(STATIC_PAYLOAD_DIR)/payload.tar.zst
-
 .PHONY: payload-static
 payload-static: $(STATIC_PAYLOAD)
 
@@ -299,9 +309,9 @@ $(STATIC_EXE): $(LAUNCHER) $(RUNTIME) $(STATIC_PAYLOAD) scripts/onefile.py $(KEY
 	mv -f $@.tmp $@
 
 # The static flavour in a Debian bullseye root (glibc 2.31), by chroot; needs root and debootstrap.
-check-static: release-static
+check-static: $(if $(ONE_FILE),release,release-static)
 	@[ -x $(BULLSEYE_ROOT)/bin/sh ] || debootstrap --variant=minbase bullseye $(BULLSEYE_ROOT)
-	cp $(STATIC_EXE) $(BULLSEYE_ROOT)/usr/local/bin/warren
+	cp $(ANY_LINUX_EXE) $(BULLSEYE_ROOT)/usr/local/bin/warren
 	cp $(EXE) $(BULLSEYE_ROOT)/usr/local/bin/warren-dynamic
 	@mountpoint -q $(BULLSEYE_ROOT)/proc || mount -t proc proc $(BULLSEYE_ROOT)/proc
 	@trap 'umount $(BULLSEYE_ROOT)/proc' EXIT; \

@@ -131,6 +131,37 @@ def test_make_release_says_loudly_when_the_payload_is_not_upstream(
         assert strict.returncode == 0, strict.stderr
 
 
+def test_a_static_payload_is_released_as_one_file_per_architecture(
+    frozen_exe: Path, tmp_path: Path
+) -> None:
+    """STATIC_PAYLOAD_DIR=the payload (release.yml, upstream's static binaries): one file, no
+    -static twin; refused when that payload is not static (the twin would be needed)."""
+    static_dir = REPO / "build" / "payload-static" / "linux-amd64"
+    dynamic_dir = REPO / "build" / "payload" / "linux-amd64"
+    if (
+        not (static_dir / "manifest.json").is_file()
+        or not (dynamic_dir / "manifest.json").is_file()
+    ):
+        pytest.skip("needs both staged payloads (make payload payload-static)")
+    one = f"PAYLOAD_DIR={static_dir}", f"STATIC_PAYLOAD_DIR={static_dir}"
+
+    done = make_release(tmp_path / "one", frozen_exe, *one)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = {p.name for p in (tmp_path / "one").iterdir()}
+    assert frozen_exe.name in names and not any(n.endswith("-static") for n in names), names
+    assert "-static" not in (tmp_path / "one" / "SHA256SUMS").read_text()
+    refused = make_release(
+        tmp_path / "two",
+        frozen_exe,
+        f"PAYLOAD_DIR={dynamic_dir}",
+        f"STATIC_PAYLOAD_DIR={dynamic_dir}",
+    )
+    assert refused.returncode != 0
+    assert "one file per architecture needs a static payload" in refused.stderr
+    assert not (tmp_path / "two" / "SHA256SUMS").exists()
+
+
 def test_release_workflow_builds_every_os_and_arch_on_native_runners() -> None:
     import yaml
 
@@ -145,4 +176,8 @@ def test_release_workflow_builds_every_os_and_arch_on_native_runners() -> None:
     assert "arm" in built[("linux", "arm64")], "linux/arm64 must build on an arm64 runner"
     linux_steps = " ".join(str(step.get("run", "")) for step in jobs["linux"]["steps"])
     assert "--release" in linux_steps and "RELEASE_REQUIRE_UPSTREAM=1" in linux_steps
+    # Upstream's static binaries: one file per architecture, no -static twin uploaded.
+    assert "STATIC_PAYLOAD_DIR=build/payload/linux-" in linux_steps
+    uploads = [s for s in jobs["linux"]["steps"] if "upload-artifact" in str(s.get("uses", ""))]
+    assert all("-static" not in str(s["with"]["path"]) for s in uploads), uploads
     assert set(jobs["publish"]["needs"]) == {"linux", "darwin"}
