@@ -33,14 +33,8 @@ def annotate(rows: Sequence[Row]) -> None:
         parts = []
         if floor is not None:
             parts.append(
-                f"`start` launches the one file twice (the command, then the detached "
-                f"`containerd run` it waits for), and one launch of the hello-world floor takes "
-                f"{floor:.0f} ms"
-                + (
-                    ": packaged as one PyInstaller file, two launches alone exceed the target"
-                    if start.target is not None and 2 * floor > start.target.limit
-                    else ""
-                )
+                f"`start` is one launch (the supervisor is a fork of it), and one launch of the "
+                f"hello-world floor takes {floor:.0f} ms"
             )
         if run is not None and run.value is not None:
             parts.append(f"`containerd run` in the foreground is ready in {run.value:.0f} ms")

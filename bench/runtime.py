@@ -29,7 +29,9 @@ from .context import Bench
 from .rows import Row, Target
 from .timing import interleaved, time_call, time_command
 
-START_TARGET = Target("over", 100.0)  # ms over bare containerd
+# ms over bare containerd, same config and health check (the launcher issue's target: one
+# launch of the one file, then the supervisor's work before containerd answers)
+START_TARGET = Target("over", 150.0)
 RESTART_TARGET = Target("at_most", 1000.0)  # ms
 RSS_TARGET = Target("at_most", 40.0)  # MB
 POLL = 0.005  # how often the bench itself looks: 5 ms of resolution at most
