@@ -43,7 +43,9 @@ def one_document(out: subprocess.CompletedProcess[str]) -> Any:
     try:
         return json.loads(out.stdout)
     except ValueError as exc:
-        raise AssertionError(f"not one JSON document ({exc}): {out.stdout!r} {out.stderr!r}")
+        raise AssertionError(
+            f"not one JSON document ({exc}): {out.stdout!r} {out.stderr!r}"
+        ) from None
 
 
 def json_commands() -> set[tuple[str, ...]]:
