@@ -244,6 +244,11 @@ class Paths:
     def state_file(self) -> Path:
         return self.run_dir / "status.json"
 
+    @property
+    def last_words(self) -> Path:
+        """A supervisor's FATAL record, written in place when the state file cannot be."""
+        return self.run_dir / "warren.last-words"
+
     # config dir
     @property
     def config_file(self) -> Path:

@@ -46,15 +46,21 @@ def _open_dir(parent_fd: int | None, name: str, shown: Path, mode: int) -> int:
     else:  # pragma: no cover - created and gone again at once
         raise _refuse(shown, "it vanished while being created")
     st = os.fstat(fd)
-    if st.st_uid != os.geteuid():
+    if why := _not_ours(st):
         os.close(fd)
-        raise _refuse(shown, f"it is owned by uid {st.st_uid}, not by {os.geteuid()}")
-    if st.st_mode & 0o022:
-        os.close(fd)
-        raise _refuse(shown, f"it is writable by group or others (mode {st.st_mode & 0o777:o})")
+        raise _refuse(shown, why)
     if stat.S_IMODE(st.st_mode) != mode:
         os.fchmod(fd, mode)
     return fd
+
+
+def _not_ours(st: os.stat_result) -> str | None:
+    """Why a directory is not one to write into: another user's, or writable by others."""
+    if st.st_uid != os.geteuid():
+        return f"it is owned by uid {st.st_uid}, not by {os.geteuid()}"
+    if st.st_mode & 0o022:
+        return f"it is writable by group or others (mode {st.st_mode & 0o777:o})"
+    return None
 
 
 def _is_link(parent_fd: int | None, name: str) -> bool:
@@ -159,11 +165,7 @@ def read_file(root: Path, relative: str) -> str | None:
     parts = relative.split("/")
     name = parts.pop()
     try:
-        fd = os.open(root, _DIR_FLAGS)
-        for part in parts:
-            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = child
+        fd = _walk(root, parts)
         try:
             ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
         finally:
@@ -179,11 +181,7 @@ def unlink(root: Path, relative: str) -> None:
     parts = relative.split("/")
     name = parts.pop()
     try:
-        fd = os.open(root, _DIR_FLAGS)
-        for part in parts:
-            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = child
+        fd = _walk(root, parts)
     except OSError:
         return
     try:
@@ -191,3 +189,16 @@ def unlink(root: Path, relative: str) -> None:
             os.unlink(name, dir_fd=fd)
     finally:
         os.close(fd)
+
+
+def _walk(root: Path, parts: list[str]) -> int:
+    """An fd of the existing root/parts..., no level followed if it is a symlink; OSError when
+    a level is missing or not a directory."""
+    fd = os.open(root, _DIR_FLAGS)
+    for part in parts:
+        try:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = child
+    return fd

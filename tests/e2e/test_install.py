@@ -23,18 +23,20 @@ from warren_bundle.payload import onefile
 from conftest import IN_CI, have
 from support import (
     INSTALL_SH,
+    RELEASE_ASSET,
     FileServer,
+    install_root,
     run_installer,
     session_release_key,
     sha256_file,
-    short_dir,
     sign_release,
     stage_release,
+    tamper,
 )
 
 pytestmark = pytest.mark.e2e
 
-ASSET = "warren-linux-amd64" if os.uname().machine == "x86_64" else "warren-linux-arm64"
+ASSET = RELEASE_ASSET
 UNIT_NAME = "warren-containerd.service"
 
 
@@ -71,11 +73,7 @@ def releases(frozen_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     root = tmp_path_factory.mktemp("releases")
     stage_release(root / "good", frozen_exe, ASSET)
     tampered = stage_release(root / "tampered", frozen_exe, ASSET)
-    with open(tampered / ASSET, "r+b") as fp:
-        fp.seek(4096)
-        byte = fp.read(1)
-        fp.seek(4096)
-        fp.write(bytes([byte[0] ^ 0xFF]))
+    tamper(tampered / ASSET)
     stage_release(root / "darwin", frozen_exe, ASSET.replace("linux", "darwin"))
     # Published correctly, but not a program this host can run (another arch, say).
     garbage = root / "garbage.bin"
@@ -162,10 +160,8 @@ class Target:
 
 @pytest.fixture
 def target() -> Iterator[Target]:
-    root = short_dir("wi")
-    (root / "tmp").mkdir()
-    yield Target(root)
-    shutil.rmtree(root, ignore_errors=True)
+    with install_root("wi") as root:
+        yield Target(root)
 
 
 def install(

@@ -15,19 +15,21 @@ from pathlib import Path
 import pytest
 
 from support import (
+    RELEASE_ASSET,
     FileServer,
+    install_root,
     make_release_key,
     public_key,
     run_installer,
     sha256_file,
-    short_dir,
     sign_release,
     stage_release,
+    tamper,
 )
 
 pytestmark = pytest.mark.e2e
 
-ASSET = "warren-linux-amd64" if os.uname().machine == "x86_64" else "warren-linux-arm64"
+ASSET = RELEASE_ASSET
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +45,7 @@ def signed(frozen_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     for name in ("replaced-sums", "other-key"):
         tree = shutil.copytree(root / "good", root / name)
         # An attacker's file: different bytes, SHA256SUMS that matches it.
-        data = bytearray((tree / ASSET).read_bytes())
-        data[4096] ^= 0xFF
-        (tree / ASSET).write_bytes(bytes(data))
+        tamper(tree / ASSET)
         lines = [
             f"{sha256_file(tree / n)}  {n}\n" if n == ASSET else line + "\n"
             for line in (tree / "SHA256SUMS").read_text().splitlines()
@@ -75,10 +75,8 @@ def signed(frozen_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture
 def where() -> Iterator[Path]:
-    root = short_dir("ws")
-    (root / "tmp").mkdir()
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    with install_root("ws") as root:
+        yield root
 
 
 def env_for(root: Path, url: str, path: str | None = None, **extra: str) -> dict[str, str]:

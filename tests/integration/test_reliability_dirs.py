@@ -14,12 +14,13 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from warren_bundle.errors import ExitCode
 from warren_bundle.paths import Paths
 
-from support import cleanup_runtime, make_paths, run_warren, short_dir
+from support import cleanup_runtime, make_paths, read_pid, run_warren, short_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("root_required")]
 
@@ -115,6 +116,34 @@ def test_a_world_writable_run_dir_is_refused(base: Path) -> None:
     out = run_warren(paths, "containerd", "run")
     one_line(out, ExitCode.PERMISSION, f"run dir {paths.run_dir} is writable by group or others")
     assert os.listdir(paths.run_dir) == []
+
+
+@pytest.mark.parametrize("takeover", ["chown nobody", "chmod 777"])
+def test_status_and_stop_refuse_a_run_dir_another_user_controls(
+    base: Path, staged_payload: Path, takeover: str
+) -> None:
+    """Its pidfiles and state could name any process: status believes none of it and stop
+    signals nothing. Here the run dir of a live supervisor is taken over (owned by nobody, or
+    made writable by all); once it is root's 0711 again, stop works."""
+    paths = make_paths(base)
+    started = run_warren(paths, "containerd", "start")
+    assert started.returncode == 0, started.stderr
+    pids = [read_pid(paths.supervisor_pidfile), read_pid(paths.containerd_pidfile)]
+    if takeover == "chown nobody":
+        os.chown(paths.run_dir, nobody().pw_uid, nobody().pw_gid)
+        says = f"run dir {paths.run_dir} is owned by uid {nobody().pw_uid}"
+    else:
+        paths.run_dir.chmod(0o777)
+        says = f"run dir {paths.run_dir} is writable by group or others"
+    for command in ("status", "stop"):
+        out = run_warren(paths, "containerd", command)
+        one_line(out, ExitCode.PERMISSION, says)
+        assert out.stdout == "", out.stdout
+    assert all(psutil.pid_exists(pid) for pid in pids), "something was signalled"
+    os.chown(paths.run_dir, 0, 0)
+    paths.run_dir.chmod(0o711)
+    out = run_warren(paths, "containerd", "stop")
+    assert out.returncode == 0 and f"stopped warren supervisor pid {pids[0]}" in out.stdout, out
 
 
 def test_a_symlinked_cni_conf_dir_gets_no_write(base: Path) -> None:

@@ -126,6 +126,34 @@ def test_a_log_swapped_for_a_symlink_ends_in_fatal_not_starting_for_ever(
     assert victim.read_text() == "precious\n"
 
 
+def test_fatal_is_reported_when_the_state_file_cannot_be_written(
+    wpaths: Paths, staged_payload: Path, tmp_path: Path
+) -> None:
+    """The restarts fail (the log is a symlink) and so does every state write (status.json is a
+    non-empty directory, so the rename over it fails, as on a full or broken run dir): status
+    still says FATAL with the reason, from the supervisor's last words, not STOPPED."""
+    proc = start_run(wpaths, staged_payload, "--health-interval", "0.5")
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    try:
+        link = wpaths.logs_dir / ".swap"
+        link.symlink_to(victim)
+        os.replace(link, wpaths.log_file)
+        wpaths.state_file.unlink()
+        (wpaths.state_file / "held").mkdir(parents=True)
+        os.kill(read_pid(wpaths.containerd_pidfile), signal.SIGKILL)
+        wait_for(lambda: proc.poll() is not None, 60, what="the supervisor to give up")
+        assert proc.returncode not in (0, None), "FATAL must exit non-zero"
+    finally:
+        stop_run(proc)
+    assert (wpaths.state_file / "held").is_dir(), "the state file was written after all"
+    report = status_json(wpaths)
+    assert report["state"] == "FATAL", report
+    assert "restarted" in (report.get("fatal_reason") or ""), report
+    out = run_warren(wpaths, "containerd", "status")
+    assert out.returncode == 7 and "FATAL" in out.stdout + out.stderr, out
+
+
 def test_soak_idle_connections_and_repeated_kills(wpaths: Paths, staged_payload: Path) -> None:
     """200 idle metrics connections and four kill -9 of containerd (one fewer than the restart
     policy's budget): containerd answers at the end and status says so. Started with a shell's

@@ -5,6 +5,7 @@ No sleeps as synchronisation: `wait_for` polls a condition until a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -17,7 +18,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import TypeVar
@@ -344,14 +345,38 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# This host's release asset, as `make release` names it.
+RELEASE_ASSET = f"warren-linux-{host_arch()}"
+
+
 def stage_release(dest: Path, exe: Path, asset: str | None = None) -> Path:
     """dest/ laid out as `make release` lays out dist/: the binary, install.sh with the public
     key, SHA256SUMS and SHA256SUMS.sig, signed with the tests' release key (session_release_key)."""
     dest.mkdir(parents=True, exist_ok=True)
-    name = asset or f"warren-linux-{host_arch()}"
+    name = asset or RELEASE_ASSET
     shutil.copyfile(exe, dest / name)
     shutil.copyfile(INSTALL_SH, dest / "install.sh")
     return sign_release(dest, session_release_key())
+
+
+def tamper(path: Path, offset: int = 4096) -> None:
+    """Flip one byte of `path` in place: an attacker's (or a bad mirror's) file."""
+    with open(path, "r+b") as fp:
+        fp.seek(offset)
+        byte = fp.read(1)
+        fp.seek(offset)
+        fp.write(bytes([byte[0] ^ 0xFF]))
+
+
+@contextlib.contextmanager
+def install_root(prefix: str) -> Iterator[Path]:
+    """A short scratch dir for one installer run, with the TMPDIR it is given; removed after."""
+    root = short_dir(prefix)
+    (root / "tmp").mkdir()
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 class FileServer:

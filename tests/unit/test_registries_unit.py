@@ -13,6 +13,7 @@ import pytest
 from tests.support import make_paths
 from warren_bundle import registries, registry_hosts, safewrite
 from warren_bundle.errors import ConfigError, ExitCode, RegistriesError, UnsafePathError
+from warren_bundle.node import network
 from warren_bundle.runtime.config import (
     ConfigOptions,
     build_config,
@@ -301,7 +302,10 @@ def test_write_config_refuses_a_planted_symlink_and_writes_nothing_through_it(
     link.parent.mkdir(parents=True)
     link.symlink_to(target)
     with pytest.raises(UnsafePathError) as info:
-        write_config(paths, "1.6.20", ConfigOptions(restrict_oom_score_adj=False))
+        if planted.endswith("net.d"):  # the default pod network: the node setup writes it
+            network.write_default(paths, network.DEFAULT_POD_CIDR)
+        else:
+            write_config(paths, "1.6.20", ConfigOptions(restrict_oom_score_adj=False))
     assert "symlink" in info.value.one_line() and str(link) in info.value.one_line()
     assert list(target.iterdir()) == []
 

@@ -15,7 +15,7 @@ import click
 
 from warren_bundle.cli.context import current
 from warren_bundle.cli.options import given_options, positive_seconds, run_options
-from warren_bundle.cli.output import emit_json, json_on_error, rows, say
+from warren_bundle.cli.output import emit_json, rows, say
 from warren_bundle.runtime.options import RunOptions
 
 if TYPE_CHECKING:
@@ -93,8 +93,7 @@ def start(as_json: bool, images_timeout: float, restart: bool, **opts: Any) -> N
     names them: --restart applies them."""
     given = given_options() - {"as_json", "images_timeout", "restart"}
     where = backend()
-    with json_on_error(as_json):
-        report = where.start(RunOptions(**opts), images_timeout, given=given, restart=restart)
+    report = where.start(RunOptions(**opts), images_timeout, given=given, restart=restart)
     if as_json:
         emit_json(report)
         return

@@ -11,7 +11,7 @@ import click
 
 from warren_bundle import __version__
 from warren_bundle.cli.context import Context, current
-from warren_bundle.cli.output import emit_json, say
+from warren_bundle.cli.output import emit_json, emit_json_failure, say
 from warren_bundle.errors import ExitCode, PayloadError, WarrenError
 from warren_bundle.paths import ENV_CONFIG_DIR, ENV_DATA_DIR, ENV_RUN_DIR, Paths
 
@@ -116,7 +116,11 @@ def version(as_json: bool, check: bool, sbom: bool) -> None:
     from warren_bundle.store.info import check_runs_here, sbom_document, version_info
 
     if check:
-        click.echo(check_runs_here(current().payload))
+        line = check_runs_here(current().payload)
+        if as_json:
+            emit_json({"runs_here": True, "message": line})
+        else:
+            click.echo(line)
         return
     if sbom:
         import json
@@ -183,13 +187,13 @@ def _register_subcommands() -> None:
         cli.add_command(command)
 
 
-def _fail(exc: WarrenError, debug: bool) -> int:
+def _fail(exc: WarrenError, debug: bool) -> tuple[str, int]:
     if debug:
         import traceback
 
         traceback.print_exc()
     say(f"warren: {exc.one_line()}")
-    return int(exc.exit_code)
+    return exc.one_line(), int(exc.exit_code)
 
 
 def _exit(code: int) -> NoReturn:
@@ -208,26 +212,52 @@ def _exit(code: int) -> NoReturn:
 
 
 def _run(argv: list[str] | None) -> int:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="warren", standalone_mode=False)
-    except WarrenError as exc:
-        return _fail(exc, debug)
-    except click.exceptions.Abort:
-        say("warren: aborted")
-        return int(ExitCode.ERROR)
-    except click.ClickException as exc:
-        say(f"warren: {usage_line(exc)}")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+        cli.main(args=args, prog_name="warren", standalone_mode=False)
     except SystemExit as exc:  # commands that exit with their own code (doctor, version --json)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except (WarrenError, click.exceptions.Abort, click.ClickException, KeyboardInterrupt) as exc:
+        message, code = _failure(exc, "--debug" in args)
     except OSError as exc:
         # The safety net under every command: an OS error no module turned into a WarrenError
         # (output to a full disk or a closed pipe, a read-only dir) is still one line.
-        return _fail(os_error(exc), debug)
-    return 0
+        message, code = _fail(os_error(exc), "--debug" in args)
+    else:
+        return 0
+    if asks_json(args):
+        emit_json_failure(message, code)
+    return code
+
+
+def _failure(exc: BaseException, debug: bool) -> tuple[str, int]:
+    """Say why on stderr (one line); the cause and the exit code, for --json's document."""
+    if isinstance(exc, WarrenError):
+        return _fail(exc, debug)
+    if isinstance(exc, click.exceptions.Abort):
+        say("warren: aborted")
+        return "aborted", int(ExitCode.ERROR)
+    if isinstance(exc, click.ClickException):
+        line = usage_line(exc)
+        say(f"warren: {line}")
+        return line, exc.exit_code
+    return "interrupted", 130
+
+
+def asks_json(args: list[str]) -> bool:
+    """Whether the command these arguments name has --json, and they give it.
+
+    Read from the arguments rather than from the parsed options, so that a usage error, raised
+    before any option is parsed, is answered in JSON too.
+    """
+    args = args[: args.index("--")] if "--" in args else args
+    if "--json" not in args:
+        return False
+    command: click.Command = cli
+    for token in args:
+        if isinstance(command, click.Group):
+            command = command.get_command(click.Context(command), token) or command
+    return any(param.name == "as_json" for param in command.params)
 
 
 def usage_line(exc: click.ClickException) -> str:

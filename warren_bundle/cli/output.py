@@ -7,29 +7,33 @@ to stderr are best effort (the log file has them too).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any
 
 import click
 
+# Whether this process has printed its JSON document: a --json command that fails after it
+# printed one (status of a stopped containerd, exit 7) must not print a second.
+_printed = {"json": False}
+
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    _printed["json"] = True
 
 
-@contextmanager
-def json_on_error(as_json: bool) -> Iterator[None]:
-    """With --json, a failure still prints JSON ({"state": "error", "error": ...}) on stdout
-    before the one error line on stderr and the exit code: a script parsing stdout gets JSON."""
-    from warren_bundle.errors import WarrenError
+def emit_json_failure(message: str, exit_code: int) -> None:
+    """With --json, a failure still prints one JSON document on stdout ({"state": "error" or
+    "not-running", "error": ..., "exit_code": N}) beside the one error line on stderr and the
+    exit code: a script parsing stdout always gets JSON. Nothing when the command printed its
+    own."""
+    from warren_bundle.errors import ExitCode
 
-    try:
-        yield
-    except WarrenError as exc:
-        if as_json:
-            emit_json({"state": "error", "error": exc.one_line(), "exit_code": int(exc.exit_code)})
-        raise
+    if _printed["json"]:
+        return
+    state = "not-running" if exit_code == ExitCode.NOT_RUNNING else "error"
+    with suppress(OSError):
+        emit_json({"state": state, "error": message, "exit_code": exit_code})
 
 
 def say(line: str) -> None:

@@ -31,9 +31,9 @@ def versions(as_json: bool, prune: bool, unpin: bool) -> None:
         say("warren: unpinned; the next 'warren containerd start' runs that warren's version")
     if prune:
         removed = v.prune(paths)
-        removed_runtimes = [str(p) for p in runtimes.prune(paths)]
+        removed_runtimes = [str(p) for p in runtimes.prune()]
     found = v.list_versions(paths)
-    kept_runtimes = runtimes.listing(paths)
+    kept_runtimes = runtimes.listing()
     if as_json:
         emit_json(
             {

@@ -116,8 +116,9 @@ class EmbeddedBackend:
         return control.stop(self.paths)
 
     def status(self) -> dict[str, Any]:
-        from warren_bundle.runtime import control
+        from warren_bundle.runtime import control, rundir
 
+        rundir.check(self.paths)  # before its state or pidfiles are believed
         return dict(control.status(self.paths))
 
     def require_running(self, report: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from warren_bundle.errors import ConfigError
+from warren_bundle.errors import ConfigError, PermissionDeniedError
 from warren_bundle.fsutil import atomic_write, check_trusted_dir, check_trusted_file
 from warren_bundle.paths import Paths, rootless_user
 from warren_bundle.store.compat import at_least
@@ -140,9 +140,14 @@ def hosts_dir(paths: Paths) -> Path:
 
 
 def build_config(
-    paths: Paths, containerd_version: str, opts: ConfigOptions, bin_dir: Path | None = None
+    paths: Paths,
+    containerd_version: str,
+    opts: ConfigOptions,
+    bin_dir: Path | None = None,
+    node: NodeSettings | None = None,
 ) -> dict[str, Any]:
-    """bin_dir: the version dir containerd runs from (its own runc); default <data>/bin."""
+    """bin_dir: the version dir containerd runs from (its own runc); default <data>/bin.
+    node: CRI's node settings when the caller has them (cri_node_settings), else computed."""
     version = config_version_for(containerd_version)
     systemd = systemd_manages_cgroups() if opts.systemd_cgroup is None else opts.systemd_cgroup
     rootless = rootless_user()
@@ -171,7 +176,8 @@ def build_config(
         "debug": {"level": "debug" if opts.debug else "info"},
     }
     opt_plugin = {"path": str(paths.data_dir / "opt")}
-    node = cri_node_settings(paths, containerd_version, opts, bin_dir or paths.bin_dir)
+    if node is None:
+        node = cri_node_settings(paths, containerd_version, opts, bin_dir or paths.bin_dir)
     if version == 2:
         config["plugins"] = {
             "io.containerd.grpc.v1.cri": {
@@ -413,22 +419,26 @@ def render_redacted(config: Mapping[str, Any]) -> str:
 
 
 def write_config(
-    paths: Paths, containerd_version: str, opts: ConfigOptions, bin_dir: Path | None = None
+    paths: Paths,
+    containerd_version: str,
+    opts: ConfigOptions,
+    bin_dir: Path | None = None,
+    node: NodeSettings | None = None,
 ) -> Path:
-    """Write config.toml (0600), the registry hosts files and the default pod network (unless
-    the user brought one); return the config path."""
-    from warren_bundle.node.network import DEFAULT_POD_CIDR, write_default
-
-    config = build_config(paths, containerd_version, opts, bin_dir)
+    """Write config.toml (0600) and the registry hosts files; return the config path. (The
+    default pod network is the node's: runtime/node_setup.py writes it.)"""
+    config = build_config(paths, containerd_version, opts, bin_dir, node)
     try:
         write_hosts(paths, load_registries(paths, opts))
-        write_default(paths, opts.pod_cidr or DEFAULT_POD_CIDR)
         atomic_write(paths.config_file, render(config), 0o600, durable=True)
     except PermissionError as exc:
-        from warren_bundle.errors import PermissionDeniedError
-
-        raise PermissionDeniedError(
-            f"cannot write {exc.filename}: permission denied",
-            "run warren with sudo, or pass --config-dir to a directory you own",
-        ) from exc
+        raise write_denied(exc) from exc
     return paths.config_file
+
+
+def write_denied(exc: PermissionError) -> PermissionDeniedError:
+    """A file under the config dir that could not be written, as the user's error."""
+    return PermissionDeniedError(
+        f"cannot write {exc.filename}: permission denied",
+        "run warren with sudo, or pass --config-dir to a directory you own",
+    )

@@ -272,8 +272,11 @@ def stop(paths: Paths, timeout: float = STOP_GRACE) -> str:
     Only this run dir's supervisor and bundled containerd are ever signalled (pidfile.py). A
     supervisor that does not exit within its grace (hung) is killed; containerd, if it still
     runs then, gets SIGTERM, its grace, SIGKILL: its pid only, so containers keep running.
-    Returns what was done; raises when something could not be stopped.
+    Returns what was done; raises when something could not be stopped. A run dir another user
+    controls (fsutil.check_trusted_dir) is refused before anything in it is read: its pidfiles
+    could name any process.
     """
+    rundir.check(paths)
     done: list[str] = []
     sup = supervisor_process(paths)
     if sup is not None:

@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, TypedDict
 from warren_bundle.errors import path_error
 from warren_bundle.fsutil import written_path
 from warren_bundle.paths import rootless_user
-from warren_bundle.runtime.config import ConfigOptions, cri_node_settings, write_config
+from warren_bundle.runtime.config import (
+    ConfigOptions,
+    cri_node_settings,
+    write_config,
+    write_denied,
+)
 
 if TYPE_CHECKING:
     from warren_bundle.paths import Paths
@@ -37,12 +42,15 @@ def configure(
 ) -> NodeReport:
     from warren_bundle.node import network
 
+    settings = cri_node_settings(paths, version.containerd, opts, version.directory)
     try:
-        write_config(paths, version.containerd, opts, bin_dir=version.directory)
+        write_config(paths, version.containerd, opts, version.directory, settings)
+        network.write_default(paths, opts.pod_cidr or network.DEFAULT_POD_CIDR)
+    except PermissionError as exc:
+        raise write_denied(exc) from exc
     except OSError as exc:
         where = written_path(exc) or paths.config_file
         raise path_error(exc, where, "--config-dir") from exc
-    settings = cri_node_settings(paths, version.containerd, opts, version.directory)
     reason = None
     if settings.restrict_oom_score_adj and opts.restrict_oom_score_adj is None:
         reason = (

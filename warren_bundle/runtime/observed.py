@@ -12,7 +12,7 @@ import psutil
 
 from warren_bundle.errors import NotRunningError
 from warren_bundle.paths import Paths
-from warren_bundle.runtime import health, pidfile
+from warren_bundle.runtime import health, lastwords, pidfile
 from warren_bundle.runtime import statefile as state
 from warren_bundle.runtime.states import SERVING, SUPERVISED, UP, State
 from warren_bundle.runtime.states import parse as parse_state
@@ -47,6 +47,10 @@ def status(paths: Paths, timeout: float = 2.0) -> StatusReport:
     )
     current = parse_state(report.get("state"))
     report["state_recorded"] = current.value  # what the supervisor last wrote
+    if sup is None and current != State.FATAL and (words := lastwords.fatal_reason(paths)):
+        # It gave up but could not write the state file: its last words say so.
+        current = State.FATAL
+        report["fatal_reason"] = words
     if sup is None:
         gone = State.FATAL if current == State.FATAL else State.STOPPED
         current = State.ORPHANED if ctrd else gone

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import psutil
 
-from warren_bundle import launcher
 from warren_bundle.fsutil import atomic_write
 from warren_bundle.paths import Paths
 
@@ -150,9 +149,12 @@ def exe_of(proc: psutil.Process) -> str | None:
 
 
 def _own_executable() -> str | None:
+    """What /proc/<pid>/exe shows for a supervisor of this warren: the runtime's executable
+    (sys.executable, in the launcher's runtime dir), not the one file the user ran, whatever
+    either is named."""
     if not getattr(sys, "frozen", False):
         return None
-    return _clean_exe(os.path.realpath(launcher.executable()))
+    return _clean_exe(os.path.realpath(sys.executable))
 
 
 def _runs_warren(exe: str, argv: list[str]) -> bool:

@@ -25,7 +25,7 @@ from warren_bundle.errors import (
     path_error,
 )
 from warren_bundle.paths import DEFAULT_DATA_DIR, Paths, check_socket_path, system_socket_path
-from warren_bundle.runtime import health, logs, pidfile, rundir, statefile
+from warren_bundle.runtime import health, lastwords, logs, pidfile, rundir, statefile
 from warren_bundle.runtime.config import ConfigOptions, check_config_dirs
 from warren_bundle.runtime.monitor import Monitor
 from warren_bundle.runtime.node_setup import NodeReport
@@ -99,6 +99,7 @@ class ContainerdManager(ProcessOwner):
         self.metrics_addr: str | None = None  # host:port of a /metrics endpoint serving this
         self._proc: Watched | None = None
         self._lock: ExitStack | None = None
+        self._last_words: lastwords.LastWords | None = None
         self._stopping = threading.Event()
         self._monitor: threading.Thread | None = None
         self._mutex = threading.RLock()
@@ -167,6 +168,7 @@ class ContainerdManager(ProcessOwner):
                 self._remove_stale_socket()
             if not fatal:
                 self._set_state(State.STOPPED)  # STOPPING -> STOPPED
+                lastwords.discard(self.paths)
             self._release_lock()
             self._close_metrics()
 
@@ -223,6 +225,7 @@ class ContainerdManager(ProcessOwner):
         try:
             rundir.make(self.paths)
             self._lock = rundir.lock(self.paths, self.settings.lock_timeout)
+            self._last_words = lastwords.LastWords.reserve(self.paths)  # ours now: blanked
         except BaseException:
             self._close_metrics()
             raise
@@ -270,6 +273,9 @@ class ContainerdManager(ProcessOwner):
             raise path_error(exc, path, "--run-dir") from exc
 
     def _release_lock(self) -> None:
+        if self._last_words is not None:
+            self._last_words.close()
+            self._last_words = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -362,6 +368,8 @@ class ContainerdManager(ProcessOwner):
             self.fatal_reason = reason
             self._log(f"FATAL: {reason}; giving up so the service manager can take over")
             self._stopping.set()
+            if self._last_words is not None:  # first: the state file may not be writable
+                self._last_words.say(reason)
             self._set_state(State.FATAL)  # BACKOFF -> FATAL
             pidfile.discard(self.paths.containerd_pidfile)
             pidfile.discard(self.paths.supervisor_pidfile)

@@ -17,14 +17,14 @@ import fcntl
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from warren_bundle import launcher
-from warren_bundle.paths import Paths, runtime_roots
+from warren_bundle.fsutil import LockTimeout, locked
+from warren_bundle.paths import runtime_roots
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _LOCK_TIMEOUT = 10.0
@@ -51,9 +51,9 @@ class Runtime:
         }
 
 
-def roots(paths: Paths) -> list[Path]:
-    """Where runtimes of this warren may be: each at most once, those that exist."""
-    del paths  # one runtime cache serves every data dir
+def roots() -> list[Path]:
+    """Where runtimes of this warren may be: each at most once, those that exist. One runtime
+    cache serves every data dir."""
     found: list[Path] = []
     own = launcher.runtime_dir()
     for root in [*([Path(own).parent] if own else []), *runtime_roots()]:
@@ -62,18 +62,29 @@ def roots(paths: Paths) -> list[Path]:
     return found
 
 
-def _in_use(path: Path) -> bool:
+@contextmanager
+def _held(path: Path) -> Iterator[bool | None]:
+    """The runtime dir's exclusive flock for the body: True when it was free (no process runs
+    from the dir), False when a process holds it, None when the dir cannot be opened."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
-        return False
+        yield None
+        return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
-    return False
+
+
+def _in_use(path: Path) -> bool:
+    with _held(path) as free:
+        return free is False
 
 
 def _size(path: Path) -> int:
@@ -98,46 +109,27 @@ def _entries(root: Path) -> list[Path]:
     ]
 
 
-def listing(paths: Paths) -> list[Runtime]:
+def listing() -> list[Runtime]:
     """Every runtime dir, with whether a process runs from it and its size."""
     own = _own()
     return [
         Runtime(entry, _in_use(entry), entry.resolve() == own, _size(entry))
-        for root in roots(paths)
+        for root in roots()
         for entry in _entries(root)
     ]
 
 
-@contextmanager
-def _root_lock(root: Path) -> Iterator[bool]:
-    """The launcher's <root>/.lock, or False when another warren holds it past the timeout."""
-    try:
-        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError:
-        yield False
-        return
-    try:
-        deadline = time.monotonic() + _LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.05)
-        yield True
-    finally:
-        os.close(fd)
+def prune() -> list[Path]:
+    """Remove the runtimes no process uses (never this process's own); what was removed.
 
-
-def prune(paths: Paths) -> list[Path]:
-    """Remove the runtimes no process uses (never this process's own); what was removed."""
+    Under the launcher's <root>/.lock, so no launcher extracts meanwhile; a root whose lock
+    another warren holds past the timeout, or that cannot be opened, is skipped."""
     removed = []
-    for root in roots(paths):
-        with _root_lock(root) as locked:
-            if not locked:
+    for root in roots():
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(locked(root / ".lock", _LOCK_TIMEOUT, record_pid=False))
+            except (LockTimeout, OSError):
                 continue
             for entry in _entries(root):
                 if entry.resolve() != _own() and _remove_unused(root, entry):
@@ -146,21 +138,13 @@ def prune(paths: Paths) -> list[Path]:
 
 
 def _remove_unused(root: Path, path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False  # a warren runs from it
+    with _held(path) as free:
+        if not free:
+            return False  # a warren runs from it, or it is gone
         aside = root / f".tmp-old-{path.name[:16]}-{os.getpid()}"
         try:
             os.rename(path, aside)
         except OSError:
             return False
-    finally:
-        os.close(fd)
     shutil.rmtree(aside, ignore_errors=True)
     return True
