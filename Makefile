@@ -13,6 +13,10 @@ RELEASE_DIR ?= dist
 # The static flavour of $(EXE): the same launcher and runtime with the static payload (containerd and
 # runc that need no libc of the host), which make release publishes beside it.
 STATIC_EXE := dist/warren-linux-$(ARCH)-static
+# ARM64=1: make release builds and signs the linux-arm64 file too (make release-arm64, below).
+ARM64 ?= 0
+ARM64_EXE := dist/warren-linux-arm64
+ARM64_CACHE ?= /var/cache/warren-build/arm64
 SOURCES := $(shell find warren_bundle -name '*.py') build/spec/warren.spec
 PYTEST_ARGS ?=
 # VM=0: make test without the VM layer (QEMU guests, about 15-20 min on 2 cores).
@@ -31,7 +35,7 @@ help:
 	@echo "make payload  fetch, verify and stage the payload only (SOURCE=auto|upstream|mirror|dir|debian|debian-static)"
 	@echo "make payload-static  the static flavour's payload (--source debian-static, cached in /var/cache/warren-build)"
 	@echo "make release  artifacts + signed SHA256SUMS + install.sh in dist/ (RELEASE_SIGNING_KEY=key.pem)"
-	@echo "make release-arm64  dist/warren-linux-arm64, frozen under qemu-user emulation (root)"
+	@echo "make release-arm64  make release with dist/warren-linux-arm64 too (ARM64=1; root, qemu-user)"
 	@echo "make test-vm  the release in booted Debian guests under QEMU (bookworm cgroup v2/v1, bullseye)"
 	@echo "make bench    benchmarks against their baselines (bench/results.json)"
 	@echo "make lint     ruff (style) and mypy --strict (types)"
@@ -222,11 +226,16 @@ BULLSEYE_ROOT ?= /var/cache/warren-test/bullseye-root
 
 # Both Linux flavours: the installer takes warren-linux-<arch> where it starts and the static one
 # where it does not (older glibc, musl).
-release: release-key-check build $(STATIC_EXE)
+# ARM64=1 (as .ci/run sets) builds the linux-arm64 file too (root, qemu-user: release-arm64) and
+# signs it and its SBOM in the same SHA256SUMS; without it, an arm64 file already built is
+# published only while it is newer than $(EXE).
+release: release-key-check build $(STATIC_EXE) $(if $(filter 1,$(ARM64)),$(ARM64_EXE))
 	@mkdir -p $(RELEASE_DIR)
 	@if [ "$(abspath $(EXE))" != "$(abspath $(RELEASE_DIR))/warren-linux-$(ARCH)" ]; then \
 	  cp $(EXE) $(STATIC_EXE) $(RELEASE_DIR)/; fi
-	@if [ "$(ARCH)" != arm64 ] && [ -f $(ARM64_EXE) ]; then \
+	@if [ "$(ARM64)" = 1 ]; then \
+	  [ "$(abspath $(RELEASE_DIR))" = "$(abspath dist)" ] || cp $(ARM64_EXE) $(RELEASE_DIR)/; \
+	elif [ "$(ARCH)" != arm64 ] && [ -f $(ARM64_EXE) ]; then \
 	  if [ $(ARM64_EXE) -ot $(EXE) ]; then \
 	    echo "removing $(ARM64_EXE): older than $(EXE) (make release-arm64 rebuilds it)"; \
 	    rm -f $(ARM64_EXE) $(RELEASE_DIR)/warren-linux-arm64; \
@@ -311,13 +320,24 @@ check-static: release-static
 	chroot $(BULLSEYE_ROOT) env WARREN_DATA_DIR=/var/lib/warren-check /usr/local/bin/warren extract && \
 	echo "check-static: the static build runs on Debian bullseye"
 
-# --- release-arm64: dist/warren-linux-arm64 frozen on this amd64 host under qemu-user emulation --
-# In a Debian bookworm arm64 root (debootstrap, cached in build/cache/arm64-root) with the same
-# spec; needs root. The result runs here through binfmt with QEMU_LD_PREFIX=build/cache/arm64-root.
-ARM64_EXE := dist/warren-linux-arm64
-.PHONY: release-arm64
-release-arm64: $(VENV)/.installed
+# --- release-arm64: dist/warren-linux-arm64 built on this amd64 host -----------------------------
+# The amd64 file's shape: the launcher cross-compiled static with musl, the runtime frozen in a
+# Debian bookworm arm64 root under qemu-user emulation (binfmt) and made self-contained there,
+# the arm64 payload (scripts/build_arm64.sh; root; every slow step cached by its inputs in
+# ARM64_CACHE, /var/cache/warren-build/arm64), packed as $(EXE) is.
+export ARM64_CACHE
+.PHONY: release-arm64 arm64-parts
+arm64-parts: $(VENV)/.installed
 	PYTHON=$(abspath $(PY)) SOURCE=$(SOURCE) FETCH_ARGS='$(FETCH_ARGS)' scripts/build_arm64.sh
-	@if [ "$(abspath $(RELEASE_DIR))" != "$(abspath dist)" ]; then \
-	  mkdir -p $(RELEASE_DIR) && cp $(ARM64_EXE) $(RELEASE_DIR)/; fi
-	@$(MAKE) --no-print-directory release-sums
+
+$(ARM64_EXE): arm64-parts scripts/onefile.py $(KEY_DEPS)
+	$(PY) scripts/onefile.py pack --launcher build/launcher/warren-launcher-arm64 \
+	  --runtime build/runtime/warren-linux-arm64-onedir --payload-dir build/payload/linux-arm64 \
+	  --out $@.tmp $(KEY_ARGS)
+	@# Under qemu-user here: the runtime carries its own glibc and loader.
+	@$@.tmp version | head -n 1
+	@$@.tmp _selfcheck >/dev/null || { rm -f $@.tmp; echo "$@: it fails its self-check" >&2; exit 1; }
+	@mv -f $@.tmp $@
+
+release-arm64:
+	@$(MAKE) --no-print-directory release ARM64=1
