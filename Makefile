@@ -330,14 +330,20 @@ export ARM64_CACHE
 arm64-parts: $(VENV)/.installed
 	PYTHON=$(abspath $(PY)) SOURCE=$(SOURCE) FETCH_ARGS='$(FETCH_ARGS)' scripts/build_arm64.sh
 
+# Packed (and self-checked under qemu) again only when a part changed: make test calls release twice.
+ARM64_PARTS := build/launcher/warren-launcher-arm64 build/runtime/warren-linux-arm64-onedir \
+  build/payload/linux-arm64/payload.json scripts/onefile.py $(KEY_DEPS)
 $(ARM64_EXE): arm64-parts scripts/onefile.py $(KEY_DEPS)
+	@inputs=$$(find $(ARM64_PARTS) -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum); \
+	if [ -f $@ ] && [ "$$inputs" = "$$(cat $@.inputs 2>/dev/null)" ]; then \
+	  echo "$@: up to date"; exit 0; fi; \
+	set -e; rm -f $@.inputs; \
 	$(PY) scripts/onefile.py pack --launcher build/launcher/warren-launcher-arm64 \
 	  --runtime build/runtime/warren-linux-arm64-onedir --payload-dir build/payload/linux-arm64 \
-	  --out $@.tmp $(KEY_ARGS)
-	@# Under qemu-user here: the runtime carries its own glibc and loader.
-	@$@.tmp version | head -n 1
-	@$@.tmp _selfcheck >/dev/null || { rm -f $@.tmp; echo "$@: it fails its self-check" >&2; exit 1; }
-	@mv -f $@.tmp $@
+	  --out $@.tmp $(KEY_ARGS); \
+	$@.tmp version | head -n 1; \
+	$@.tmp _selfcheck >/dev/null || { rm -f $@.tmp; echo "$@: it fails its self-check" >&2; exit 1; }; \
+	mv -f $@.tmp $@; echo "$$inputs" > $@.inputs
 
 release-arm64:
 	@$(MAKE) --no-print-directory release ARM64=1
