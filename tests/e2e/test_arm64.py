@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from warren_bundle.payload import elf
+from warren_bundle.payload import elf, signing
 
 from conftest import require
 from support import (
@@ -204,3 +204,30 @@ def test_containerd_runs_supervised_and_ctr_reaches_it(
         kill_processes_under(paths.data_dir, paths.run_dir)
         unmount_under(paths.data_dir, paths.run_dir)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_release_signs_the_arm64_file_and_its_sbom(arm64_exe: Path) -> None:
+    """`make release ARM64=1` (make test in CI, RELEASE_DIR=dist): the arm64 file and its SBOM
+    are listed in the one signed SHA256SUMS beside amd64's; the SBOM is the arm64 runtime's."""
+    release = REPO / "dist"
+    sums_path = release / "SHA256SUMS"
+    require(
+        sums_path.is_file() and "warren-linux-arm64" in sums_path.read_text(),
+        "no dist/SHA256SUMS listing warren-linux-arm64: make release ARM64=1",
+    )
+    sums: dict[str, str] = {}
+    for line in sums_path.read_text().splitlines():
+        digest, name = line.split(None, 1)
+        sums[name] = digest
+    for name in ("warren-linux-arm64", "warren-linux-arm64.spdx.json", "warren-linux-amd64"):
+        assert sums[name] == sha256_of(release / name), name
+    signing.verify(
+        sums_path.read_bytes(),
+        (release / "SHA256SUMS.sig").read_text(),
+        (release / "release-key.pub").read_text(),
+    )
+    sbom = json.loads((release / "warren-linux-arm64.spdx.json").read_text())
+    names = {p["name"] for p in sbom["packages"]}
+    assert "ld-linux-aarch64.so.1" in names
+    assert "warren-launcher" in names
+    assert "ld-linux-x86-64.so.2" not in names
