@@ -17,6 +17,7 @@ STATIC_EXE := dist/warren-linux-$(ARCH)-static
 ARM64 ?= 0
 ARM64_EXE := dist/warren-linux-arm64
 ARM64_CACHE ?= /var/cache/warren-build/arm64
+ARM64_STAMP := build/cache/warren-linux-arm64.inputs
 SOURCES := $(shell find warren_bundle -name '*.py') build/spec/warren.spec
 PYTEST_ARGS ?=
 # VM=0: make test without the VM layer (QEMU guests, about 15-20 min on 2 cores).
@@ -227,20 +228,18 @@ BULLSEYE_ROOT ?= /var/cache/warren-test/bullseye-root
 # Both Linux flavours: the installer takes warren-linux-<arch> where it starts and the static one
 # where it does not (older glibc, musl).
 # ARM64=1 (as .ci/run sets) builds the linux-arm64 file too (root, qemu-user: release-arm64) and
-# signs it and its SBOM in the same SHA256SUMS; without it, an arm64 file already built is
-# published only while it is newer than $(EXE).
+# signs it and its SBOM in the same SHA256SUMS. Without it, no arm64 file is copied into a
+# RELEASE_DIR; one already in dist/ is signed there only while it is newer than $(EXE).
 release: release-key-check build $(STATIC_EXE) $(if $(filter 1,$(ARM64)),$(ARM64_EXE))
 	@mkdir -p $(RELEASE_DIR)
 	@if [ "$(abspath $(EXE))" != "$(abspath $(RELEASE_DIR))/warren-linux-$(ARCH)" ]; then \
 	  cp $(EXE) $(STATIC_EXE) $(RELEASE_DIR)/; fi
 	@if [ "$(ARM64)" = 1 ]; then \
 	  [ "$(abspath $(RELEASE_DIR))" = "$(abspath dist)" ] || cp $(ARM64_EXE) $(RELEASE_DIR)/; \
-	elif [ "$(ARCH)" != arm64 ] && [ -f $(ARM64_EXE) ]; then \
-	  if [ $(ARM64_EXE) -ot $(EXE) ]; then \
-	    echo "removing $(ARM64_EXE): older than $(EXE) (make release-arm64 rebuilds it)"; \
-	    rm -f $(ARM64_EXE) $(RELEASE_DIR)/warren-linux-arm64; \
-	  elif [ "$(abspath $(RELEASE_DIR))" != "$(abspath dist)" ]; then \
-	    cp $(ARM64_EXE) $(RELEASE_DIR)/; fi; fi
+	elif [ "$(ARCH)" != arm64 ] && [ -f $(ARM64_EXE) ] && [ $(ARM64_EXE) -ot $(EXE) ]; then \
+	  echo "removing $(ARM64_EXE): older than $(EXE) (make release-arm64 rebuilds it)"; \
+	  rm -f $(ARM64_EXE) $(ARM64_STAMP) $(RELEASE_DIR)/warren-linux-arm64 \
+	    $(RELEASE_DIR)/warren-linux-arm64.spdx.json; fi
 	@$(MAKE) --no-print-directory release-sums
 	@source=$$($(RELEASE_DIR)/warren-linux-$(ARCH) version --json | \
 	  $(PY) -c 'import json, sys; print(json.load(sys.stdin)["payload"]["source"])'); \
@@ -335,15 +334,15 @@ ARM64_PARTS := build/launcher/warren-launcher-arm64 build/runtime/warren-linux-a
   build/payload/linux-arm64/payload.json scripts/onefile.py $(KEY_DEPS)
 $(ARM64_EXE): arm64-parts scripts/onefile.py $(KEY_DEPS)
 	@inputs=$$(find $(ARM64_PARTS) -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum); \
-	if [ -f $@ ] && [ "$$inputs" = "$$(cat $@.inputs 2>/dev/null)" ]; then \
+	if [ -f $@ ] && [ "$$inputs" = "$$(cat $(ARM64_STAMP) 2>/dev/null)" ]; then \
 	  echo "$@: up to date"; exit 0; fi; \
-	set -e; rm -f $@.inputs; \
+	set -e; rm -f $(ARM64_STAMP); \
 	$(PY) scripts/onefile.py pack --launcher build/launcher/warren-launcher-arm64 \
 	  --runtime build/runtime/warren-linux-arm64-onedir --payload-dir build/payload/linux-arm64 \
 	  --out $@.tmp $(KEY_ARGS); \
 	$@.tmp version | head -n 1; \
 	$@.tmp _selfcheck >/dev/null || { rm -f $@.tmp; echo "$@: it fails its self-check" >&2; exit 1; }; \
-	mv -f $@.tmp $@; echo "$$inputs" > $@.inputs
+	mv -f $@.tmp $@; mkdir -p $(dir $(ARM64_STAMP)) && echo "$$inputs" > $(ARM64_STAMP)
 
 release-arm64:
 	@$(MAKE) --no-print-directory release ARM64=1

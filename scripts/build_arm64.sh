@@ -259,6 +259,11 @@ if [ ! -f "$ROOT/.warren-root-ready" ]; then
 	touch "$ROOT/.warren-root-ready"
 	say "debootstrap took $(since "$t") s"
 fi
+if [ -d "$ROOT_LINK" ] && [ ! -L "$ROOT_LINK" ]; then # the old layout's root, in the clone
+	no_mounts_under "$REPO/$ROOT_LINK"
+	say "removing the old arm64 root in $ROOT_LINK (the root is cached in $CACHE now)"
+	rm -rf --one-file-system "$ROOT_LINK"
+fi
 ln -sfn "$ROOT" "$ROOT_LINK"
 
 if [ ! -f "$runtime_cache/.loader" ]; then
