@@ -20,6 +20,11 @@ STATIC_SOURCE ?= debian-static
 STATIC_FETCH_ARGS ?=
 STATIC_PAYLOAD_DIR ?= build/payload-static/linux-$(ARCH)
 STATIC_PAYLOAD := $(STATIC_PAYLOAD_DIR)/payload.tar.zst
+# ARM64=1: make release builds and signs the linux-arm64 file too (make release-arm64, below).
+ARM64 ?= 0
+ARM64_EXE := dist/warren-linux-arm64
+ARM64_CACHE ?= /var/cache/warren-build/arm64
+ARM64_STAMP := build/cache/warren-linux-arm64.inputs
 SOURCES := $(shell find warren_bundle -name '*.py') build/spec/warren.spec
 PYTEST_ARGS ?=
 # VM=0: make test without the VM layer (QEMU guests, about 15-20 min on 2 cores).
@@ -38,7 +43,7 @@ help:
 	@echo "make payload  fetch, verify and stage the payload only (SOURCE=auto|upstream|mirror|dir|debian|debian-static)"
 	@echo "make payload-static  the static flavour's payload (--source debian-static, cached in /var/cache/warren-build)"
 	@echo "make release  artifacts + signed SHA256SUMS + install.sh in dist/ (RELEASE_SIGNING_KEY=key.pem)"
-	@echo "make release-arm64  dist/warren-linux-arm64, frozen under qemu-user emulation (root)"
+	@echo "make release-arm64  make release with dist/warren-linux-arm64 too (ARM64=1; root, qemu-user)"
 	@echo "make test-vm  the release in booted Debian guests under QEMU (bookworm cgroup v2/v1, bullseye)"
 	@echo "make bench    benchmarks against their baselines (bench/results.json)"
 	@echo "make lint     ruff (style) and mypy --strict (types)"
@@ -234,10 +239,13 @@ BULLSEYE_ROOT ?= /var/cache/warren-test/bullseye-root
 # libc, so warren-linux-<arch> runs on any Linux and a -static twin would be the same file. With
 # Debian's glibc-linked containerd (make run's payload) both flavours are published, and the
 # installer takes warren-linux-<arch> where its binaries run, the static one elsewhere.
+# ARM64=1 (as .ci/run sets) builds the linux-arm64 file too (root, qemu-user: release-arm64) and
+# signs it and its SBOM in the same SHA256SUMS. Without it, no arm64 file is copied into a
+# RELEASE_DIR; one already in dist/ is signed there only while it is newer than $(EXE).
 ONE_FILE := $(if $(filter $(abspath $(STATIC_PAYLOAD_DIR)),$(abspath $(PAYLOAD_DIR))),1)
 # What check-static runs in the bullseye root: the file that must run on any Linux.
 ANY_LINUX_EXE := $(if $(ONE_FILE),$(EXE),$(STATIC_EXE))
-release: release-key-check build $(if $(ONE_FILE),,$(STATIC_EXE))
+release: release-key-check build $(if $(ONE_FILE),,$(STATIC_EXE)) $(if $(filter 1,$(ARM64)),$(ARM64_EXE))
 	@mkdir -p $(RELEASE_DIR)
 	@if [ -n "$(ONE_FILE)" ]; then $(PY) -c 'import json, sys; \
 	  r = json.load(open(sys.argv[1])).get("requires", {}); \
@@ -246,12 +254,12 @@ release: release-key-check build $(if $(ONE_FILE),,$(STATIC_EXE))
 	  $(PAYLOAD_DIR)/manifest.json || exit 1; rm -f $(RELEASE_DIR)/$(notdir $(STATIC_EXE)); fi
 	@if [ "$(abspath $(EXE))" != "$(abspath $(RELEASE_DIR))/warren-linux-$(ARCH)" ]; then \
 	  cp $(EXE) $(if $(ONE_FILE),,$(STATIC_EXE)) $(RELEASE_DIR)/; fi
-	@if [ "$(ARCH)" != arm64 ] && [ -f $(ARM64_EXE) ]; then \
-	  if [ $(ARM64_EXE) -ot $(EXE) ]; then \
-	    echo "removing $(ARM64_EXE): older than $(EXE) (make release-arm64 rebuilds it)"; \
-	    rm -f $(ARM64_EXE) $(RELEASE_DIR)/warren-linux-arm64; \
-	  elif [ "$(abspath $(RELEASE_DIR))" != "$(abspath dist)" ]; then \
-	    cp $(ARM64_EXE) $(RELEASE_DIR)/; fi; fi
+	@if [ "$(ARM64)" = 1 ]; then \
+	  [ "$(abspath $(RELEASE_DIR))" = "$(abspath dist)" ] || cp $(ARM64_EXE) $(RELEASE_DIR)/; \
+	elif [ "$(ARCH)" != arm64 ] && [ -f $(ARM64_EXE) ] && [ $(ARM64_EXE) -ot $(EXE) ]; then \
+	  echo "removing $(ARM64_EXE): older than $(EXE) (make release-arm64 rebuilds it)"; \
+	  rm -f $(ARM64_EXE) $(ARM64_STAMP) $(RELEASE_DIR)/warren-linux-arm64 \
+	    $(RELEASE_DIR)/warren-linux-arm64.spdx.json; fi
 	@$(MAKE) --no-print-directory release-sums
 	@source=$$($(RELEASE_DIR)/warren-linux-$(ARCH) version --json | \
 	  $(PY) -c 'import json, sys; print(json.load(sys.stdin)["payload"]["source"])'); \
@@ -323,13 +331,30 @@ check-static: $(if $(ONE_FILE),release,release-static)
 	chroot $(BULLSEYE_ROOT) env WARREN_DATA_DIR=/var/lib/warren-check /usr/local/bin/warren extract && \
 	echo "check-static: the static build runs on Debian bullseye"
 
-# --- release-arm64: dist/warren-linux-arm64 frozen on this amd64 host under qemu-user emulation --
-# In a Debian bookworm arm64 root (debootstrap, cached in build/cache/arm64-root) with the same
-# spec; needs root. The result runs here through binfmt with QEMU_LD_PREFIX=build/cache/arm64-root.
-ARM64_EXE := dist/warren-linux-arm64
-.PHONY: release-arm64
-release-arm64: $(VENV)/.installed
+# --- release-arm64: dist/warren-linux-arm64 built on this amd64 host -----------------------------
+# The amd64 file's shape: the launcher cross-compiled static with musl, the runtime frozen in a
+# Debian bookworm arm64 root under qemu-user emulation (binfmt) and made self-contained there,
+# the arm64 payload (scripts/build_arm64.sh; root; every slow step cached by its inputs in
+# ARM64_CACHE, /var/cache/warren-build/arm64), packed as $(EXE) is.
+export ARM64_CACHE
+.PHONY: release-arm64 arm64-parts
+arm64-parts: $(VENV)/.installed
 	PYTHON=$(abspath $(PY)) SOURCE=$(SOURCE) FETCH_ARGS='$(FETCH_ARGS)' scripts/build_arm64.sh
-	@if [ "$(abspath $(RELEASE_DIR))" != "$(abspath dist)" ]; then \
-	  mkdir -p $(RELEASE_DIR) && cp $(ARM64_EXE) $(RELEASE_DIR)/; fi
-	@$(MAKE) --no-print-directory release-sums
+
+# Packed (and self-checked under qemu) again only when a part changed: make test calls release twice.
+ARM64_PARTS := build/launcher/warren-launcher-arm64 build/runtime/warren-linux-arm64-onedir \
+  build/payload/linux-arm64/payload.json scripts/onefile.py $(KEY_DEPS)
+$(ARM64_EXE): arm64-parts scripts/onefile.py $(KEY_DEPS)
+	@inputs=$$(find $(ARM64_PARTS) -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum); \
+	if [ -f $@ ] && [ "$$inputs" = "$$(cat $(ARM64_STAMP) 2>/dev/null)" ]; then \
+	  echo "$@: up to date"; exit 0; fi; \
+	set -e; rm -f $(ARM64_STAMP); \
+	$(PY) scripts/onefile.py pack --launcher build/launcher/warren-launcher-arm64 \
+	  --runtime build/runtime/warren-linux-arm64-onedir --payload-dir build/payload/linux-arm64 \
+	  --out $@.tmp $(KEY_ARGS); \
+	$@.tmp version | head -n 1; \
+	$@.tmp _selfcheck >/dev/null || { rm -f $@.tmp; echo "$@: it fails its self-check" >&2; exit 1; }; \
+	mv -f $@.tmp $@; mkdir -p $(dir $(ARM64_STAMP)) && echo "$$inputs" > $(ARM64_STAMP)
+
+release-arm64:
+	@$(MAKE) --no-print-directory release ARM64=1

@@ -60,6 +60,18 @@
 #define LOCK_TIMEOUT_S 300
 #define CHUNK (256 * 1024)
 
+/* The runtime's executable must be built for the machine this launcher is built for: a file packed
+ * with another architecture's runtime says so instead of failing in execve (ENOEXEC). */
+#if defined(__x86_64__)
+#define RUNTIME_MACHINE EM_X86_64
+#define LAUNCHER_ARCH "amd64"
+#elif defined(__aarch64__)
+#define RUNTIME_MACHINE EM_AARCH64
+#define LAUNCHER_ARCH "arm64"
+#else
+#error "the launcher is built for linux-amd64 or linux-arm64"
+#endif
+
 extern char **environ;
 
 static const char *tmp_to_remove; /* removed by die() */
@@ -415,6 +427,10 @@ static void set_interp(const char *path, const char *interp) {
     if (fd < 0 || pread(fd, &eh, sizeof eh, 0) != sizeof eh || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
         eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr))
         die(EXIT_PAYLOAD, "%s is not a 64-bit ELF executable", path);
+    if (eh.e_ident[EI_DATA] != ELFDATA2LSB || eh.e_machine != RUNTIME_MACHINE)
+        die(EXIT_PAYLOAD, "%s is not a linux-%s executable (ELF machine %u): this file was packed "
+            "with another architecture's runtime; download the warren-linux-%s file again",
+            path, LAUNCHER_ARCH, (unsigned)eh.e_machine, LAUNCHER_ARCH);
     for (int i = 0; i < eh.e_phnum; i++) {
         Elf64_Phdr ph;
         if (pread(fd, &ph, sizeof ph, (off_t)(eh.e_phoff + (uint64_t)i * sizeof ph)) != sizeof ph)
