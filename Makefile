@@ -21,6 +21,10 @@ STATIC_FETCH_ARGS ?=
 STATIC_PAYLOAD_DIR ?= build/payload-static/linux-$(ARCH)
 STATIC_PAYLOAD := $(STATIC_PAYLOAD_DIR)/payload.tar.zst
 # ARM64=1: make release builds and signs the linux-arm64 file too (make release-arm64, below).
+# make test sets it (its release and test_arm64 need the arm64 file; VM=0-style opt out: ARM64=0).
+ifneq ($(filter test,$(MAKECMDGOALS)),)
+ARM64 ?= 1
+endif
 ARM64 ?= 0
 ARM64_EXE := dist/warren-linux-arm64
 ARM64_CACHE ?= /var/cache/warren-build/arm64
