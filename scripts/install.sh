@@ -1060,6 +1060,7 @@ set -eu
 
 OS='$OS'
 INIT='$INIT'
+ROOTLESS='$ROOTLESS'
 UNIT='$unit_path'
 OPENRC_NAME='$OPENRC_NAME'
 OPENRC_LOG='$OPENRC_LOG'
@@ -1158,10 +1159,15 @@ if [ "\$purge" = true ] && [ -x "\$KILLALL" ]; then
 fi
 if [ "\$purge" = true ]; then
     for dir in "\$DATA_DIR" "\$CONFIG_DIR" "\$RUN_DIR"; do
-        if [ -e "\$dir" ]; then
+        [ -n "\$dir" ] && [ -e "\$dir" ] || continue
+        if [ "\$ROOTLESS" = true ] && command -v rootlesskit >/dev/null 2>&1; then
+            # Containers' snapshots hold files of the user's subordinate ids: only root in a user
+            # namespace that maps them (RootlessKit's, as containerd's was) can delete those.
+            rootlesskit --net=host rm -rf "\$dir" </dev/null
+        else
             rm -rf "\$dir"
-            info "purged \$dir"
         fi
+        info "purged \$dir"
     done
 fi
 rm -f "\$KILLALL"
@@ -1525,6 +1531,8 @@ main() {
         umask 077
         make_dir "$RUNTIME_DIR"
         umask 022
+        # And the data dir's parent (~/.local/share), which the first start would make.
+        make_dir "$(dirname "$DATA_DIR")"
     fi
     note_cni_dirs
     write_killall

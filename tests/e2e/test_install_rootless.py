@@ -20,7 +20,7 @@ import pytest
 from warren_bundle.errors import ExitCode
 
 from conftest import require
-from support import FileServer, sha256_file, short_dir, stage_release
+from support import TEST_IMAGE, FileServer, sha256_file, short_dir, stage_release
 
 pytestmark = pytest.mark.e2e
 
@@ -203,3 +203,34 @@ def test_rootless_install_as_root_is_a_usage_error(release: FileServer) -> None:
         assert list(home.iterdir()) == []
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_purge_after_rootless_containers_removes_the_users_data(
+    user: Home, release: FileServer, busybox_tar: Path
+) -> None:
+    """A container's snapshot holds files of the user's subordinate ids, which the user cannot
+    delete outside its user namespace: `--purge` failed half way and left the data dir."""
+    before = user.tree()
+    out = user.install(release.url, "--rootless")
+    assert out.returncode == 0, out.stderr
+    warren = str(user.home / ".local/bin/warren")
+    try:
+        started = user.run([warren, "containerd", "start"])
+        assert started.returncode == 0, started.stderr
+        tar = user.home / "busybox.tar"
+        shutil.copy2(busybox_tar, tar)
+        os.chown(tar, user.uid, user.gid)
+        assert user.run([warren, "ctr", "images", "import", str(tar)]).returncode == 0
+        tar.unlink()
+        # A container leaves a dir of another id in its snapshot (as images' files often are).
+        script = (
+            "mkdir /keep && touch /keep/f && chown -R 1234 /keep && chmod 700 /keep && echo ran"
+        )
+        ran = user.run([warren, "ctr", "run", TEST_IMAGE, "once", "sh", "-c", script])
+        assert ran.returncode == 0 and ran.stdout.strip() == "ran", ran.stderr
+        data = user.home / ".local/share/warren"
+        assert any(p.stat().st_uid != user.uid for p in data.rglob("*") if not p.is_symlink())
+    finally:
+        gone = user.run([str(user.home / ".local/bin/warren-uninstall.sh"), "--purge"])
+    assert gone.returncode == 0, gone.stderr
+    assert user.tree() == before == []
