@@ -1159,7 +1159,7 @@ if [ "\$purge" = true ] && [ -x "\$KILLALL" ]; then
 fi
 if [ "\$purge" = true ]; then
     for dir in "\$DATA_DIR" "\$CONFIG_DIR" "\$RUN_DIR"; do
-        [ -n "\$dir" ] && [ -e "\$dir" ] || continue
+        if [ -z "\$dir" ] || [ ! -e "\$dir" ]; then continue; fi
         if [ "\$ROOTLESS" = true ] && command -v rootlesskit >/dev/null 2>&1; then
             # Containers' snapshots hold files of the user's subordinate ids: only root in a user
             # namespace that maps them (RootlessKit's, as containerd's was) can delete those.

@@ -134,7 +134,11 @@ def test_rootless_install_writes_the_file_the_user_unit_and_the_uninstaller(
     bin_ = user.home / ".local/bin/warren"
     assert sha256_file(bin_) == sha256_file(frozen_exe)
     assert os.stat(bin_).st_uid == user.uid and os.access(bin_, os.X_OK)
-    assert (user.home / ".local/bin/warren-uninstall.sh").is_file()
+    uninstaller = user.home / ".local/bin/warren-uninstall.sh"
+    assert uninstaller.is_file()
+    if shutil.which("shellcheck"):
+        linted = subprocess.run(["shellcheck", "-s", "sh", str(uninstaller)], capture_output=True)
+        assert linted.returncode == 0, linted.stdout
     assert not (user.home / ".local/bin/warren-killall.sh").exists()
     unit = (user.home / UNIT).read_text()
     lines = unit.splitlines()
