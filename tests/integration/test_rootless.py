@@ -28,6 +28,7 @@ import psutil
 import pytest
 
 from warren_bundle.errors import ExitCode
+from warren_bundle.payload.format import read_embedded
 
 from conftest import require
 from support import FROZEN, REPO, TEST_IMAGE, short_dir, wait_for
@@ -208,6 +209,12 @@ def test_rootless_start_uses_the_users_xdg_dirs(started: User) -> None:
     assert "(RootlessKit)" in text and "published: " in text
     assert report["data_dir"] == str(started.home / ".local" / "share" / "warren")
     assert report["run_dir"] == str(started.xdg_runtime / "warren")
+    # RootlessKit is the payload's when it carries one (the Debian build), else the host's.
+    kit = Path(psutil.Process(int(str(report["containerd_pid"]))).cmdline()[0])
+    if read_embedded(started.exe).manifest.file("rootlesskit") is not None:
+        assert kit == started.home / ".local" / "share" / "warren" / "bin" / "rootlesskit"
+    else:
+        assert kit == Path(str(shutil.which("rootlesskit")))
     assert stat.S_ISSOCK(os.stat(started.socket).st_mode)
     assert os.stat(started.socket).st_uid == started.uid
     found = started.warren("socket", "--json")
