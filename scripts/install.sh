@@ -4,6 +4,15 @@
 #   curl -sfL https://.../install.sh | sh -
 #   sh install.sh            (same, from a copy)
 #   sh install.sh --help
+#   curl -sfL https://.../install.sh | sh -s -- --rootless     (as a user without root)
+#
+# --rootless: run by the user, not root. Checks what rootless containerd needs (the list
+# 'warren doctor' checks: rootlesskit, slirp4netns, newuidmap/newgidmap, /etc/subuid and
+# /etc/subgid ranges, unprivileged user namespaces, /dev/net/tun; one line each with its fix, and
+# nothing is written while one is missing), installs the file as ~/.local/bin/warren, writes the
+# systemd user unit ~/.config/systemd/user/warren-containerd.service (started with
+# 'systemctl --user' when a user systemd runs) and ~/.local/bin/warren-uninstall.sh. Lingering
+# (containerd running without a login, and from boot) is explained, never enabled.
 #
 # It downloads warren-<os>-<arch> and SHA256SUMS from WARREN_BASE_URL, checks the SHA-256, installs
 # the file as <bin-dir>/warren and, on Linux, writes warren-containerd.service (systemd) or
@@ -18,12 +27,15 @@
 #   WARREN_FLAVOR            which Linux build: unset (default) takes warren-linux-<arch> when it
 #                            runs on this host and otherwise the static one (older glibc, musl),
 #                            testing each before it is installed; "dynamic" or "static" forces one
-#   WARREN_BIN_DIR           where warren goes (default /usr/local/bin; /opt/bin if read-only)
+#   WARREN_BIN_DIR           where warren goes (default /usr/local/bin; /opt/bin if read-only;
+#                            ~/.local/bin with --rootless)
 #   WARREN_INSTALL_SKIP_DOWNLOAD=true   air-gapped: <bin-dir>/warren is already there (copied
 #                            by hand); only the service and the uninstaller are set up
 #   WARREN_SYSTEMD_DIR       where the unit goes (default /etc/systemd/system). The unit is
 #                            written when systemd is running, or whenever this is set (so it can
-#                            be written for a host image, or checked, without systemd)
+#                            be written for a host image, or checked, without systemd). With
+#                            --rootless the user unit is always written, by default into
+#                            ${XDG_CONFIG_HOME:-~/.config}/systemd/user
 #   WARREN_OPENRC_DIR        where the OpenRC script goes (default /etc/init.d; its environment
 #                            file goes to conf.d beside it). Written when OpenRC runs this host
 #                            (and systemd does not), or whenever this is set; enabled in the
@@ -195,8 +207,11 @@ writable_dir() {
 }
 
 choose_paths() {
+    XDG_CONFIG=${XDG_CONFIG_HOME:-$HOME/.config}
     if [ -n "${WARREN_BIN_DIR:-}" ]; then
         BIN_DIR=${WARREN_BIN_DIR%/}
+    elif [ "$ROOTLESS" = true ]; then
+        BIN_DIR=$HOME/.local/bin
     elif [ "$(id -u)" -ne 0 ] || writable_dir /usr/local/bin; then
         BIN_DIR=/usr/local/bin
     else
@@ -208,6 +223,7 @@ choose_paths() {
         fatal "$EXIT_PERMISSION" "permission denied: cannot write to $BIN_DIR; run the installer as root (curl ... | sudo sh -) or set WARREN_BIN_DIR"
     fi
     SYSTEMD_DIR=${WARREN_SYSTEMD_DIR:-/etc/systemd/system}
+    if [ "$ROOTLESS" = true ]; then SYSTEMD_DIR=${WARREN_SYSTEMD_DIR:-$XDG_CONFIG/systemd/user}; fi
     SYSTEMD_DIR=${SYSTEMD_DIR%/}
     check_path WARREN_SYSTEMD_DIR "$SYSTEMD_DIR"
     OPENRC_DIR=${WARREN_OPENRC_DIR:-/etc/init.d}
@@ -218,17 +234,24 @@ choose_paths() {
         DATA_DIR=${WARREN_DATA_DIR:-$HOME/.warren}
         RUN_DIR=${WARREN_RUN_DIR:-$DATA_DIR/run}
         CONFIG_DIR=${WARREN_CONFIG_DIR:-$DATA_DIR/etc}
+    elif [ "$ROOTLESS" = true ]; then
+        # A user's containerd: XDG dirs. Without XDG_RUNTIME_DIR there is no run dir (yet):
+        # 'warren containerd start' then says how to get one.
+        DATA_DIR=${WARREN_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/warren}
+        RUN_DIR=${WARREN_RUN_DIR:-${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/warren}}
+        CONFIG_DIR=${WARREN_CONFIG_DIR:-$XDG_CONFIG/warren}
     else
         DATA_DIR=${WARREN_DATA_DIR:-/var/lib/warren}
         RUN_DIR=${WARREN_RUN_DIR:-/run/warren-containerd}
         CONFIG_DIR=${WARREN_CONFIG_DIR:-/etc/warren-containerd}
     fi
     check_path WARREN_DATA_DIR "$DATA_DIR"
-    check_path WARREN_RUN_DIR "$RUN_DIR"
+    if [ -n "$RUN_DIR" ] || [ "$ROOTLESS" != true ]; then check_path WARREN_RUN_DIR "$RUN_DIR"; fi
     check_path WARREN_CONFIG_DIR "$CONFIG_DIR"
     # Where the launcher extracts the file's runtime (launcher/launcher.c): a cache of the binary,
     # removed with it.
     RUNTIME_DIR=${WARREN_RUNTIME_DIR:-/var/cache/warren/runtime}
+    if [ "$ROOTLESS" = true ]; then RUNTIME_DIR=${WARREN_RUNTIME_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/warren/runtime}; fi
     check_path WARREN_RUNTIME_DIR "$RUNTIME_DIR"
     case "${WARREN_SHUTDOWN_GRACE:-10}" in
         '' | *[!0-9]*) fatal "$EXIT_USAGE" "WARREN_SHUTDOWN_GRACE='${WARREN_SHUTDOWN_GRACE:-}' is not a whole number of seconds; use e.g. 10" ;;
@@ -244,6 +267,7 @@ choose_paths() {
     KILLALL="$BIN_DIR/warren-killall.sh"
     # The service file (UNIT) and its environment file, for the init system that runs here.
     INIT=$(init_system)
+    if [ "$ROOTLESS" = true ]; then INIT=systemd-user; fi
     if [ "$INIT" = openrc ]; then
         UNIT="$OPENRC_DIR/$OPENRC_NAME"
         ENV_FILE="$(dirname "$OPENRC_DIR")/conf.d/$OPENRC_NAME"
@@ -259,6 +283,73 @@ check_cidr() {
         */[0-9]*) ;;
         *) fatal "$EXIT_USAGE" "$1='$2' is not an IPv4 network; write it like $DEFAULT_POD_CIDR" ;;
     esac
+}
+
+# --- rootless: what a user's containerd needs ---------------------------------------------------
+
+# The list 'warren doctor' checks (warren_bundle/runtime/rootless.py's requirements(), by the same
+# names): one line for each missing part, with its fix.
+ROOTLESS_APT='apt-get install rootlesskit slirp4netns uidmap'
+ROOTLESS_MISSING=0
+
+need_rootless() { # need_rootless NAME OK DETAIL FIX
+    if [ "$2" != true ]; then
+        printf 'warren install: rootless needs %s: %s; %s\n' "$1" "$3" "$4" >&2
+        ROOTLESS_MISSING=$((ROOTLESS_MISSING + 1))
+    fi
+}
+
+has_tool() {
+    if command -v "$1" >/dev/null 2>&1; then echo true; else echo false; fi
+}
+
+# has_range FILE: it gives this user (by name or uid) a range of at least 65536 ids.
+has_range() {
+    if awk -F: -v u="$ROOTLESS_USER" -v id="$(id -u)" \
+        '($1 == u || $1 == id) && $3 ~ /^[0-9]+$/ && $3 + 0 >= 65536 { found = 1 } END { exit !found }' \
+        "$1" 2>/dev/null; then echo true; else echo false; fi
+}
+
+userns_problem() {
+    if [ "$(cat /proc/sys/user/max_user_namespaces 2>/dev/null)" = 0 ]; then echo "user.max_user_namespaces is 0"
+    elif [ "$(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null)" = 0 ]; then echo "kernel.unprivileged_userns_clone is 0"
+    elif [ "$(cat /proc/sys/kernel/apparmor_restrict_unprivileged_userns 2>/dev/null)" = 1 ]; then echo "AppArmor restricts unprivileged user namespaces"
+    fi
+}
+
+cgroup_delegated() {
+    cg=$(sed -n 's/^0:://p' /proc/self/cgroup 2>/dev/null | head -n 1)
+    [ -n "$cg" ] && [ -f /sys/fs/cgroup/cgroup.controllers ] || return 1
+    controllers=" $(cat "/sys/fs/cgroup$cg/cgroup.controllers" 2>/dev/null) "
+    case "$controllers" in *" memory "*) ;; *) return 1 ;; esac
+    case "$controllers" in *" pids "*) ;; *) return 1 ;; esac
+    [ -w "/sys/fs/cgroup$cg" ]
+}
+
+check_rootless() {
+    ROOTLESS_USER=$(id -un 2>/dev/null || id -u)
+    ranges="usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $ROOTLESS_USER"
+    ids=false
+    if [ "$(has_tool newuidmap)" = true ] && [ "$(has_tool newgidmap)" = true ]; then ids=true; fi
+    userns=$(userns_problem)
+    tun=false
+    if [ -r /dev/net/tun ] && [ -w /dev/net/tun ]; then tun=true; fi
+    need_rootless rootlesskit "$(has_tool rootlesskit)" "rootlesskit is not on PATH" "install it ($ROOTLESS_APT)"
+    need_rootless slirp4netns "$(has_tool slirp4netns)" "slirp4netns is not on PATH" "install it ($ROOTLESS_APT)"
+    need_rootless newuidmap "$ids" "newuidmap/newgidmap are not on PATH" "install them (apt-get install uidmap)"
+    need_rootless subuid "$(has_range /etc/subuid)" "/etc/subuid gives $ROOTLESS_USER no range of 65536 ids" "as root: $ranges"
+    need_rootless subgid "$(has_range /etc/subgid)" "/etc/subgid gives $ROOTLESS_USER no range of 65536 ids" "as root: $ranges"
+    need_rootless userns "$([ -z "$userns" ] && echo true || echo false)" "unprivileged user namespaces are off ($userns)" \
+        "as root: sysctl -w user.max_user_namespaces=28633 kernel.unprivileged_userns_clone=1"
+    need_rootless tun "$tun" "/dev/net/tun is not readable and writable (slirp4netns needs it)" "as root: chmod 0666 /dev/net/tun (udev's default)"
+    if [ "$ROOTLESS_MISSING" -gt 0 ]; then
+        fatal "$EXIT_PERMISSION" "rootless containerd cannot run for $ROOTLESS_USER ($ROOTLESS_MISSING missing, above); nothing was installed: fix them and run install.sh --rootless again"
+    fi
+    if ! cgroup_delegated; then
+        # cgroup-delegation: a warning, as in 'warren doctor'.
+        warn "no cgroup v2 controllers are delegated to $ROOTLESS_USER: containers run without resource limits (as root: give user@.service Delegate=cpu cpuset io memory pids, a systemd drop-in)"
+    fi
+    info "rootless prerequisites present for $ROOTLESS_USER"
 }
 
 # --- the service's proxy ------------------------------------------------------------------------
@@ -321,6 +412,13 @@ env_file_text() {
 systemd_running() {
     # sd_booted(): systemd is PID 1 exactly when this directory exists.
     [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+}
+
+# The user's systemd (systemctl --user) answers: it runs for a login session, or lingering.
+user_systemd_running() {
+    command -v systemctl >/dev/null 2>&1 && [ -n "${XDG_RUNTIME_DIR:-}" ] &&
+        [ -S "$XDG_RUNTIME_DIR/systemd/private" ] &&
+        systemctl --user show-environment </dev/null >/dev/null 2>&1
 }
 
 openrc_running() {
@@ -567,14 +665,29 @@ unit_escape() {
     printf '%s' "$1" | sed 's/%/%%/g'
 }
 
-unit_text() {
+# The unit of both kinds from the one settings table above: the system's, and with --rootless the
+# user's (no modprobe, limits or OOM score a user cannot set; containers end with containerd).
+unit_text() { # unit_text [user]
+    rootless=false
+    if [ "${1:-}" = user ]; then rootless=true; fi
     cat <<EOF
 # Written by warren's install.sh; $UNINSTALL removes it.
 [Unit]
+EOF
+    if [ "$rootless" = true ]; then
+        cat <<EOF
+Description=containerd supervised by warren, rootless (RootlessKit, in a user namespace)
+Documentation=https://github.com/$WARREN_DEFAULT_REPO
+EOF
+    else
+        cat <<EOF
 Description=containerd supervised by warren (embedded containerd and runc)
 Documentation=https://github.com/$WARREN_DEFAULT_REPO
 After=network-online.target local-fs.target
 Wants=network-online.target
+EOF
+    fi
+    cat <<EOF
 
 [Service]
 # warren says READY=1 when containerd answers, and pings the watchdog only while it does: a
@@ -591,12 +704,29 @@ EOF
     cat <<EOF
 # The proxy, if the installer was given one (mode 0600: a proxy URL may carry a password).
 EnvironmentFile=-$ENV_FILE
-ExecStartPre=-/sbin/modprobe overlay
 EOF
+    if [ "$rootless" != true ]; then echo 'ExecStartPre=-/sbin/modprobe overlay'; fi
     cat <<EOF
 # A service is patient: a first start at boot on a small or busy host (extraction, then
 # containerd's own start) can take minutes; a ready timeout it cannot meet only restarts it.
 ExecStart=$(unit_escape "$BIN") $EXEC_ARGS
+EOF
+    if [ "$rootless" = true ]; then
+        cat <<EOF
+# Rootless containers do not outlive containerd (they live in RootlessKit's namespaces): warren
+# gets SIGTERM and stops containerd, what is left gets SIGKILL.
+KillMode=mixed
+Delegate=yes
+Restart=always
+RestartSec=$RESTART_SEC
+TasksMax=infinity
+
+[Install]
+WantedBy=default.target
+EOF
+        return 0
+    fi
+    cat <<EOF
 # Only warren gets the stop signal: it stops containerd, and shims and containers keep running.
 KillMode=process
 EOF
@@ -770,6 +900,10 @@ setup_service() {
             make_dir "$(dirname "$ENV_FILE")"
             new_unit=$(openrc_text)
             mode=0755 ;;
+        systemd-user)
+            make_dir "$SYSTEMD_DIR"
+            new_unit=$(unit_text user)
+            mode=0644 ;;
         *)
             make_dir "$SYSTEMD_DIR"
             new_unit=$(unit_text)
@@ -813,6 +947,10 @@ enable_service() {
         enable_openrc
         return 0
     fi
+    if [ "$INIT" = systemd-user ]; then
+        enable_user_unit
+        return 0
+    fi
     if ! systemd_running; then
         info "systemd is not running on this host: $SERVICE_NAME was written but not enabled; on a systemd host run: systemctl daemon-reload && systemctl enable --now $SERVICE_NAME"
         return 0
@@ -838,6 +976,41 @@ enable_service() {
     systemctl "$verb" "$SERVICE_NAME" </dev/null ||
         fatal "$EXIT_ERROR" "systemctl $verb $SERVICE_NAME failed; see 'journalctl -u $SERVICE_NAME' and '$BIN containerd logs'"
     info "${verb}ed $SERVICE_NAME; check it with '$BIN containerd status'"
+}
+
+enable_user_unit() {
+    if ! user_systemd_running; then
+        info "no user systemd: start it with warren containerd start ($BIN containerd start); $UNIT is written for when one runs: systemctl --user daemon-reload && systemctl --user enable --now $SERVICE_NAME"
+        return 0
+    fi
+    systemctl --user daemon-reload </dev/null
+    if truthy "${WARREN_SKIP_ENABLE:-}"; then
+        info "WARREN_SKIP_ENABLE: $SERVICE_NAME not enabled or started"
+        return 0
+    fi
+    systemctl --user enable "$SERVICE_NAME" </dev/null >/dev/null 2>&1 ||
+        fatal "$EXIT_ERROR" "systemctl --user enable $SERVICE_NAME failed; see 'systemctl --user status $SERVICE_NAME'"
+    info "enabled $SERVICE_NAME (user unit)"
+    if truthy "${WARREN_SKIP_START:-}"; then
+        info "WARREN_SKIP_START: not started; start it with 'systemctl --user start $SERVICE_NAME'"
+        return 0
+    fi
+    verb=start
+    if [ "$BIN_CHANGED" = true ] || [ "$UNIT_CHANGED" = true ]; then verb=restart; fi
+    systemctl --user "$verb" "$SERVICE_NAME" </dev/null ||
+        fatal "$EXIT_ERROR" "systemctl --user $verb $SERVICE_NAME failed; see 'journalctl --user -u $SERVICE_NAME' and '$BIN containerd logs'"
+    info "${verb}ed $SERVICE_NAME; check it with '$BIN containerd status'"
+}
+
+# The last lines of a rootless install: what lingering is and how to turn it on (never done here).
+explain_lingering() {
+    user=$(id -un 2>/dev/null || id -u)
+    if [ -e "/var/lib/systemd/linger/$user" ]; then
+        info "lingering is on for $user: the user unit starts at boot and keeps running after you log out"
+        return 0
+    fi
+    info "lingering is off for $user: your user systemd, and containerd with it, runs only while you are logged in"
+    info "to start it at boot and keep it running after you log out: loginctl enable-linger $user (this installer does not change it)"
 }
 
 enable_openrc() {
@@ -887,6 +1060,7 @@ set -eu
 
 OS='$OS'
 INIT='$INIT'
+ROOTLESS='$ROOTLESS'
 UNIT='$unit_path'
 OPENRC_NAME='$OPENRC_NAME'
 OPENRC_LOG='$OPENRC_LOG'
@@ -920,6 +1094,12 @@ systemd_running() {
     [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
 }
 
+user_systemd_running() {
+    command -v systemctl >/dev/null 2>&1 && [ -n "\${XDG_RUNTIME_DIR:-}" ] &&
+        [ -S "\$XDG_RUNTIME_DIR/systemd/private" ] &&
+        systemctl --user show-environment </dev/null >/dev/null 2>&1
+}
+
 openrc_running() {
     [ -d /run/openrc ] && { [ -x /sbin/openrc-run ] || command -v rc-service >/dev/null 2>&1; }
 }
@@ -927,6 +1107,10 @@ openrc_running() {
 if [ -n "\$UNIT" ] && [ "\$INIT" = systemd ] && systemd_running; then
     systemctl disable --now "\$SERVICE_NAME" </dev/null >/dev/null 2>&1 || true
     info "stopped and disabled \$SERVICE_NAME"
+fi
+if [ -n "\$UNIT" ] && [ "\$INIT" = systemd-user ] && user_systemd_running; then
+    systemctl --user disable --now "\$SERVICE_NAME" </dev/null >/dev/null 2>&1 || true
+    info "stopped and disabled \$SERVICE_NAME (user unit)"
 fi
 if [ -n "\$UNIT" ] && [ "\$INIT" = openrc ] && openrc_running && [ "\$UNIT" = "/etc/init.d/\$OPENRC_NAME" ]; then
     rc-service "\$OPENRC_NAME" stop </dev/null >/dev/null 2>&1 || true
@@ -951,6 +1135,7 @@ if [ -n "\$UNIT" ] && [ -f "\$UNIT" ]; then
     rm -f "\$ENV_FILE"
     if [ "\$INIT" = openrc ]; then rm -f "\$OPENRC_LOG"; fi
     if [ "\$INIT" = systemd ] && systemd_running; then systemctl daemon-reload </dev/null || true; fi
+    if [ "\$INIT" = systemd-user ] && user_systemd_running; then systemctl --user daemon-reload </dev/null || true; fi
 fi
 if [ "\$BIN_OWNED" = true ] && [ -f "\$BIN" ]; then
     rm -f "\$BIN"
@@ -963,7 +1148,9 @@ fi
 if [ "\$BIN_OWNED" = true ] && [ -d "\$RUNTIME_DIR" ] && [ ! -L "\$RUNTIME_DIR" ]; then
     rm -rf "\$RUNTIME_DIR"
     info "removed \$RUNTIME_DIR"
-    if [ "\$RUNTIME_DIR" = /var/cache/warren/runtime ]; then rmdir /var/cache/warren 2>/dev/null || true; fi
+    case "\$RUNTIME_DIR" in
+        /var/cache/warren/runtime | "\$HOME/.cache/warren/runtime") rmdir "\${RUNTIME_DIR%/runtime}" 2>/dev/null || true ;;
+    esac
 fi
 
 if [ "\$purge" = true ] && [ -x "\$KILLALL" ]; then
@@ -972,10 +1159,15 @@ if [ "\$purge" = true ] && [ -x "\$KILLALL" ]; then
 fi
 if [ "\$purge" = true ]; then
     for dir in "\$DATA_DIR" "\$CONFIG_DIR" "\$RUN_DIR"; do
-        if [ -e "\$dir" ]; then
+        if [ -z "\$dir" ] || [ ! -e "\$dir" ]; then continue; fi
+        if [ "\$ROOTLESS" = true ] && command -v rootlesskit >/dev/null 2>&1; then
+            # Containers' snapshots hold files of the user's subordinate ids: only root in a user
+            # namespace that maps them (RootlessKit's, as containerd's was) can delete those.
+            rootlesskit --net=host rm -rf "\$dir" </dev/null
+        else
             rm -rf "\$dir"
-            info "purged \$dir"
         fi
+        info "purged \$dir"
     done
 fi
 rm -f "\$KILLALL"
@@ -1000,7 +1192,7 @@ EOF
 # The CNI conf dir containerd's CRI plugin creates by default, and its parent, when absent now.
 note_cni_dirs() {
     CNI_DIRS=$(previous_value CNI_DIRS)
-    if [ "$OS" != linux ]; then return 0; fi
+    if [ "$OS" != linux ] || [ "$ROOTLESS" = true ]; then return 0; fi
     for dir in /etc/cni /etc/cni/net.d; do
         case " $CNI_DIRS " in *" $dir "*) continue ;; esac
         if [ ! -e "$dir" ]; then CNI_DIRS="${CNI_DIRS:+$CNI_DIRS }$dir"; fi
@@ -1242,7 +1434,9 @@ KILLALL
 }
 
 write_killall() {
-    if [ "$OS" != linux ]; then return 0; fi
+    # (A rootless containerd's processes, mounts and network live in its user namespace: 'warren
+    # containerd stop' ends them all; the killall is root's, for the system's pod network.)
+    if [ "$OS" != linux ] || [ "$ROOTLESS" = true ]; then return 0; fi
     note_cni_state
     killall_text | write_file "$KILLALL" 0755
     WROTE_FILES=true
@@ -1266,6 +1460,8 @@ write_uninstaller() {
 
 # --- main ---------------------------------------------------------------------------------------
 
+ROOTLESS=false
+
 main() {
     for arg in "$@"; do
         case "$arg" in
@@ -1273,13 +1469,27 @@ main() {
                 usage
                 exit 0
                 ;;
+            --rootless) ROOTLESS=true ;;
             *) fatal "$EXIT_USAGE" "unknown argument '$arg'; settings are WARREN_* environment variables (see --help)" ;;
         esac
     done
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     detect_platform
+    if [ "$ROOTLESS" = true ]; then
+        if [ "$(id -u)" -eq 0 ]; then
+            fatal "$EXIT_USAGE" "--rootless installs for a user without root, and this runs as root; run it as that user (no sudo), or drop --rootless for the system service"
+        fi
+        if [ "$OS" != linux ]; then
+            fatal "$EXIT_USAGE" "--rootless is for Linux; on macOS warren runs as the user already (drop --rootless)"
+        fi
+        case "${HOME:-}" in
+            /*) ;;
+            *) fatal "$EXIT_USAGE" "HOME='${HOME:-}' is not an absolute path, and --rootless installs under it; set HOME" ;;
+        esac
+    fi
     choose_paths
+    if [ "$ROOTLESS" = true ]; then check_rootless; fi
     collect_proxy
     BIN_OWNED=false
     BIN_CHANGED=false
@@ -1315,6 +1525,15 @@ main() {
         fi
     fi
     setup_service
+    if [ "$ROOTLESS" = true ]; then
+        # The launcher's cache of the runtime (the first run makes it): recorded as ours, so that
+        # the uninstaller leaves no empty ~/.cache behind. 0700, as the launcher makes it.
+        umask 077
+        make_dir "$RUNTIME_DIR"
+        umask 022
+        # And the data dir's parent (~/.local/share), which the first start would make.
+        make_dir "$(dirname "$DATA_DIR")"
+    fi
     note_cni_dirs
     write_killall
     write_uninstaller
@@ -1323,6 +1542,7 @@ main() {
         info "on macOS containerd runs in a Lima VM: install Lima ('brew install lima'), then run 'warren lima up'"
     fi
     info "done: $("$BIN" -V </dev/null 2>&1 | head -n 1)"
+    if [ "$ROOTLESS" = true ]; then explain_lingering; fi
 }
 
 main "$@"

@@ -28,9 +28,10 @@ import psutil
 import pytest
 
 from warren_bundle.errors import ExitCode
+from warren_bundle.payload.format import read_embedded
 
 from conftest import require
-from support import FROZEN, TEST_IMAGE, short_dir, wait_for
+from support import FROZEN, REPO, TEST_IMAGE, short_dir, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -172,6 +173,27 @@ def started(user: User, published: tuple[int, int], busybox_tar: Path) -> User:
     return user
 
 
+def _newer_warren(user: User) -> Path:
+    """This warren's launcher and runtime with containerd 1.7's payload (staged by `make
+    test-payloads`), packed into the user's home: the version a rollback goes back from."""
+    staged = Path("/var/cache/warren-test/upgrades/stage-trixie-node")
+    require(
+        (staged / "payload.tar.zst").is_file(), f"no 1.7 payload in {staged}: make test-payloads"
+    )
+    launcher = REPO / "build" / "launcher" / f"warren-launcher-{FROZEN.name.split('-')[-1]}"
+    runtime = REPO / "build" / "runtime" / f"{FROZEN.name}-onedir"
+    require(launcher.is_file() and runtime.is_dir(), "no launcher or runtime: make build")
+    dest = user.home / "warren-1.7"
+    subprocess.run(
+        [str(REPO / ".venv/bin/python"), str(REPO / "scripts/onefile.py"), "pack",
+         "--launcher", str(launcher), "--runtime", str(runtime),
+         "--payload-dir", str(staged), "--out", str(dest)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    os.chown(dest, user.uid, user.gid)
+    return dest
+
+
 def test_start_without_xdg_runtime_dir_is_a_usage_error(user: User) -> None:
     out = user.warren("containerd", "start", XDG_RUNTIME_DIR="")
     assert out.returncode == ExitCode.USAGE, out.stderr
@@ -187,6 +209,12 @@ def test_rootless_start_uses_the_users_xdg_dirs(started: User) -> None:
     assert "(RootlessKit)" in text and "published: " in text
     assert report["data_dir"] == str(started.home / ".local" / "share" / "warren")
     assert report["run_dir"] == str(started.xdg_runtime / "warren")
+    # RootlessKit is the payload's when it carries one (the Debian build), else the host's.
+    kit = Path(psutil.Process(int(str(report["containerd_pid"]))).cmdline()[0])
+    if read_embedded(started.exe).manifest.file("rootlesskit") is not None:
+        assert kit == started.home / ".local" / "share" / "warren" / "bin" / "rootlesskit"
+    else:
+        assert kit == Path(str(shutil.which("rootlesskit")))
     assert stat.S_ISSOCK(os.stat(started.socket).st_mode)
     assert os.stat(started.socket).st_uid == started.uid
     found = started.warren("socket", "--json")
@@ -319,3 +347,38 @@ def test_rootless_stop_ends_rootlesskit_and_containerd(started: User) -> None:
     assert kits == []
     stopped = started.warren("containerd", "status", "--json")
     assert stopped.returncode == ExitCode.NOT_RUNNING, stopped.stdout
+
+
+def test_rootless_rollback_and_versions_in_the_users_data_dir(user: User) -> None:
+    """A user's `warren rollback` goes back to the previous version in its own data dir and
+    starts containerd again rootless (it required root before); `versions` shows the pin."""
+    newer = _newer_warren(user)
+    first = user.warren("containerd", "start")
+    assert first.returncode == 0, first.stderr
+    old = str(user.status()["containerd_version"])
+    assert user.warren("containerd", "stop", timeout=60).returncode == 0
+    as_newer = User(user.name, user.uid, user.gid, user.home, user.xdg_runtime, newer)
+    upgraded = as_newer.warren("containerd", "start")
+    assert upgraded.returncode == 0, upgraded.stderr
+    new = str(as_newer.status()["containerd_version"])
+    assert new.split(".")[:2] == ["1", "7"] and old.split(".")[:2] == ["1", "6"]
+    try:
+        rolled = as_newer.warren("rollback")
+        assert rolled.returncode == 0, rolled.stderr
+        assert f"rolled back containerd {new} → {old}" in rolled.stdout
+        report = as_newer.status()
+        assert report["state"] == "RUNNING" and report["rootless"] is True
+        assert report["containerd_version"] == old
+        assert _containerd_of(user) is not None
+        listed = as_newer.warren("versions", "--json")
+        assert listed.returncode == 0, listed.stderr
+        found = json.loads(listed.stdout)["versions"]
+        data = user.home / ".local" / "share" / "warren"
+        assert all(Path(v["path"]).is_relative_to(data) for v in found)
+        pinned = [v for v in found if v["pinned"]]
+        assert [(v["containerd_version"], v["current"]) for v in pinned] == [(old, True)]
+        out = as_newer.warren("ctr", "version")
+        assert out.returncode == 0 and f"Version:  {old}" in out.stdout, out.stdout
+    finally:
+        assert as_newer.warren("containerd", "stop", timeout=60).returncode == 0
+        as_newer.warren("versions", "--unpin")

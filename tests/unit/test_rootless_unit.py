@@ -122,3 +122,26 @@ def test_doctor_turns_requirements_into_checks() -> None:
     soft = rootless.Requirement("cgroup-delegation", False, "none", "Delegate=", warning_only=True)
     assert as_check(soft).level == Level.WARN
     assert as_check(rootless.Requirement("tun", True, "", "")).level == Level.PASS
+
+
+def test_rootlesskit_is_the_payloads_when_the_extracted_version_carries_it(
+    user: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = Paths.resolve()
+    monkeypatch.setattr(rootless.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert rootless.command(paths, ["containerd"], [])[0] == "/usr/bin/rootlesskit"
+    own = paths.bin_dir / "rootlesskit"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"\x7fELF")
+    own.chmod(0o755)
+    assert rootless.command(paths, ["containerd"], [])[0] == str(own)
+
+
+def test_rootlesskit_carried_by_the_payload_is_enough_for_the_requirement(
+    user: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rootless.shutil, "which", lambda name: None)
+    monkeypatch.setattr(rootless, "payload_carries_rootlesskit", lambda: False)
+    assert not {r.name: r for r in rootless.requirements()}["rootlesskit"].ok
+    monkeypatch.setattr(rootless, "payload_carries_rootlesskit", lambda: True)
+    assert {r.name: r for r in rootless.requirements()}["rootlesskit"].ok

@@ -323,6 +323,19 @@ def fetch_debian(
             # and a locally built pause image (the Debian source never goes upstream).
             cni = stage_debian(st, source, opts.runc_suite)
             provenance["artifacts"].append(cni)
+            # RootlessKit for a user's rootless containerd, from the same (host-runnable) suite;
+            # dynamically linked like containerd: the payload's glibc requirement covers it.
+            kit = source.fetch("rootlesskit", opts.runc_suite, arch)
+            source.take(kit, {"rootlesskit": "usr/bin/rootlesskit"}, st)
+            st.components["rootlesskit"] = {
+                "version": upstream_version(kit.version),
+                "source": "debian",
+                "file": "rootlesskit",
+                "package": f"{kit.package} {kit.version} ({kit.suite})",
+            }
+            provenance["artifacts"].append(
+                {"name": kit.deb.name, "url": kit.url, "sha256": kit.sha256}
+            )
             stage_sandbox(st, SandboxOptions(False, False, Path("."), NetOptions()))
             st.finish(f"debian {ctd.deb.name} / {runc.deb.name}")
             print(

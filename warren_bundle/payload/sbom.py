@@ -31,6 +31,7 @@ _UPSTREAM_SUPPLIER = {
     "runc": "Organization: Open Container Initiative",
     "cni": "Organization: The CNI Authors (CNCF containernetworking)",
     "crictl": "Organization: The Kubernetes Authors (kubernetes-sigs/cri-tools)",
+    "rootlesskit": "Organization: The rootless-containers Authors",
     "pause": "Organization: The Kubernetes Authors",
 }
 # Words that name a component's artifact in the manifest's provenance.
@@ -39,6 +40,7 @@ _ARTIFACT_WORDS = {
     "runc": ("runc",),
     "cni": ("cni-plugins", "containernetworking"),
     "crictl": ("crictl", "cri-tools"),
+    "rootlesskit": ("rootlesskit",),
     "pause": ("pause",),
 }
 
@@ -143,6 +145,9 @@ def payload_packages(manifest: Manifest) -> list[dict[str, Any]]:
             source = str((cni or {}).get("source") or source)
         elif component == "crictl":
             version = str((crictl or {}).get("version") or "") if isinstance(crictl, dict) else ""
+        elif component == "rootlesskit":
+            kit = manifest.components.get("rootlesskit")
+            version = str(kit.get("version") or "") if isinstance(kit, dict) else ""
         else:
             ref = str(image.get("ref") or "")
             version = ref.rsplit(":", 1)[-1] if ":" in ref else ""

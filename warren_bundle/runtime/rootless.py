@@ -57,9 +57,25 @@ PASSED = {
 }
 
 
-def rootlesskit_binary() -> str | None:
-    """RootlessKit from PATH (Debian's rootlesskit package)."""
+def rootlesskit_binary(paths: Paths | None = None) -> str | None:
+    """The payload's RootlessKit (bin/rootlesskit of the extracted version, when this payload
+    carries one), else RootlessKit from PATH (Debian's rootlesskit package)."""
+    if paths is not None:
+        own = paths.bin_dir / "rootlesskit"
+        if own.is_file() and os.access(own, os.X_OK):
+            return str(own)
     return shutil.which("rootlesskit")
+
+
+def payload_carries_rootlesskit() -> bool:
+    """This warren's payload holds bin/rootlesskit (the Debian-built payload does)."""
+    from warren_bundle.errors import WarrenError
+    from warren_bundle.payload.format import locate
+
+    try:
+        return locate(None).manifest.file("rootlesskit") is not None
+    except (WarrenError, OSError, ValueError):
+        return False
 
 
 def user_name() -> str:
@@ -127,8 +143,8 @@ def requirements() -> list[Requirement]:
     return [
         Requirement(
             "rootlesskit",
-            rootlesskit_binary() is not None,
-            "rootlesskit is not on PATH",
+            rootlesskit_binary() is not None or payload_carries_rootlesskit(),
+            "rootlesskit is not on PATH (and this payload carries none)",
             f"install it ({INSTALL})",
         ),
         Requirement(
@@ -199,7 +215,7 @@ def check_can_start(paths: Paths) -> None:
 
 def command(paths: Paths, containerd_argv: Sequence[str], publish: Sequence[str]) -> list[str]:
     """RootlessKit running containerd in a new user, mount and network namespace."""
-    kit = rootlesskit_binary() or "rootlesskit"
+    kit = rootlesskit_binary(paths) or "rootlesskit"
     argv = [
         kit,
         f"--net={NETWORK}",

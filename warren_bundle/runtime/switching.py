@@ -113,7 +113,7 @@ def rollback(
             f"cannot roll back to containerd {target}: {problem}; nothing was changed",
             "keep this version, or restore a backup of the data dir taken before the upgrade",
         )
-    control.require_root("rollback")
+    control.require_can_start("rollback", paths)
     running = control.supervisor_process(paths) is not None
     options = running_options(paths) or RunOptions()
     if ready_timeout is not None:
