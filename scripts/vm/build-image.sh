@@ -101,21 +101,21 @@ done
 }
 
 # OpenRC as init (sysvinit-core runs /etc/inittab, which runs openrc): the scenario driver is an
-# init script in the default runlevel. It mounts the share itself (OpenRC's localmount leaves a
-# 9p fstab line to netmount) and runs the script in the background, so the runlevel finishes.
+# init script in the default runlevel (no need of localmount: Debian's OpenRC has none; its LSB
+# mountall.sh mounts before any runlevel). It mounts the share itself (a 9p fstab line is a
+# network mount to OpenRC) and runs the script in the background, so the runlevel finishes.
 openrc_setup() {
     cat >"$ROOT/etc/init.d/warren-vm-scenario" <<'RC'
 #!/sbin/openrc-run
 description="warren VM test scenario (from the 9p share)"
 depend() {
-	need localmount
 	after *
 }
 start() {
 	mountpoint -q /mnt/share || mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 share /mnt/share
 	[ -f /mnt/share/guest-run.sh ] || return 0
 	start-stop-daemon --start --background --make-pidfile --pidfile /run/warren-vm-scenario.pid \
-		--exec /bin/sh -- -c 'exec /bin/sh /mnt/share/guest-run.sh >/dev/console 2>&1'
+		--exec /bin/sh -- -c 'exec /bin/sh /mnt/share/guest-run.sh >/var/log/warren-vm-scenario.log 2>&1'
 }
 RC
     chmod 0755 "$ROOT/etc/init.d/warren-vm-scenario"

@@ -59,6 +59,7 @@ PROXY = "http://127.0.0.1:8888"
 REGISTRY = "registry.warren.test:5000"
 PROXY_IMAGE = f"{REGISTRY}/library/busybox:warren-proxy"
 TINYPROXY_LOG = "/var/log/tinyproxy/tinyproxy.log"
+BUILTIN_CHAINS = ("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING")
 IMAGE = "docker.io/library/busybox:warren-test"
 AIRGAP_IMAGE = "docker.io/library/busybox:warren-airgap"
 IMAGES_DIR = Path("/var/lib/warren/images")
@@ -319,7 +320,8 @@ def serve_registry() -> None:
             self.send_response(200)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
-            self.send_header("Docker-Content-Digest", ref if ":" in ref else "")
+            if ":" in ref:
+                self.send_header("Docker-Content-Digest", ref)
             self.end_headers()
             if body:
                 self.wfile.write(data)
@@ -385,14 +387,21 @@ def network() -> dict[str, list[str]]:
     links = sh("ip -o link show", check=False)
     rules = []
     for line in sh("iptables-save", check=False).splitlines():
-        if line.startswith("#") or not line.strip():
+        # Rules and chains; not a table's empty built-in chains (listing a table can create it).
+        if line.startswith(("#", "*")) or line in ("", "COMMIT"):
             continue
-        rules.append(" ".join(line.split()[:2]) if line.startswith(":") else line)
+        if line.startswith(":"):
+            chain, policy = line[1:].split()[:2]
+            if chain in BUILTIN_CHAINS and policy == "ACCEPT":
+                continue
+            line = f":{chain} {policy}"
+        rules.append(line)
     return {
         "links": sorted(ln.split(":")[1].strip().split("@")[0] for ln in links.splitlines()
                         if ln.count(":") >= 2),
         "iptables": sorted(rules),
-        "netns": sorted(sh("ip netns list", check=False).split()),
+        "netns": sorted(ln.split()[0] for ln in sh("ip netns list", check=False).splitlines()
+                        if ln.strip()),
     }  # fmt: skip
 
 
@@ -539,6 +548,8 @@ def phase_install() -> None:
     def kill9() -> tuple[str, str]:
         before = main_pid()
         container = task_pid("sleeper")
+        if before <= 1:  # never kill(0): that is this scenario's own process group
+            raise StepFailed(f"no main process of the service to kill (pid {before})")
         os.kill(before, 9)
         started = time.monotonic()
 
