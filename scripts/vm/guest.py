@@ -459,8 +459,10 @@ def check_cgroup(pid: int) -> tuple[str, str]:
     for line in text.splitlines():
         _, controllers, path = line.split(":", 2)
         if openrc():
-            # No systemd: cgroupfs, a cgroup of the container's own (never the root's).
-            if path.strip() in ("", "/"):
+            # No systemd: cgroupfs, a cgroup of the container's own (never the root's) for the
+            # controllers that limit it (OpenRC's hybrid mode leaves others, misc, at the root).
+            limits = {"memory", "pids"} & set(controllers.split(",")) or "cpu" in controllers
+            if limits and path.strip() in ("", "/"):
                 bad.append(line)
             continue
         if controllers in ("", "name=systemd") or controllers.startswith("cpu"):
@@ -470,7 +472,7 @@ def check_cgroup(pid: int) -> tuple[str, str]:
     if bad:
         raise StepFailed(
             "container not in a systemd slice or the service's subtree (or a cgroup of its own "
-            "under OpenRC):\n" + "\n".join(bad)
+            "under OpenRC):\n" + "\n".join(bad) + f"\nall of it:\n{text}"
         )
     first = text.splitlines()[0] if text else ""
     return text, first
@@ -484,6 +486,10 @@ def phase_install() -> None:
         (SHARE / "network-before.json").write_text(json.dumps(net))
         return "", f"{len(paths)} paths, {len(net['links'])} links, {len(net['iptables'])} rules"
 
+    if openrc():
+        # Debian booted by sysvinit + OpenRC with no ifupdown leaves lo down (systemd brings it
+        # up by itself); the host's setup, not warren's: the release server listens on it.
+        step("loopback-up", lambda: sh("ip link set lo up && ip -o addr show lo"))
     step("files-before", files_before)
     if not openrc():
         # A persistent journal: the next boot reads the shutdown's lines (journalctl -b -1).
