@@ -69,7 +69,7 @@ CHURN = (
     "/var/lib/systemd", "/var/lib/dpkg", "/var/lib/apt", "/run/systemd", "/run/udev", "/run/user",
     "/run/log", "/run/initramfs", "/run/mount", "/run/lock", "/run/utmp", "/run/dbus",
     "/run/credentials", "/root/.cache", "/etc/machine-id", "/etc/.pwd.lock", "/lost+found",
-    "/var/lib/python",
+    "/var/lib/python", "/usr/lib/rc/cache", "/etc/adjtime",
 )  # fmt: skip
 
 CONFIG: dict[str, Any] = {}
