@@ -813,7 +813,9 @@ EOF
 if [ -r "$ENV_FILE" ]; then set -a; . "$ENV_FILE"; set +a; fi
 
 depend() {
-	need localmount
+	# Alpine's boot mounts in localmount; Debian's OpenRC has none (its LSB mountall.sh does
+	# that before any runlevel): a need would fail every start there.
+	use localmount
 	use net
 	after firewall
 }

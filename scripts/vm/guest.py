@@ -3,8 +3,12 @@ unit warren-vm-scenario.service (scripts/vm/build-image.sh), once per boot.
 
 The host (tests/vm/harness.py) puts on the 9p share, mounted at /mnt/share:
   guest.json       {"guest": NAME, "flavour": "dynamic"|"static" (which build the installer must
-                   pick here), "upgrade": "containerd"|"warren" (what the next release changes),
-                   "next_warren": the next release's warren version}
+                   pick here), "upgrade": "containerd"|"warren"|"" (what the next release
+                   changes; "" skips the upgrade), "next_warren": the next release's warren
+                   version, "init": "systemd"|"openrc" (what runs the service), "hardened":
+                   noexec temporary dirs, umask 027 and a proxy (tinyproxy) for the install,
+                   "airgap": run the air-gap import, "rollback": `warren rollback` after the
+                   upgrade under systemd}
   release/         what `make release` wrote: install.sh, SHA256SUMS, warren-linux-amd64 and
                    warren-linux-amd64-static; release/next/: the next release, for the upgrade
                    scenario (containerd 1.7, or the next warren version with the same payload)
@@ -47,6 +51,15 @@ WARREN = "/usr/local/bin/warren"
 CTR = "/var/lib/warren/bin/ctr --address /run/warren-containerd/containerd.sock"
 UNINSTALL = "/usr/local/bin/warren-uninstall.sh"
 SERVICE = "warren-containerd.service"
+OPENRC_NAME = "warren-containerd"
+OPENRC_LOG = "/var/log/warren-containerd.log"
+# The hardened guest: tinyproxy (loopback only, scripts/vm/build-image.sh) in front of a registry
+# in the guest, reached by a name NO_PROXY does not cover (/etc/hosts maps it to 127.0.0.1).
+PROXY = "http://127.0.0.1:8888"
+REGISTRY = "registry.warren.test:5000"
+PROXY_IMAGE = f"{REGISTRY}/library/busybox:warren-proxy"
+TINYPROXY_LOG = "/var/log/tinyproxy/tinyproxy.log"
+BUILTIN_CHAINS = ("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING")
 IMAGE = "docker.io/library/busybox:warren-test"
 AIRGAP_IMAGE = "docker.io/library/busybox:warren-airgap"
 IMAGES_DIR = Path("/var/lib/warren/images")
@@ -56,7 +69,7 @@ CHURN = (
     "/var/lib/systemd", "/var/lib/dpkg", "/var/lib/apt", "/run/systemd", "/run/udev", "/run/user",
     "/run/log", "/run/initramfs", "/run/mount", "/run/lock", "/run/utmp", "/run/dbus",
     "/run/credentials", "/root/.cache", "/etc/machine-id", "/etc/.pwd.lock", "/lost+found",
-    "/var/lib/python",
+    "/var/lib/python", "/usr/lib/rc/cache", "/etc/adjtime",
 )  # fmt: skip
 
 CONFIG: dict[str, Any] = {}
@@ -175,6 +188,154 @@ def _serve(log: Any) -> None:
     )
 
 
+def curl_sh(base: str) -> str:
+    """`curl | sh` of the release at `base`. The hardened guest's admin installs with umask 027
+    in the shell and the proxy given through the environment (NO_PROXY: the release server)."""
+    if not CONFIG.get("hardened"):
+        return f"curl -sfL {base}/install.sh | WARREN_BASE_URL={base} sh -"
+    proxy = f"HTTP_PROXY={PROXY} HTTPS_PROXY={PROXY} NO_PROXY=127.0.0.1,localhost"
+    return f"umask 027; curl -sfL {base}/install.sh | {proxy} WARREN_BASE_URL={base} sh -"
+
+
+def environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if item)
+
+
+def hardened_host() -> tuple[str, str]:
+    """The guest is hardened as built: temporary dirs noexec, umask 027 in a login shell,
+    tinyproxy on loopback only; and the registry the proxy fronts is up."""
+    problems = []
+    for where in ("/tmp", "/var/tmp", "/dev/shm"):
+        opts = sh(f"findmnt -no OPTIONS {where}", check=False).strip()
+        if "noexec" not in opts.split(","):
+            problems.append(f"{where} is not noexec: {opts or 'not a mount'}")
+    umask = sh("sh -lc umask").strip()
+    if umask != "0027":
+        problems.append(f"a login shell's umask is {umask}, not 0027")
+    listen = poll("tinyproxy listens", lambda: sh("ss -Hltn 'sport = :8888'") or None, 120)
+    if [ln for ln in listen.splitlines() if "127.0.0.1:8888" not in ln]:
+        problems.append(f"tinyproxy listens beyond loopback:\n{listen}")
+    subprocess.Popen(
+        [sys.executable, str(SHARE / "guest.py"), "registry"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+
+    def registry_up() -> str | None:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:5000/v2/", timeout=2) as rsp:
+                return str(rsp.status)
+        except OSError:
+            return None
+
+    poll("the guest's registry answers", registry_up, 120)
+    if problems:
+        raise StepFailed("; ".join(problems))
+    return listen, f"/tmp, /var/tmp, /dev/shm noexec; umask {umask}; tinyproxy on 127.0.0.1:8888"
+
+
+def proxy_in_the_service() -> tuple[str, str]:
+    """install.sh wrote the proxy it was given into the unit's environment file (0600), and the
+    supervisor and containerd run with it; NO_PROXY gained localhost and the pod network."""
+    env_file = Path(f"/etc/systemd/system/{SERVICE}.env")
+    text = env_file.read_text() if env_file.exists() else ""
+    mode = oct(env_file.stat().st_mode & 0o777) if env_file.exists() else "absent"
+    problems = [] if f'HTTP_PROXY="{PROXY}"' in text and mode == "0o600" else [
+        f"{env_file} ({mode}) does not carry HTTP_PROXY={PROXY}:\n{text}"]  # fmt: skip
+    pids = {"supervisor": main_pid()}
+    pids.update({f"containerd {p}": int(p) for p in sh("pidof containerd", check=False).split()})
+    no_proxy = ""
+    for who, pid in pids.items():
+        env = environ(pid)
+        no_proxy = env.get("NO_PROXY", "")
+        if env.get("HTTP_PROXY") != PROXY or env.get("HTTPS_PROXY") != PROXY:
+            problems.append(f"{who} (pid {pid}) runs without the proxy: "
+                            f"HTTP_PROXY={env.get('HTTP_PROXY')!r}")  # fmt: skip
+        for entry in ("127.0.0.1", "localhost", "10.217.0.0/16"):
+            if entry not in no_proxy.split(","):
+                problems.append(f"{who} (pid {pid}): {entry} not in NO_PROXY={no_proxy!r}")
+    if problems or len(pids) < 2:
+        raise StepFailed("; ".join(problems) or f"no containerd running: {pids}")
+    return text, f"{len(pids)} processes with HTTP_PROXY={PROXY}, NO_PROXY={no_proxy}"
+
+
+def pull_through_the_proxy() -> tuple[str, str]:
+    """An image pull from the registry goes through tinyproxy (its log names each request),
+    with the proxy environment containerd runs with (not the scenario's own: it has none)."""
+    env = environ(int(sh("pidof containerd").split()[0]))
+    proxy = " ".join(f"{k}={env[k]}" for k in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY") if k in env)
+    log = Path(TINYPROXY_LOG)
+    seen = log.stat().st_size if log.exists() else 0
+    since = sh("date +%s").strip()
+    out = sh(f"env {proxy} {CTR} images pull --plain-http {PROXY_IMAGE}", 300)
+    # tinyproxy writes its LogFile, or (when it cannot) the journal: read both.
+    text = sh(f"journalctl -u tinyproxy --since @{since} --no-pager -o cat", check=False)
+    if log.exists():
+        with log.open(errors="replace") as fp:
+            fp.seek(seen)
+            text += fp.read()
+    lines = [ln for ln in text.splitlines() if REGISTRY in ln]
+    kinds = {kind for kind in ("/manifests/", "/blobs/") for ln in lines if kind in ln}
+    if kinds != {"/manifests/", "/blobs/"}:
+        state = sh("systemctl status tinyproxy --no-pager; ls -la /var/log/tinyproxy", check=False)
+        said = "\n".join(lines)
+        raise StepFailed(f"tinyproxy's log shows {len(lines)} request(s) to {REGISTRY} "
+                         f"({sorted(kinds)}):\n{said}\n{out}\n{state}")  # fmt: skip
+    return "\n".join(lines[-10:]) + "\n" + out, (
+        f"{len(lines)} requests to {REGISTRY} in tinyproxy's log (manifest and blobs)"
+    )
+
+
+def serve_registry() -> None:
+    """A read-only registry on 127.0.0.1:5000 serving busybox.tar as library/busybox (the
+    scenario's own process: `guest.py registry`)."""
+    import http.server
+    import tarfile
+
+    with tarfile.open(SHARE / "busybox.tar") as tar:
+        blobs = {}
+        for member in tar.getmembers():
+            fp = tar.extractfile(member) if member.isfile() else None
+            if fp is not None:
+                blobs[member.name] = fp.read()
+    top = json.loads(blobs["index.json"])["manifests"][0]
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.answer(body=False)
+
+        def do_GET(self) -> None:
+            self.answer(body=True)
+
+        def answer(self, body: bool) -> None:
+            path = self.path.split("?")[0].rstrip("/")
+            ref = path.rsplit("/", 1)[-1]
+            data, ctype = None, "application/octet-stream"
+            if path == "/v2":
+                data, ctype = b"{}", "application/json"
+            elif "/manifests/" in path and ref in ("warren-proxy", top["digest"]):
+                data, ctype = blobs["blobs/sha256/" + top["digest"].split(":")[1]], top["mediaType"]
+                ref = top["digest"]
+            elif "/blobs/sha256:" in path:
+                data = blobs.get("blobs/sha256/" + ref.split(":")[1])
+            if data is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            if ":" in ref:
+                self.send_header("Docker-Content-Digest", ref)
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+    http.server.ThreadingHTTPServer(("127.0.0.1", 5000), Registry).serve_forever()
+
+
 def status_running() -> str:
     def probe() -> str | None:
         out = sh(f"{WARREN} containerd status", check=False, timeout=60)
@@ -189,8 +350,66 @@ def status_running() -> str:
     return poll("warren containerd status RUNNING", probe, left)
 
 
+def openrc() -> bool:
+    return CONFIG.get("init") == "openrc"
+
+
+def service(action: str, timeout: float = 180) -> str:
+    """start/stop/restart the service through the host's service manager."""
+    if openrc():
+        return sh(f"rc-service {OPENRC_NAME} {action}", timeout)
+    return sh(f"systemctl {action} {SERVICE}", timeout)
+
+
+def enabled_and_active() -> str:
+    if openrc():
+        return sh(f"rc-update show default | grep -w {OPENRC_NAME} && "
+                  f"rc-service {OPENRC_NAME} status")  # fmt: skip
+    return sh(f"systemctl is-enabled {SERVICE} && systemctl is-active {SERVICE}")
+
+
 def main_pid() -> int:
+    """The service's main process: systemd's MainPID, or supervise-daemon's child on OpenRC."""
+    if openrc():
+        daemons = sh("pidof supervise-daemon", check=False).split()
+        if not daemons:
+            return 0
+        kids = sh(f"pgrep -P {','.join(daemons)}", check=False).split()
+        return int(kids[0]) if len(kids) == 1 else 0
     return int(sh(f"systemctl show -p MainPID --value {SERVICE}").strip() or 0)
+
+
+def service_log(previous_boot: bool = False) -> str:
+    """The service's log: its journal (this boot or the one before), or OpenRC's log file."""
+    if openrc():
+        return sh(f"cat {OPENRC_LOG}", check=False)
+    boot = "-b -1" if previous_boot else "-b"
+    return sh(f"journalctl {boot} -u {SERVICE} --no-pager -o short-monotonic", check=False,
+              timeout=60)  # fmt: skip
+
+
+def network() -> dict[str, list[str]]:
+    """What a purge must leave as it found it: links, firewall rules (counters cut), network
+    namespaces."""
+    links = sh("ip -o link show", check=False)
+    rules = []
+    for line in sh("iptables-save", check=False).splitlines():
+        # Rules and chains; not a table's empty built-in chains (listing a table can create it).
+        if line.startswith(("#", "*")) or line in ("", "COMMIT"):
+            continue
+        if line.startswith(":"):
+            chain, policy = line[1:].split()[:2]
+            if chain in BUILTIN_CHAINS and policy == "ACCEPT":
+                continue
+            line = f":{chain} {policy}"
+        rules.append(line)
+    return {
+        "links": sorted(ln.split(":")[1].strip().split("@")[0] for ln in links.splitlines()
+                        if ln.count(":") >= 2),
+        "iptables": sorted(rules),
+        "netns": sorted(ln.split()[0] for ln in sh("ip netns list", check=False).splitlines()
+                        if ln.strip()),
+    }  # fmt: skip
 
 
 def task_pid(name: str) -> int:
@@ -215,7 +434,7 @@ def file_list() -> list[str]:
 
 
 def save_journal(label: str) -> None:
-    out = sh(f"journalctl -b -u {SERVICE} --no-pager -o short-monotonic", check=False, timeout=60)
+    out = service_log()
     (SHARE / f"journal-{PHASE}-{label}.txt").write_text(out)
 
 
@@ -230,6 +449,10 @@ def end_boot(how: str, label: str) -> None:
     save_journal(label)
     os.sync()
     mark(f"shutdown-start {label}")
+    if openrc():
+        # The scenario runs in the background of its init script: sysvinit's shutdown.
+        subprocess.Popen([how], start_new_session=True)
+        return
     subprocess.run(["systemctl", "--no-block", how], check=False)
     # The unit is oneshot: return, so systemd's own stop ordering applies as it does for users.
 
@@ -242,13 +465,21 @@ def check_cgroup(pid: int) -> tuple[str, str]:
     bad = []
     for line in text.splitlines():
         _, controllers, path = line.split(":", 2)
+        if openrc():
+            # No systemd: cgroupfs, a cgroup of the container's own (never the root's) for the
+            # controllers that limit it (OpenRC's hybrid mode leaves others, misc, at the root).
+            limits = {"memory", "pids"} & set(controllers.split(",")) or "cpu" in controllers
+            if limits and path.strip() in ("", "/"):
+                bad.append(line)
+            continue
         if controllers in ("", "name=systemd") or controllers.startswith("cpu"):
             ok = ".slice/" in path or f"/{SERVICE}" in path
             if not ok:
                 bad.append(line)
     if bad:
         raise StepFailed(
-            "container not in a systemd slice or the service's subtree:\n" + "\n".join(bad)
+            "container not in a systemd slice or the service's subtree (or a cgroup of its own "
+            "under OpenRC):\n" + "\n".join(bad) + f"\nall of it:\n{text}"
         )
     first = text.splitlines()[0] if text else ""
     return text, first
@@ -258,16 +489,22 @@ def phase_install() -> None:
     def files_before() -> tuple[str, str]:
         paths = file_list()
         (SHARE / "files-before.txt").write_text("\n".join(paths))
-        return "", f"{len(paths)} paths"
+        net = network()
+        (SHARE / "network-before.json").write_text(json.dumps(net))
+        return "", f"{len(paths)} paths, {len(net['links'])} links, {len(net['iptables'])} rules"
 
+    if openrc():
+        # Debian booted by sysvinit + OpenRC with no ifupdown leaves lo down (systemd brings it
+        # up by itself); the host's setup, not warren's: the release server listens on it.
+        step("loopback-up", lambda: sh("ip link set lo up && ip -o addr show lo"))
     step("files-before", files_before)
-    # A persistent journal: the next boot reads the shutdown's lines (journalctl -b -1).
-    step("persistent-journal", lambda: sh("mkdir -p /var/log/journal && journalctl --flush"))
+    if not openrc():
+        # A persistent journal: the next boot reads the shutdown's lines (journalctl -b -1).
+        step("persistent-journal", lambda: sh("mkdir -p /var/log/journal && journalctl --flush"))
+    if CONFIG.get("hardened"):
+        step("hardened-host", hardened_host)
     step("serve-release", serve_release)
-    step(
-        "curl-sh-install",
-        lambda: sh(f"curl -sfL {URL}/install.sh | WARREN_BASE_URL={URL} sh -", timeout=600),
-    )
+    step("curl-sh-install", lambda: sh(curl_sh(URL), timeout=600))
 
     def installed_flavour() -> tuple[str, str]:
         """(6) With no options the installer picks the build that runs here: the default one
@@ -280,11 +517,11 @@ def phase_install() -> None:
         return out, f"{out.splitlines()[0]} on {glibc}"
 
     step("installed-flavour", installed_flavour)
-    step(
-        "service-enabled-active",
-        lambda: sh(f"systemctl is-enabled {SERVICE} && systemctl is-active {SERVICE}"),
-    )
+    step("service-enabled-active", enabled_and_active)
     step("status-running", status_running)
+    if CONFIG.get("hardened"):
+        step("proxy-in-the-service", proxy_in_the_service)
+        step("pull-through-the-proxy", pull_through_the_proxy, soft=True)
 
     def type_notify() -> tuple[str, str]:
         # Type=notify: active only after READY=1; STATUS= lines reach systemd; a watchdog is set.
@@ -295,14 +532,17 @@ def phase_install() -> None:
             raise StepFailed(f"expected {want} and a StatusText:\n{out}")
         return out, f"notify, watchdog 1min, status: {found['StatusText'][:60]}"
 
-    step("type-notify-watchdog", type_notify)
+    if not openrc():
+        step("type-notify-watchdog", type_notify)
 
     def systemd_driver() -> tuple[str, str]:
+        # systemd's cgroup driver where systemd runs the host, cgroupfs under OpenRC.
+        want = "false" if openrc() else "true"
         text = Path("/etc/warren-containerd/config.toml").read_text()
         found = re.findall(r"(?im)^\s*SystemdCgroup\s*=\s*(\w+)", text)
-        if found != ["true"]:
-            raise StepFailed(f"SystemdCgroup in config.toml: {found}\n{text}")
-        return text, "SystemdCgroup = true"
+        if found not in ([want], [] if openrc() else [want]):
+            raise StepFailed(f"SystemdCgroup in config.toml: {found}, not {want}\n{text}")
+        return text, f"SystemdCgroup = {found[0] if found else 'unset (false)'}"
 
     step("config-systemd-cgroup", systemd_driver)
     step("import-image", lambda: sh(f"{CTR} images import {SHARE}/busybox.tar", 300))
@@ -321,6 +561,8 @@ def phase_install() -> None:
     def kill9() -> tuple[str, str]:
         before = main_pid()
         container = task_pid("sleeper")
+        if before <= 1:  # never kill(0): that is this scenario's own process group
+            raise StepFailed(f"no main process of the service to kill (pid {before})")
         os.kill(before, 9)
         started = time.monotonic()
 
@@ -335,11 +577,12 @@ def phase_install() -> None:
         if not Path(f"/proc/{container}").exists():
             raise StepFailed(f"the container (pid {container}) died with the supervisor\n{status}")
         again = task_pid("sleeper")
-        shown = sh(f"systemctl show -p NRestarts -p MainPID {SERVICE}")
+        shown = f"MainPID={main_pid()}" if openrc() else sh(
+            f"systemctl show -p NRestarts -p MainPID {SERVICE}")  # fmt: skip
         KILL9.update(status=status, main=str(main_pid()), before=str(before))
         time.sleep(15)  # a restart loop ("already running") shows within RestartSec + a start
         KILL9["main"] = str(main_pid())
-        KILL9["restarts"] = sh(f"systemctl show -p NRestarts --value {SERVICE}").strip()
+        KILL9["restarts"] = restarts()
         return status + "\n" + shown, f"back in {took:.1f} s; container pid {again} kept"
 
     step("kill9-restart-container-survives", kill9)
@@ -356,12 +599,12 @@ def phase_install() -> None:
                 f"supervisor pid {pid.group(1) if pid else '?'} is not systemd's MainPID "
                 f"{KILL9['main']} (the killed one was {KILL9['before']})"
             )
-        restarts = sh(f"systemctl show -p NRestarts --value {SERVICE}").strip()
-        if restarts != KILL9["restarts"]:
-            problems.append(f"systemd restarted the unit again since: NRestarts {restarts}")
-        looped = sh(f"journalctl -b -u {SERVICE} --no-pager | grep 'already running'", check=False)
-        if looped.strip():
-            problems.append("restarts failed: " + looped.strip().splitlines()[-1])
+        now = restarts()
+        if now != KILL9["restarts"]:
+            problems.append(f"the service was restarted again since: {KILL9['restarts']} -> {now}")
+        looped = [ln for ln in service_log().splitlines() if "already running" in ln]
+        if looped:
+            problems.append("restarts failed: " + looped[-1])
         if not re.search(r"(?i)adopt|last exit|killed|signal 9|SIGKILL", status):
             problems.append("nothing says the supervisor was killed and containerd adopted")
         if problems:
@@ -372,12 +615,12 @@ def phase_install() -> None:
 
     def stop_keeps_containers() -> tuple[str, str]:
         container = task_pid("sleeper")
-        sh(f"systemctl stop {SERVICE}", 180)
+        service("stop")
         alive = Path(f"/proc/{container}").exists()
-        sh(f"systemctl start {SERVICE}", 180)
+        service("start")
         status_running()
         if not alive:
-            raise StepFailed("systemctl stop killed the container (KillMode=process expected)")
+            raise StepFailed("a service stop killed the container (only the supervisor stops)")
         return sh(f"{CTR} tasks ls"), f"container pid {container} survived a service stop"
 
     step("stop-leaves-containers", stop_keeps_containers)
@@ -387,7 +630,8 @@ def phase_install() -> None:
         sh(f"cp {SHARE}/airgap.tar {IMAGES_DIR}/airgap.tar")
         return sh(f"ls -la {IMAGES_DIR}")
 
-    step("place-airgap-archive", place_archive)
+    if CONFIG.get("airgap"):
+        step("place-airgap-archive", place_archive)
     step("container-running-before-reboot", lambda: str(task_pid("sleeper")))
     set_phase("after-reboot")
     end_boot("poweroff", "with-container")
@@ -410,9 +654,17 @@ def airgap_result(report: dict[str, Any]) -> str:
     return "absent"
 
 
+def restarts() -> str:
+    """systemd's NRestarts; under OpenRC (which counts none) the main pid, which a respawn
+    changes."""
+    if openrc():
+        return f"main pid {main_pid()}"
+    return sh(f"systemctl show -p NRestarts --value {SERVICE}").strip()
+
+
 def previous_shutdown() -> tuple[str, str]:
     """The service's journal lines of the last shutdown (persistent journal), if kept."""
-    out = sh(f"journalctl -b -1 -u {SERVICE} --no-pager -o short-monotonic", check=False)
+    out = service_log(previous_boot=True)
     (SHARE / f"journal-{PHASE}-previous-boot.txt").write_text(out)
     said = [ln for ln in out.splitlines() if "warren: shutdown" in ln]
     return out, "; ".join(ln.split(": ", 1)[-1] for ln in said) or "no shutdown lines"
@@ -422,9 +674,9 @@ def phase_after_reboot() -> None:
     step("journal-of-the-shutdown", previous_shutdown, soft=True)
 
     def up_by_itself() -> tuple[str, str]:
-        active = sh(f"systemctl is-active {SERVICE}", check=False).strip()
         status = status_running()
-        return status, f"is-active={active} without a start"
+        active = enabled_and_active().strip().splitlines()[-1]
+        return status, f"{active} without a start"
 
     step("service-up-after-reboot", up_by_itself)
 
@@ -451,10 +703,8 @@ def phase_after_reboot() -> None:
                 raise StepFailed(f"{AIRGAP_IMAGE} not in namespace {ns}:\n{out}")
         return text, "imported into default and k8s.io"
 
-    step("airgap-imported", airgap_imported)
-
     def imported_once() -> tuple[str, str]:
-        sh(f"systemctl restart {SERVICE}", 180)
+        service("restart")
         status_running()
 
         def probe() -> str | None:
@@ -467,7 +717,11 @@ def phase_after_reboot() -> None:
             raise StepFailed(f"airgap.tar imported again after a restart:\n{text}")
         return text, f"after a restart: {got}"
 
-    step("airgap-imported-once", imported_once)
+    if CONFIG.get("airgap"):
+        step("airgap-imported", airgap_imported)
+        step("airgap-imported-once", imported_once)
+    else:
+        record("airgap", "skip", 0, "", "not asked on this guest")
 
     def container_gone() -> tuple[str, str]:
         out = sh(f"{CTR} tasks ls", timeout=60)
@@ -554,7 +808,7 @@ def upgrade_steps() -> None:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            out = sh(f"curl -sfL {URL}/next/install.sh | WARREN_BASE_URL={URL}/next sh -", 600)
+            out = sh(curl_sh(f"{URL}/next"), 600)
             if CONFIG["upgrade"] == "containerd":
                 version = poll("the new containerd answers", lambda: (
                     v if (v := server_version()) != kept["version"] else None), 300)  # fmt: skip
@@ -581,6 +835,8 @@ def upgrade_steps() -> None:
         return out, f"container pid {pid} kept running and exec'd into"
 
     step("container-kept-across-upgrade", container_kept)
+    if CONFIG.get("hardened"):
+        step("proxy-kept-across-upgrade", proxy_in_the_service, soft=True)
     if CONFIG["upgrade"] == "containerd":
         containerd_upgrade_checks(kept)
     else:
@@ -698,9 +954,58 @@ def warren_upgrade_checks(kept: dict[str, Any]) -> None:
     step("containerd-from-the-same-version-dir", same_binary_dir)
 
 
+def rollback_under_systemd() -> tuple[str, str]:
+    """`warren rollback` with the service running under systemd (after the upgrade left the
+    previous containerd as the rollback target): the unit stays active, systemd's MainPID is
+    the supervisor that serves afterwards, its recorded run options are kept, and containerd
+    runs the previous version."""
+
+    def report() -> dict[str, Any]:
+        out = sh(f"{WARREN} containerd status --json", check=False, timeout=120)
+        try:
+            got = json.loads(out)
+        except ValueError:
+            return {}
+        return got if isinstance(got, dict) else {}
+
+    before = report()
+    version = server_version()
+    out = sh(f"{WARREN} rollback", 600)
+
+    def settled() -> str | None:
+        if sh(f"systemctl is-active {SERVICE}", check=False).strip() != "active":
+            return None
+        now = report()
+        if now.get("state") != "RUNNING" or now.get("supervisor_pid") != main_pid():
+            return None
+        return json.dumps(now)
+
+    try:
+        after = json.loads(poll("the unit active, MainPID the serving supervisor", settled, 180))
+    except StepFailed as exc:
+        now = report()
+        raise StepFailed(
+            f"{exc}; is-active {sh(f'systemctl is-active {SERVICE}', check=False).strip()}, "
+            f"MainPID {main_pid()}, status supervisor_pid {now.get('supervisor_pid')} "
+            f"state {now.get('state')}\n{out}"
+        ) from None
+    problems = []
+    if after.get("run_options") != before.get("run_options"):
+        problems.append(f"run options {before.get('run_options')} -> {after.get('run_options')}")
+    back = server_version()
+    if back == version:
+        problems.append(f"containerd still {version} after the rollback")
+    if problems:
+        raise StepFailed("; ".join(problems) + "\n" + out)
+    return out, (f"containerd {version} -> {back}; MainPID {after['supervisor_pid']} is the "
+                 "supervisor; unit active; run options kept")  # fmt: skip
+
+
 def phase_purge() -> None:
     step("journal-of-the-shutdown", previous_shutdown, soft=True)
     step("service-up-again", status_running)
+    if CONFIG.get("rollback"):
+        step("rollback-under-systemd", rollback_under_systemd, soft=True)
     step("uninstall-purge", lambda: sh(f"{UNINSTALL} --purge", 300))
 
     def same_files() -> tuple[str, str]:
@@ -716,7 +1021,24 @@ def phase_purge() -> None:
             )
         return "", f"{len(after)} paths, as before the install"
 
-    step("files-as-before", same_files)
+    step("files-as-before", same_files, soft=True)
+
+    def same_network() -> tuple[str, str]:
+        before = json.loads((SHARE / "network-before.json").read_text())
+        after = network()
+        (SHARE / "network-after.json").write_text(json.dumps(after))
+        differ = []
+        for what in ("links", "iptables", "netns"):
+            left = sorted(set(after[what]) - set(before[what]))
+            gone = sorted(set(before[what]) - set(after[what]))
+            if left or gone:
+                differ.append(f"{what}: left over {left}, removed {gone}")
+        if differ:
+            raise StepFailed("the network differs from before the install:\n" + "\n".join(differ))
+        said = f"{len(after['links'])} links, {len(after['iptables'])} iptables lines"
+        return json.dumps(after), f"{said}, {len(after['netns'])} netns, as before the install"
+
+    step("network-as-before", same_network)
     set_phase("done")
 
 
@@ -730,6 +1052,9 @@ PHASES = {
 def main() -> int:
     global PHASE
     CONFIG.update(json.loads((SHARE / "guest.json").read_text()))
+    if sys.argv[1:] == ["registry"]:
+        serve_registry()
+        return 0
     PHASE = json.loads(STATE.read_text())["phase"] if STATE.exists() else "install"
     mark(f"boot {PHASE}")
     if PHASE == "done":

@@ -235,10 +235,8 @@ if [ "$OPENRC" = yes ]; then
         stopping tmp wasinactive; do mkdir -p "/run/openrc/$d"; done
     echo default >/run/openrc/softlevel
     mkdir -p /etc/runlevels/default
-    # localmount, which the service needs, as boot left it: started.
-    printf '#!/sbin/openrc-run\nstart() { :; }\n' >/etc/init.d/localmount
-    chmod 0755 /etc/init.d/localmount
-    ln -s /etc/init.d/localmount /run/openrc/started/localmount
+    # No localmount: Debian's OpenRC has none (its LSB mountall.sh mounts at boot), and a
+    # service that needs it cannot start there (a booted Debian guest showed it).
 fi
 sh "$INSTALL_SH"
 if [ "$OPENRC" = yes ]; then

@@ -59,8 +59,8 @@ def guest_run(name: str) -> harness.Run:
             pytest.fail(f"no release in {harness.RELEASE}: run make release")
         (harness.CACHE / "runs").mkdir(parents=True, exist_ok=True)
         # Images first, one at a time (debootstrap on a cold cache), then every selected guest.
-        for suite in sorted({g.suite for g in harness.GUESTS.values()}):
-            harness.build_image(suite)
+        for suite, kind in sorted({(g.suite, g.kind) for g in harness.GUESTS.values()}):
+            harness.build_image(suite, kind)
         # The next releases too (a freeze, on a cold cache), before guests compete for the cores.
         for guest in _SELECTED or [name]:
             harness.next_release(harness.GUESTS[guest])
@@ -78,6 +78,12 @@ def guest_run(name: str) -> harness.Run:
 
 
 _SELECTED: list[str] = []
+_NAMED = {
+    "bullseye": "bullseye",
+    "openrc": "bookworm-openrc",
+    "hardened": "bookworm-cgroup2-hardened",
+    "rollback": "trixie",
+}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -86,8 +92,8 @@ def _selected_guests(request: pytest.FixtureRequest) -> None:
     for item in request.session.items:
         callspec = getattr(item, "callspec", None)
         name = callspec.params.get("guest") if callspec else None
-        if name is None and "bullseye" in item.name:
-            name = "bullseye"
+        if name is None:  # the one-guest tests say which guest in their name
+            name = next((g for word, g in _NAMED.items() if word in item.name), None)
         if name and name not in _SELECTED:
             _SELECTED.append(name)
 
@@ -105,11 +111,14 @@ def require_ok(run: harness.Run, *names: str) -> None:
                         + run.explain())  # fmt: skip
 
 
-BOOKWORM = ["bookworm-cgroup2", "bookworm-cgroup1"]
-ALL = [*BOOKWORM, "bullseye"]
+# The systemd guests with the default build (bullseye, the static one, has a test of its own).
+SYSTEMD = ["bookworm-cgroup2-hardened", "bookworm-cgroup1", "trixie"]
+OPENRC = "bookworm-openrc"
+ALL = [*SYSTEMD, "bullseye", OPENRC]
+UPGRADED = [name for name in ALL if harness.GUESTS[name].upgrade]
 
 
-@pytest.mark.parametrize("guest", BOOKWORM)
+@pytest.mark.parametrize("guest", SYSTEMD)
 def test_curl_sh_install_service_and_container_in_a_slice(guest: str) -> None:
     """(1) install, service enabled+active, RUNNING, systemd cgroup driver, a container prints
     its line and sits in a systemd slice (never the cgroup root)."""
@@ -119,15 +128,16 @@ def test_curl_sh_install_service_and_container_in_a_slice(guest: str) -> None:
                "container-cgroup")  # fmt: skip
 
 
-@pytest.mark.parametrize("guest", BOOKWORM)
+@pytest.mark.parametrize("guest", [*SYSTEMD, OPENRC])
 def test_kill9_restarts_and_containers_survive(guest: str) -> None:
-    """(3) kill -9 of the main process: systemd restarts it, containerd is adopted, the container
-    survives; `systemctl stop` alone leaves containers running."""
+    """(3) kill -9 of the main process: systemd (or OpenRC's supervise-daemon) restarts it,
+    containerd is adopted, the container survives; a stop of the service alone leaves containers
+    running."""
     run = guest_run(guest)
     require_ok(run, "kill9-restart-container-survives", "stop-leaves-containers")
 
 
-@pytest.mark.parametrize("guest", BOOKWORM)
+@pytest.mark.parametrize("guest", [*SYSTEMD, OPENRC])
 def test_kill9_status_says_what_happened(guest: str) -> None:
     """(3) After the kill -9, `warren containerd status` names the supervisor systemd runs and
     says containerd was adopted."""
@@ -149,7 +159,8 @@ def test_shutdown_with_a_container_is_bounded(guest: str) -> None:
     assert with_c <= idle + GRACE_S + SHUTDOWN_SLACK_S, (
         f"reboot with a container {with_c} s vs {idle} s without\n{run.explain()}"
     )
-    assert_grace_kept(run)
+    if run.guest.init == "systemd":  # OpenRC's shutdown lines reach no log the guest keeps
+        assert_grace_kept(run)
 
 
 def assert_grace_kept(run: harness.Run) -> None:
@@ -167,19 +178,21 @@ def assert_grace_kept(run: harness.Run) -> None:
     )
 
 
-@pytest.mark.parametrize("guest", BOOKWORM)
+@pytest.mark.parametrize("guest", [*SYSTEMD, OPENRC])
 def test_reboot_service_up_images_kept_airgap_once(guest: str) -> None:
-    """(4) after a reboot: service up by itself, images kept, archives imported exactly once."""
+    """(4) after a reboot: service up by itself, images kept; archives imported exactly once
+    (on the guest that runs the air-gap import)."""
     run = guest_run(guest)
-    require_ok(run, "service-up-after-reboot", "images-kept", "airgap-imported",
-               "airgap-imported-once")  # fmt: skip
+    airgap = ("airgap-imported", "airgap-imported-once") if run.guest.airgap else ()
+    require_ok(run, "service-up-after-reboot", "images-kept", *airgap)
 
 
-@pytest.mark.parametrize("guest", BOOKWORM)
-def test_uninstall_purge_leaves_the_file_list_as_before(guest: str) -> None:
-    """(5) warren-uninstall.sh --purge: every path is as before the install (leftovers named)."""
+@pytest.mark.parametrize("guest", [*SYSTEMD, OPENRC])
+def test_uninstall_purge_leaves_the_file_list_and_network_as_before(guest: str) -> None:
+    """(5) warren-uninstall.sh --purge: every path, link, iptables rule and network namespace is
+    as before the install (leftovers named)."""
     run = guest_run(guest)
-    require_ok(run, "uninstall-purge", "files-as-before")
+    require_ok(run, "uninstall-purge", "files-as-before", "network-as-before")
 
 
 # (7) What each guest's next release changes (tests/vm/harness.py), and the steps that prove it.
@@ -193,7 +206,7 @@ UPGRADE_CHECKS = {
 }
 
 
-@pytest.mark.parametrize("guest", ALL)
+@pytest.mark.parametrize("guest", UPGRADED)
 def test_upgrade_by_the_installer_keeps_a_container_running(guest: str) -> None:
     """(7) install.sh of the next release over this one with a container running: the service
     restarts on the new file, the container keeps running, is exec'd into, stopped and deleted
@@ -216,14 +229,46 @@ def test_bullseye_curl_sh_with_no_options_runs_the_service_and_a_container() -> 
     require_ok(run, "curl-sh-install", "installed-flavour", "service-enabled-active",
                "status-running", "config-systemd-cgroup", "ctr-run-prints", "container-cgroup",
                "kill9-restart-container-survives", "stop-leaves-containers",
-               "service-up-after-reboot", "images-kept", "airgap-imported-once",
-               "uninstall-purge", "files-as-before")  # fmt: skip
+               "service-up-after-reboot", "images-kept", "uninstall-purge", "files-as-before",
+               "network-as-before")  # fmt: skip
 
 
-@pytest.mark.parametrize("guest", BOOKWORM)
+@pytest.mark.parametrize("guest", [*SYSTEMD, OPENRC])
 def test_the_installer_picks_the_default_build_where_it_runs(guest: str) -> None:
-    """(6) The other side of the choice: on bookworm the default (dynamic) build is installed."""
+    """(6) The other side of the choice: on bookworm and trixie the default (dynamic) build."""
     require_ok(guest_run(guest), "installed-flavour")
+
+
+def test_openrc_host_gets_an_openrc_service() -> None:
+    """A host booted with sysvinit + OpenRC (no systemd): curl | sh writes, enables and starts
+    an OpenRC service (supervise-daemon), containerd uses cgroupfs, a container runs in a cgroup
+    of its own, supervise-daemon respawns warren after a kill -9, the service comes back after a
+    reboot, and the purge removes it all."""
+    run = guest_run(OPENRC)
+    require_ok(run, "curl-sh-install", "service-enabled-active", "status-running",
+               "config-systemd-cgroup", "ctr-run-prints", "container-cgroup",
+               "kill9-restart-container-survives", "stop-leaves-containers",
+               "service-up-after-reboot", "uninstall-purge", "files-as-before")  # fmt: skip
+
+
+def test_hardened_host_installs_through_the_proxy() -> None:
+    """The hardened bookworm (/tmp, /var/tmp, /dev/shm noexec; umask 027; tinyproxy on loopback
+    in front of the guest's registry): curl | sh with HTTP_PROXY/HTTPS_PROXY/NO_PROXY in its
+    environment installs; the unit's environment file, the supervisor and containerd carry the
+    proxy (NO_PROXY with localhost and the pod network); an image pull with that environment
+    shows in tinyproxy's log; the upgrade keeps the proxy."""
+    run = guest_run("bookworm-cgroup2-hardened")
+    require_ok(run, "hardened-host", "curl-sh-install", "status-running", "proxy-in-the-service",
+               "pull-through-the-proxy", "install-next-release",
+               "proxy-kept-across-upgrade")  # fmt: skip
+
+
+@pytest.mark.xfail(strict=False, reason="needs the upgrade branch")
+def test_rollback_under_systemd_keeps_mainpid_and_options() -> None:
+    """`warren rollback` with the unit running (trixie, after the upgrade): the unit stays active,
+    systemd's MainPID is the supervisor serving afterwards, its run options are kept, and
+    containerd runs the previous version again."""
+    require_ok(guest_run("trixie"), "rollback-under-systemd")
 
 
 @pytest.fixture(scope="session", autouse=True)
