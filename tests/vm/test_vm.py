@@ -37,7 +37,8 @@ SHUTDOWN_SLACK_S = 15
 _STARTED: dict[str, Future[harness.Run]] = {}
 # Guests boot concurrently (WARREN_VM_PARALLEL, default all): TCG guests wait on their own I/O and
 # timers much of the time, and on 2 cores three at once finish well before three in a row.
-PARALLEL = int(os.environ.get("WARREN_VM_PARALLEL", str(len(harness.GUESTS))))
+ENABLED = harness.enabled_guests()
+PARALLEL = int(os.environ.get("WARREN_VM_PARALLEL", str(len(ENABLED))))
 
 
 def _one(name: str) -> harness.Run:
@@ -50,6 +51,8 @@ def _one(name: str) -> harness.Run:
 
 
 def guest_run(name: str) -> harness.Run:
+    if name not in ENABLED:
+        pytest.skip(f"{name} is not booted by default (WARREN_VM_GUESTS=all boots it: docs/vm.md)")
     if not _STARTED:
         for tool in ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4"):
             if not shutil.which(tool):
@@ -59,7 +62,8 @@ def guest_run(name: str) -> harness.Run:
             pytest.fail(f"no release in {harness.RELEASE}: run make release")
         (harness.CACHE / "runs").mkdir(parents=True, exist_ok=True)
         # Images first, one at a time (debootstrap on a cold cache), then every selected guest.
-        for suite, kind in sorted({(g.suite, g.kind) for g in harness.GUESTS.values()}):
+        wanted = [harness.GUESTS[g] for g in _SELECTED or [name]]
+        for suite, kind in sorted({(g.suite, g.kind) for g in wanted}):
             harness.build_image(suite, kind)
         # The next releases too (a freeze, on a cold cache), before guests compete for the cores.
         for guest in _SELECTED or [name]:
@@ -94,7 +98,7 @@ def _selected_guests(request: pytest.FixtureRequest) -> None:
         name = callspec.params.get("guest") if callspec else None
         if name is None:  # the one-guest tests say which guest in their name
             name = next((g for word, g in _NAMED.items() if word in item.name), None)
-        if name and name not in _SELECTED:
+        if name and name in ENABLED and name not in _SELECTED:
             _SELECTED.append(name)
 
 
@@ -263,7 +267,10 @@ def test_hardened_host_installs_through_the_proxy() -> None:
                "proxy-kept-across-upgrade")  # fmt: skip
 
 
-@pytest.mark.xfail(strict=False, reason="needs the upgrade branch")
+@pytest.mark.xfail(
+    strict=False,
+    reason="service-aware rollback (runtime/service.py) not yet seen passing on a booted guest",
+)
 def test_rollback_under_systemd_keeps_mainpid_and_options() -> None:
     """`warren rollback` with the unit running (trixie, after the upgrade): the unit stays active,
     systemd's MainPID is the supervisor serving afterwards, its run options are kept, and
