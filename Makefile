@@ -26,6 +26,8 @@ ifneq ($(filter test,$(MAKECMDGOALS)),)
 ARM64 ?= 1
 endif
 ARM64 ?= 0
+# make test's own `$(MAKE) release` must see it too (a default is not passed down like ARM64=1 is).
+export ARM64
 ARM64_EXE := dist/warren-linux-arm64
 ARM64_CACHE ?= /var/cache/warren-build/arm64
 ARM64_STAMP := build/cache/warren-linux-arm64.inputs
