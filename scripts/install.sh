@@ -207,7 +207,10 @@ writable_dir() {
 }
 
 choose_paths() {
-    XDG_CONFIG=${XDG_CONFIG_HOME:-$HOME/.config}
+    # Only --rootless reads HOME (checked absolute above): a service manager, cloud-init or
+    # `env -i` runs this with HOME unset, and set -u would stop on it.
+    XDG_CONFIG=
+    if [ "$ROOTLESS" = true ]; then XDG_CONFIG=${XDG_CONFIG_HOME:-$HOME/.config}; fi
     if [ -n "${WARREN_BIN_DIR:-}" ]; then
         BIN_DIR=${WARREN_BIN_DIR%/}
     elif [ "$ROOTLESS" = true ]; then
@@ -1151,7 +1154,7 @@ if [ "\$BIN_OWNED" = true ] && [ -d "\$RUNTIME_DIR" ] && [ ! -L "\$RUNTIME_DIR" 
     rm -rf "\$RUNTIME_DIR"
     info "removed \$RUNTIME_DIR"
     case "\$RUNTIME_DIR" in
-        /var/cache/warren/runtime | "\$HOME/.cache/warren/runtime") rmdir "\${RUNTIME_DIR%/runtime}" 2>/dev/null || true ;;
+        /var/cache/warren/runtime | "\${HOME:-}/.cache/warren/runtime") rmdir "\${RUNTIME_DIR%/runtime}" 2>/dev/null || true ;;
     esac
 fi
 

@@ -381,6 +381,23 @@ def test_uninstall_purge_also_deletes_warren_dirs_and_dirs_it_created(
     assert target.tree() == {}, "purge left something behind"
 
 
+def test_install_and_uninstall_run_without_home(releases: FileServer, target: Target) -> None:
+    # A systemd unit, cloud-init's runcmd and `env -i` run the installer with HOME unset; under
+    # set -u one unguarded $HOME stopped it at once with exit 2 (seen on booted guests).
+    url = f"{releases.url}/good"
+    env = {k: v for k, v in target.env(url).items() if k != "HOME"}
+
+    done = run_installer(url, env)
+
+    assert done.returncode == 0, done.stderr
+    assert target.binary.is_file() and target.unit.is_file()
+    gone = subprocess.run(
+        ["unshare", "--net", target.uninstaller, "--purge"], capture_output=True, text=True, env=env
+    )
+    assert gone.returncode == 0, gone.stderr
+    assert target.tree() == {}, "purge left something behind"
+
+
 def test_uninstall_rejects_unknown_arguments(releases: FileServer, target: Target) -> None:
     assert install(releases, target).returncode == 0
     before = target.tree()
