@@ -439,6 +439,10 @@ def report(runs: list[Run]) -> str:
             lines.append(
                 f"   {s['status']:5} {s['seconds']:7.1f}s  {s['phase']}/{s['step']}  {s['detail']}"
             )
+            if s["status"] == "fail" and s["step"] != "phase-aborted":
+                # The step's own last lines: its detail is one line, the cause is often below it.
+                tail = [ln for ln in str(s.get("output", "")).splitlines() if ln.strip()][-5:]
+                lines.extend(f"          | {ln}" for ln in tail)
     return "\n".join(lines)
 
 
