@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -89,6 +90,36 @@ def test_dead_supervisors_containerd_is_adopted(
     assert rc == 0, err
     assert "adopted running containerd pid" in err
     assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == "zombie"
+
+
+def test_an_orphan_that_misses_one_check_is_adopted_not_replaced(
+    supervised: Supervised, staged_payload: Path, tmp_path: Path
+) -> None:
+    # On loaded booted guests a healthy orphan missed the new supervisor's one check and was
+    # killed and replaced: a hang is `health_failures` missed checks in a row, as the monitor says.
+    paths = supervised.paths
+    orphan = read_pid(paths.containerd_pidfile)
+    os.kill(read_pid(paths.supervisor_pidfile), signal.SIGKILL)
+    supervised.proc.wait()
+    os.kill(orphan, signal.SIGSTOP)  # it answers no check until we let it
+    errlog = tmp_path / "run.err"
+    try:
+        with open(errlog, "w") as err_fp:
+            proc = spawn_run(paths, staged_payload, stderr=err_fp)
+        try:
+            wait_for(lambda: "checking again" in errlog.read_text(), timeout=60, what="a miss")
+            os.kill(orphan, signal.SIGCONT)
+            wait_for(lambda: status(paths).get("adopted"), timeout=30, what="adoption")
+            assert status(paths)["containerd_pid"] == orphan
+        finally:
+            rc, _ = finish(proc)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orphan, signal.SIGCONT)
+    err = errlog.read_text()
+    assert rc == 0, err
+    assert f"containerd pid {orphan} does not answer on {paths.socket} (check 1 of 3)" in err
+    assert "replacing it" not in err and f"adopted running containerd pid {orphan}" in err
 
 
 def test_stale_pidfile_and_socket_are_cleaned(wpaths: Paths, staged_payload: Path) -> None:

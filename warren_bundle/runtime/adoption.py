@@ -55,12 +55,36 @@ def adoptable_pid(
     if pid is None:
         pidfile.discard(paths.containerd_pidfile)
         return None
-    if not is_serving(sock, settings.health_timeout):
-        log(f"containerd pid {pid} does not answer on {sock}; replacing it")
+    if not _answers(pid, sock, is_serving, settings, log):
+        log(
+            f"containerd pid {pid} did not answer on {sock} in {settings.health_failures} "
+            "checks; replacing it"
+        )
         processes.kill_and_wait(pid, settings.stop_timeout)
         pidfile.discard(paths.containerd_pidfile)
         return None
     return pid
+
+
+def _answers(
+    pid: int, sock: str, is_serving: Probe, settings: Settings, log: Callable[[str], None]
+) -> bool:
+    """The monitor's rule for a hang, not one probe: `health_failures` checks in a row, each
+    given `health_timeout`. A loaded host (seen on booted guests under TCG) can make a healthy
+    containerd miss one check, and replacing it costs a restart for nothing."""
+    for check in range(1, settings.health_failures + 1):
+        began = time.monotonic()
+        if is_serving(sock, settings.health_timeout):
+            return True
+        if not psutil.pid_exists(pid) or check == settings.health_failures:
+            break
+        log(
+            f"containerd pid {pid} does not answer on {sock} (check {check} of "
+            f"{settings.health_failures}); checking again"
+        )
+        # A refused connection fails at once: each check still gets its whole timeout.
+        time.sleep(max(0.0, began + settings.health_timeout - time.monotonic()))
+    return False
 
 
 def _stop_gracefully(proc: psutil.Process, timeout: float) -> None:
