@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import grp
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,8 @@ def detect(paths: Paths, option: str | None = None, timeout: float = 1.0) -> Can
         if isinstance(health.connect_error(cand.path), PermissionError):
             denied.append(cand.path)
         elif cand.kind == "embedded":
+            if answers_in_grace(paths, cand.path):
+                return cand
             check_not_hung(paths)
     if denied:
         raise permission_denied(denied[0])
@@ -83,6 +86,25 @@ def detect(paths: Paths, option: str | None = None, timeout: float = 1.0) -> Can
         f"socket not found: no containerd answers on {', '.join(tried)}",
         "start one with 'warren containerd start' (or 'warren lima up' on macOS), or pass --socket",
     )
+
+
+def answers_in_grace(paths: Paths, path: str) -> bool:
+    """A containerd whose process lives is slow before it is hung (a loaded host, a start or
+    restart still going): the supervisor's own rule, `health_failures` checks of
+    `health_timeout` each, before a client calls it hung. Nothing of ours alive: no wait."""
+    from warren_bundle.runtime import pidfile
+    from warren_bundle.runtime.settings import Settings
+
+    if pidfile.containerd(paths) is None:
+        return False
+    rule = Settings()
+    for _ in range(rule.health_failures - 1):  # one check has failed already
+        began = time.monotonic()
+        if health.is_serving(path, rule.health_timeout):
+            return True
+        # A refused connection fails at once: each check still gets its whole timeout.
+        time.sleep(max(0.0, began + rule.health_timeout - time.monotonic()))
+    return False
 
 
 def check_not_hung(paths: Paths) -> None:

@@ -310,6 +310,40 @@ def test_killed_supervisor_is_orphaned_and_adoption_keeps_the_uptime(
     assert adopted["uptime_s"] >= orphaned["uptime_s"]
 
 
+def pending_connections(sock: Path) -> int:
+    """Connections waiting in the accept queue of the listener at `sock` (ss's Recv-Q)."""
+    out = subprocess.run(["ss", "-xlH", "src", str(sock)], capture_output=True, text=True)
+    rows = [line.split() for line in out.stdout.splitlines() if str(sock) in line]
+    return int(rows[0][2]) if rows else 0
+
+
+def test_a_slow_containerd_is_waited_for_not_called_hung(
+    wpaths: Paths, staged_payload: Path
+) -> None:
+    # On a loaded booted guest `warren ctr run` right after a restart said "does not answer
+    # ... not responding" after one 1 s check: an alive containerd gets the supervisor's rule
+    # (3 checks of 2 s) before a client calls it hung.
+    start(wpaths, "--health-interval", "600")
+    ctrd = read_pid(wpaths.containerd_pidfile)
+    os.kill(ctrd, signal.SIGSTOP)  # it accepts nothing until we let it
+    try:
+        client = subprocess.Popen(
+            [*WARREN, "ctr", "version"],
+            env=warren_env(wpaths),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # The first check, the connect probe after it, then the next check: it waits on.
+        wait_for(lambda: pending_connections(wpaths.socket) >= 3 or client.poll() is not None,
+                 timeout=60, what="a second check")  # fmt: skip
+    finally:
+        os.kill(ctrd, signal.SIGCONT)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+    assert "Server:" in out and "not responding" not in err
+
+
 def test_hung_containerd_is_unresponsive_and_clients_say_so(
     wpaths: Paths, staged_payload: Path
 ) -> None:
