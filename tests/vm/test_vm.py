@@ -141,6 +141,20 @@ def test_kill9_restarts_and_containers_survive(guest: str) -> None:
     require_ok(run, "kill9-restart-container-survives", "stop-leaves-containers")
 
 
+@pytest.mark.parametrize("guest", ALL)
+def test_host_programs_warren_starts_load_the_hosts_libraries(guest: str) -> None:
+    """The frozen runtime carries its own libc; modprobe (and systemctl, rc-service) started by
+    warren once inherited its LD_LIBRARY_PATH and failed on bullseye ("GLIBC_2.35 not found")."""
+    run = guest_run(guest)
+    leaked = [
+        line
+        for text in run.journals.values()
+        for line in text.splitlines()
+        if "/runtime/" in line and "required by" in line
+    ]
+    assert leaked == [], f"{guest}: " + "\n".join(leaked[:3])
+
+
 @pytest.mark.parametrize("guest", [*SYSTEMD, OPENRC])
 def test_kill9_status_says_what_happened(guest: str) -> None:
     """(3) After the kill -9, `warren containerd status` names the supervisor systemd runs and

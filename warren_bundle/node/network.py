@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from warren_bundle.paths import Paths
+from warren_bundle.runtime.childenv import child_env
 
 # A /16 none of the usual defaults take: docker 172.17/16, podman and containerd's examples
 # 10.88/16, flannel 10.244/16, k3s 10.42/16 and 10.43/16, kubespray 10.233/16, calico
@@ -131,7 +132,11 @@ def _set_flag(path: Path, what: str, report: HostNetwork) -> bool:
 def _load_br_netfilter(report: HostNetwork) -> None:
     try:
         done = subprocess.run(
-            ["modprobe", "br_netfilter"], capture_output=True, text=True, timeout=10
+            ["modprobe", "br_netfilter"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=child_env(),
         )
     except (OSError, subprocess.SubprocessError) as exc:
         report.problems.append(f"cannot load br_netfilter ({exc}): run 'modprobe br_netfilter'")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 _DROP = (
@@ -25,6 +25,23 @@ _DROP = (
     "_WARREN_ONEFILE",
     "_WARREN_RUNTIME",
 )
+
+
+def restore_library_path(environ: MutableMapping[str, str] | None = None) -> None:
+    """Give this process's own environment the caller's LD_LIBRARY_PATH back, once, at start.
+
+    The frozen runtime's loader read the runtime's value at exec; nothing in this process reads
+    it again. Left in os.environ, every program started without child_env (modprobe, iptables,
+    systemctl) loads the runtime's libc: on an older host its loader then fails ("GLIBC_2.35 not
+    found", seen on a booted bullseye guest)."""
+    env = os.environ if environ is None else environ
+    if not getattr(sys, "frozen", False) and environ is None:
+        return
+    orig = env.pop("LD_LIBRARY_PATH_ORIG", None)
+    if orig is not None:
+        env["LD_LIBRARY_PATH"] = orig
+    else:
+        env.pop("LD_LIBRARY_PATH", None)
 
 
 def child_env(

@@ -25,6 +25,7 @@ import psutil
 
 from warren_bundle.errors import WarrenError
 from warren_bundle.paths import Paths
+from warren_bundle.runtime.childenv import child_env
 
 SYSTEMD = "systemd"
 OPENRC = "openrc"
@@ -67,7 +68,7 @@ def systemd_main_pid(unit: str) -> int | None:
     try:
         done = subprocess.run(
             ["systemctl", "show", "-p", "MainPID", "--value", unit],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True, text=True, timeout=10, env=child_env(),
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -119,7 +120,7 @@ def restart(service: Service, timeout: float) -> None:
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout + RESTART_EXTRA,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, env=child_env(),
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
         raise WarrenError(
