@@ -5,7 +5,8 @@
 # install.sh gets the public half in its RELEASE_KEY heredoc; SHA256SUMS lists FILE... and
 # install.sh; SHA256SUMS.sig is the ECDSA-SHA256 signature of SHA256SUMS, DER, as one line of
 # base64: `openssl dgst -sha256 -verify pub.pem -signature <(base64 -d SHA256SUMS.sig)` and
-# `cosign verify-blob --key pub.pem --signature SHA256SUMS.sig SHA256SUMS` both accept it.
+# `cosign verify-blob --key pub.pem --signature SHA256SUMS.sig --insecure-ignore-tlog=true
+# SHA256SUMS` both accept it (tests/e2e/test_cosign.py).
 # The public key (release-key.pub) is written beside them, and the signature is checked back.
 set -eu
 [ "$#" -ge 3 ] || { echo "usage: $0 DIR KEY FILE..." >&2; exit 2; }

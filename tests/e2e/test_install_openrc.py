@@ -9,7 +9,6 @@ OpenRC did not boot this host, so the script is run by path with `openrc-run` (w
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -25,15 +24,11 @@ from warren_bundle.runtime import health
 
 from conftest import have, require
 from support import INSTALL_SH, TEST_IMAGE, read_pid, short_dir, wait_for
+from support.openrc import SERVICE, have_openrc, install_env, openrc_run, openrc_state
 
 pytestmark = pytest.mark.e2e
 
-OPENRC_RUN = Path("/sbin/openrc-run")
-STATE_DIRS = (
-    *("daemons", "exclusive", "failed", "hotplugged", "inactive", "options", "scheduled"),
-    *("started", "starting", "stopping", "tmp", "wasinactive"),
-)
-NAME = "warren-containerd"
+NAME = SERVICE
 
 
 @dataclass
@@ -54,25 +49,10 @@ class Host:
         return self.root / "conf.d" / NAME
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if "WARREN_" not in k and "PROXY" not in k}
-        env.update(
-            WARREN_INSTALL_SKIP_DOWNLOAD="true",
-            WARREN_BIN_DIR=str(self.bin.parent),
-            WARREN_OPENRC_DIR=str(self.script.parent),
-            WARREN_DATA_DIR=str(self.paths.data_dir),
-            WARREN_RUN_DIR=str(self.paths.run_dir),
-            WARREN_CONFIG_DIR=str(self.paths.config_dir),
-        )
-        env.update(extra)
-        return env
+        return install_env(self.bin.parent, self.script.parent, self.paths, **extra)
 
     def rc(self, action: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if "WARREN_" not in k and "PROXY" not in k}
-        env.update(extra)
-        return subprocess.run(
-            [str(OPENRC_RUN), str(self.script), action],
-            capture_output=True, text=True, timeout=360, env=env,
-        )  # fmt: skip
+        return openrc_run(self.script, action, **extra)
 
     def warren(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -91,35 +71,28 @@ def _supervisor(host: Host) -> psutil.Process | None:
 
 @pytest.fixture
 def host(frozen_exe: Path, root_required: None) -> Iterator[Host]:
-    require(OPENRC_RUN.is_file() and have("supervise-daemon"), "needs Debian's openrc package")
-    had_openrc = Path("/run/openrc").exists()
-    softlevel = Path("/run/openrc/softlevel")
-    had_softlevel = softlevel.exists()
+    require(have_openrc(), "needs Debian's openrc package")
     root = short_dir("orc")
     base = root / "w"
     h = Host(root, Paths(base / "data", base / "run", base / "etc"))
     h.bin.parent.mkdir(parents=True)
     shutil.copy2(frozen_exe, h.bin)
-    # What OpenRC's boot leaves in /run/openrc (openrc-run makes these only with no /run/openrc).
-    for state in STATE_DIRS:
-        (softlevel.parent / state).mkdir(parents=True, exist_ok=True)
-    softlevel.touch()
     try:
-        yield h
+        with openrc_state():
+            try:
+                yield h
+            finally:
+                if h.script.exists():
+                    h.rc("stop")
+                if health.is_serving(h.paths.socket, 0.5):
+                    h.warren("ctr", "tasks", "kill", "-s", "SIGKILL", "keeper")
+                uninstaller = h.bin.parent / "warren-uninstall.sh"
+                if uninstaller.exists():
+                    subprocess.run(
+                        ["unshare", "--net", str(uninstaller), "--purge"],
+                        capture_output=True, env=h.env(),
+                    )  # fmt: skip
     finally:
-        if h.script.exists():
-            h.rc("stop")
-        if health.is_serving(h.paths.socket, 0.5):
-            h.warren("ctr", "tasks", "kill", "-s", "SIGKILL", "keeper")
-        uninstaller = h.bin.parent / "warren-uninstall.sh"
-        if uninstaller.exists():
-            subprocess.run(
-                ["unshare", "--net", str(uninstaller), "--purge"], capture_output=True, env=h.env()
-            )
-        if not had_softlevel:
-            softlevel.unlink(missing_ok=True)
-        if not had_openrc:
-            shutil.rmtree("/run/openrc", ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -21,13 +21,20 @@ from warren_bundle.errors import ExitCode
 
 from conftest import require
 from support import TEST_IMAGE, FileServer, sha256_file, short_dir, stage_release
+from support.rootless import (
+    as_user,
+    has_subid_range,
+    owned_dir,
+    rootless_prerequisites,
+    subid_user,
+    user_env,
+)
 
 pytestmark = pytest.mark.e2e
 
 USER = "warren-rl-install"
 ASSET = "warren-linux-amd64" if os.uname().machine == "x86_64" else "warren-linux-arm64"
 UNIT = Path(".config/systemd/user/warren-containerd.service")
-TOOLS = ("rootlesskit", "slirp4netns", "newuidmap", "newgidmap", "setpriv", "useradd", "curl")
 
 
 @dataclass(frozen=True)
@@ -41,17 +48,9 @@ class Home:
     xdg_runtime: Path
 
     def run(self, argv: list[str], **extra: str) -> subprocess.CompletedProcess[str]:
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-            "HOME": str(self.home),
-            "USER": self.name,
-            "LOGNAME": self.name,
-            "XDG_RUNTIME_DIR": str(self.xdg_runtime),
-            **extra,
-        }
         return subprocess.run(
-            ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", *argv],
-            env=env,
+            [*as_user(self.uid, self.gid), *argv],
+            env=user_env(self.name, self.home, self.xdg_runtime, **extra),
             capture_output=True,
             text=True,
             timeout=180,
@@ -69,20 +68,13 @@ class Home:
 
 def _home_for(name: str) -> Iterator[Home]:
     entry = pwd.getpwnam(name)
-    home = short_dir("rlh")
-    xdg = short_dir("rlx")
-    for d in (home, xdg):
-        os.chown(d, entry.pw_uid, entry.pw_gid)
-        d.chmod(0o700)
+    home = owned_dir("rlh", entry)
+    xdg = owned_dir("rlx", entry)
     try:
         yield Home(name, entry.pw_uid, entry.pw_gid, home, xdg)
     finally:
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(xdg, ignore_errors=True)
-
-
-def _has_range(file: str, name: str) -> bool:
-    return any(line.split(":")[0] == name for line in Path(file).read_text().splitlines())
 
 
 @pytest.fixture(scope="module")
@@ -95,22 +87,10 @@ def release(frozen_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def rootless_user() -> Iterator[str]:
-    require(os.geteuid() == 0, "needs root to create the unprivileged user")
-    for tool in TOOLS:
-        require(shutil.which(tool) is not None, f"{tool} is not installed (.ci/run installs it)")
-    tun = os.stat("/dev/net/tun").st_mode if os.path.exists("/dev/net/tun") else 0
-    require(tun & 0o006 == 0o006, "/dev/net/tun is not 0666 (.ci/run sets udev's default)")
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", USER], check=True)
-    for file, flag in (("/etc/subuid", "--add-subuids"), ("/etc/subgid", "--add-subgids")):
-        if not _has_range(file, USER):
-            subprocess.run(["usermod", flag, "400000-465535", USER], check=True)
-    try:
-        yield USER
-    finally:
-        subprocess.run(["userdel", USER], capture_output=True)
+    for met, why in rootless_prerequisites("curl"):
+        require(met, why)
+    with subid_user(USER, 400000, home=False) as entry:
+        yield entry.pw_name
 
 
 @pytest.fixture
@@ -122,7 +102,7 @@ def user(rootless_user: str) -> Iterator[Home]:
 def nobody() -> Iterator[Home]:
     """`nobody`: no range in /etc/subuid or /etc/subgid (a user rootless cannot run for)."""
     require(os.geteuid() == 0, "needs root to switch to nobody")
-    require(not _has_range("/etc/subuid", "nobody"), "nobody has a subuid range on this host")
+    require(not has_subid_range("/etc/subuid", "nobody"), "nobody has a subuid range on this host")
     yield from _home_for("nobody")
 
 

@@ -66,18 +66,23 @@ def pack_with_runtime_of(machine: int, base: Path) -> Path:
     return exe
 
 
-def test_a_runtime_of_another_machine_is_refused_in_one_line(base: Path) -> None:
-    require(LAUNCHER.is_file(), f"no launcher at {LAUNCHER}: make launcher")
-    other, machine = OTHER[host_arch()]
-    exe = pack_with_runtime_of(machine, base)
-    rt = base / "rt"
-    proc = subprocess.run(
+def launch_version(exe: Path, rt: Path) -> subprocess.CompletedProcess[str]:
+    """`exe version` with its runtime unpacked into rt, nothing else in its environment."""
+    return subprocess.run(
         [str(exe), "version"],
         env={"PATH": "/usr/bin:/bin", "WARREN_RUNTIME_DIR": str(rt)},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_a_runtime_of_another_machine_is_refused_in_one_line(base: Path) -> None:
+    require(LAUNCHER.is_file(), f"no launcher at {LAUNCHER}: make launcher")
+    other, machine = OTHER[host_arch()]
+    exe = pack_with_runtime_of(machine, base)
+    rt = base / "rt"
+    proc = launch_version(exe, rt)
     assert proc.returncode == ExitCode.PAYLOAD, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -95,13 +100,7 @@ def test_a_runtime_of_this_machine_gets_past_the_check(base: Path) -> None:
     mine = {"amd64": EM_X86_64, "arm64": EM_AARCH64}[host_arch()]
     exe = pack_with_runtime_of(mine, base)
     rt = base / "rt"
-    proc = subprocess.run(
-        [str(exe), "version"],
-        env={"PATH": "/usr/bin:/bin", "WARREN_RUNTIME_DIR": str(rt)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = launch_version(exe, rt)
     assert proc.returncode != 0
     assert "ELF machine" not in proc.stderr
     patched = next(p for p in rt.iterdir() if p.name != ".lock") / "warren"

@@ -12,7 +12,6 @@ this tree (tests/support/upgrade_releases.py) as the installed one and the next 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ import pytest
 from warren_bundle.paths import Paths
 from warren_bundle.runtime import health
 
-from conftest import have, require
+from conftest import require
 from support import (
     INSTALL_SH,
     TEST_IMAGE,
@@ -36,16 +35,10 @@ from support import (
     sha256_file,
     short_dir,
 )
+from support.openrc import SERVICE, have_openrc, install_env, openrc_run, openrc_state
 from support.upgrade_releases import ASSET, missing_inputs, release_dir, signed_files
 
 pytestmark = pytest.mark.e2e
-
-OPENRC_RUN = Path("/sbin/openrc-run")
-SERVICE = "warren-containerd"
-OPENRC_STATE = (
-    *("daemons", "exclusive", "failed", "hotplugged", "inactive", "options", "scheduled"),
-    *("started", "starting", "stopping", "tmp", "wasinactive"),
-)
 
 
 @dataclass
@@ -63,16 +56,7 @@ class Install:
         return self.root / "init.d" / SERVICE
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if "WARREN_" not in k and "PROXY" not in k}
-        env.update(
-            WARREN_INSTALL_SKIP_DOWNLOAD="true",
-            WARREN_BIN_DIR=str(self.bin.parent),
-            WARREN_OPENRC_DIR=str(self.script.parent),
-            WARREN_DATA_DIR=str(self.paths.data_dir),
-            WARREN_RUN_DIR=str(self.paths.run_dir),
-            WARREN_CONFIG_DIR=str(self.paths.config_dir),
-        )
-        return env
+        return install_env(self.bin.parent, self.script.parent, self.paths)
 
     def warren(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -125,76 +109,64 @@ def _supervisor_parent(inst: Install) -> str:
 def test_under_openrc_a_bad_release_and_check_change_nothing_and_the_upgrade_keeps_containers(
     install: Install, busybox_tar: Path
 ) -> None:
-    require(OPENRC_RUN.is_file() and have("supervise-daemon"), "needs Debian's openrc package")
-    had_openrc = Path("/run/openrc").exists()
-    softlevel = Path("/run/openrc/softlevel")
-    had_softlevel = softlevel.exists()
-    for state in OPENRC_STATE:
-        (softlevel.parent / state).mkdir(parents=True, exist_ok=True)
-    softlevel.touch()
-    rc_env = {k: v for k, v in os.environ.items() if "WARREN_" not in k and "PROXY" not in k}
-    try:
-        done = subprocess.run(
-            ["sh", str(INSTALL_SH)], capture_output=True, text=True, env=install.env()
-        )
-        assert done.returncode == 0, done.stderr
-        started = subprocess.run(
-            [str(OPENRC_RUN), str(install.script), "start"], capture_output=True, text=True,
-            env=rc_env, timeout=300,
-        )  # fmt: skip
-        assert started.returncode == 0, started.stdout + started.stderr
-        assert _supervisor_parent(install) == "supervise-daemon"
-        container = install.run_keeper(busybox_tar)
-        before, pids = sha256_file(install.bin), install.pids()
+    require(have_openrc(), "needs Debian's openrc package")
+    with openrc_state():
+        try:
+            _upgrade_under_openrc(install, busybox_tar)
+        finally:
+            if install.script.exists():
+                openrc_run(install.script, "stop", timeout=120)
 
-        # Signed by another key: exit 8, nothing changed.
-        other = install.warren("upgrade", "--from", str(install.releases / "other-key"))
-        assert other.returncode == 8, other.stdout + other.stderr
-        assert "bad signature" in other.stderr and "nothing was changed" in other.stderr
-        assert len(other.stderr.strip().splitlines()) == 1
-        # --check: the plan, nothing changed.
-        check = install.warren("upgrade", "--from", str(install.releases / "next"), "--check")
-        assert check.returncode == 0, check.stderr
-        assert "would upgrade" in check.stdout and "containerd 1.6.20" in check.stdout
-        assert "-> 1.7.24" in check.stdout
-        assert sha256_file(install.bin) == before and install.pids() == pids
-        assert sorted(p.name for p in install.bin.parent.iterdir() if "warren." in p.name) == []
-        assert [p.name for p in install.bin.parent.iterdir() if p.name.startswith(".")] == []
 
-        # The upgrade, over HTTP: through the service, the container kept.
-        with FileServer(install.releases / "next") as server:
-            up = install.warren("upgrade", "--from", server.url)
-        assert up.returncode == 0, up.stdout + up.stderr
-        assert f"restarted through openrc service {SERVICE}" in up.stdout
-        assert "1 container kept running" in up.stdout
-        assert psutil.pid_exists(container)
-        assert install.pids()[0] != pids[0] and install.pids()[1] != pids[1]
-        assert _supervisor_parent(install) == "supervise-daemon"  # not a detached one of ours
-        assert health.containerd_version(install.paths.socket)[0].startswith("1.7.24")
-        assert sha256_file(install.bin) == sha256_file(install.releases / "next" / ASSET)
-        assert sha256_file(install.bin.with_name("warren.previous")) == before
-        tasks = install.warren("ctr", "tasks", "ls").stdout
-        assert "keeper" in tasks and "RUNNING" in tasks
+def _upgrade_under_openrc(install: Install, busybox_tar: Path) -> None:
+    done = subprocess.run(
+        ["sh", str(INSTALL_SH)], capture_output=True, text=True, env=install.env()
+    )
+    assert done.returncode == 0, done.stderr
+    started = openrc_run(install.script, "start", timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert _supervisor_parent(install) == "supervise-daemon"
+    container = install.run_keeper(busybox_tar)
+    before, pids = sha256_file(install.bin), install.pids()
 
-        # Issue 21's defect: under a service, rollback restarts through it, and does not start
-        # a detached supervisor of its own beside the one supervise-daemon respawns.
-        back = install.warren("rollback")
-        assert back.returncode == 0, back.stdout + back.stderr
-        assert _supervisor_parent(install) == "supervise-daemon"
-        assert f"restarting the openrc service {SERVICE}" in back.stderr
-        assert "1 container kept running" in back.stdout
-        assert health.containerd_version(install.paths.socket)[0].startswith("1.6.20")
-        assert psutil.pid_exists(container)
-    finally:
-        if install.script.exists():
-            subprocess.run(
-                [str(OPENRC_RUN), str(install.script), "stop"], capture_output=True, env=rc_env,
-                timeout=120,
-            )  # fmt: skip
-        if not had_softlevel:
-            softlevel.unlink(missing_ok=True)
-        if not had_openrc:
-            shutil.rmtree("/run/openrc", ignore_errors=True)
+    # Signed by another key: exit 8, nothing changed.
+    other = install.warren("upgrade", "--from", str(install.releases / "other-key"))
+    assert other.returncode == 8, other.stdout + other.stderr
+    assert "bad signature" in other.stderr and "nothing was changed" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
+    # --check: the plan, nothing changed.
+    check = install.warren("upgrade", "--from", str(install.releases / "next"), "--check")
+    assert check.returncode == 0, check.stderr
+    assert "would upgrade" in check.stdout and "containerd 1.6.20" in check.stdout
+    assert "-> 1.7.24" in check.stdout
+    assert sha256_file(install.bin) == before and install.pids() == pids
+    assert sorted(p.name for p in install.bin.parent.iterdir() if "warren." in p.name) == []
+    assert [p.name for p in install.bin.parent.iterdir() if p.name.startswith(".")] == []
+
+    # The upgrade, over HTTP: through the service, the container kept.
+    with FileServer(install.releases / "next") as server:
+        up = install.warren("upgrade", "--from", server.url)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert f"restarted through openrc service {SERVICE}" in up.stdout
+    assert "1 container kept running" in up.stdout
+    assert psutil.pid_exists(container)
+    assert install.pids()[0] != pids[0] and install.pids()[1] != pids[1]
+    assert _supervisor_parent(install) == "supervise-daemon"  # not a detached one of ours
+    assert health.containerd_version(install.paths.socket)[0].startswith("1.7.24")
+    assert sha256_file(install.bin) == sha256_file(install.releases / "next" / ASSET)
+    assert sha256_file(install.bin.with_name("warren.previous")) == before
+    tasks = install.warren("ctr", "tasks", "ls").stdout
+    assert "keeper" in tasks and "RUNNING" in tasks
+
+    # Issue 21's defect: under a service, rollback restarts through it, and does not start
+    # a detached supervisor of its own beside the one supervise-daemon respawns.
+    back = install.warren("rollback")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert _supervisor_parent(install) == "supervise-daemon"
+    assert f"restarting the openrc service {SERVICE}" in back.stderr
+    assert "1 container kept running" in back.stdout
+    assert health.containerd_version(install.paths.socket)[0].startswith("1.6.20")
+    assert psutil.pid_exists(container)
 
 
 def test_started_by_hand_a_containerd_that_cannot_start_goes_back_then_the_next_one_runs(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import socket
 import stat
@@ -31,12 +30,12 @@ from warren_bundle.errors import ExitCode
 from warren_bundle.payload.format import read_embedded
 
 from conftest import require
-from support import FROZEN, REPO, TEST_IMAGE, short_dir, wait_for
+from support import FROZEN, REPO, TEST_IMAGE, wait_for
+from support.rootless import as_user, owned_dir, rootless_prerequisites, subid_user, user_env
 
 pytestmark = pytest.mark.e2e
 
 USER = "warren-rootless"
-TOOLS = ("rootlesskit", "slirp4netns", "newuidmap", "newgidmap", "nsenter", "setpriv", "useradd")
 
 
 @dataclass(frozen=True)
@@ -53,25 +52,14 @@ class User:
         return self.xdg_runtime / "warren" / "containerd.sock"
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-            "HOME": str(self.home),
-            "USER": self.name,
-            "LOGNAME": self.name,
-            "XDG_RUNTIME_DIR": str(self.xdg_runtime),
-        }
-        env.update(extra)
+        env = user_env(self.name, self.home, self.xdg_runtime, **extra)
         return {k: v for k, v in env.items() if v}
 
     def warren(
         self, *args: str, timeout: float = 180, **extra: str
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [
-                *("setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups"),
-                str(self.exe),
-                *args,
-            ],
+            [*as_user(self.uid, self.gid), str(self.exe), *args],
             env=self.env(**extra),
             capture_output=True,
             text=True,
@@ -84,10 +72,6 @@ class User:
         assert out.returncode == 0, out.stderr
         report: dict[str, object] = json.loads(out.stdout)
         return report
-
-
-def _has_range(file: str, name: str) -> bool:
-    return any(line.split(":")[0] == name for line in Path(file).read_text().splitlines())
 
 
 def _free_port() -> int:
@@ -120,38 +104,25 @@ def _containerd_of(user: User) -> int | None:
 
 @pytest.fixture(scope="module")
 def user() -> Iterator[User]:
-    require(os.geteuid() == 0, "needs root to create the unprivileged user")
-    for tool in TOOLS:
-        require(shutil.which(tool) is not None, f"{tool} is not installed (.ci/run installs it)")
-    tun = os.stat("/dev/net/tun").st_mode if os.path.exists("/dev/net/tun") else 0
-    require(tun & 0o006 == 0o006, "/dev/net/tun is not 0666 (.ci/run sets udev's default)")
+    for met, why in rootless_prerequisites("nsenter"):
+        require(met, why)
     exe = Path(os.environ.get("WARREN_TEST_EXE") or FROZEN)
     require(exe.is_file(), f"no frozen executable at {exe}: make build")
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True)
-    for file, flag in (("/etc/subuid", "--add-subuids"), ("/etc/subgid", "--add-subgids")):
-        if not _has_range(file, USER):
-            subprocess.run(["usermod", flag, "300000-365535", USER], check=True)
-    entry = pwd.getpwnam(USER)
-    home = Path(entry.pw_dir)
-    xdg = short_dir("xdg")  # its own XDG_RUNTIME_DIR, 0700 like logind's
-    os.chown(xdg, entry.pw_uid, entry.pw_gid)
-    xdg.chmod(0o700)
-    own = home / "warren"
-    shutil.copy2(exe, own)
-    os.chown(own, entry.pw_uid, entry.pw_gid)
-    made = User(USER, entry.pw_uid, entry.pw_gid, home, xdg, own)
-    try:
-        yield made
-    finally:
-        made.warren("containerd", "stop", timeout=60)
-        for proc in _user_processes(made.uid):  # shims and containers it left, if a test failed
-            with suppress(psutil.Error):
-                proc.kill()
-        subprocess.run(["userdel", "--remove", USER], capture_output=True)
-        shutil.rmtree(xdg, ignore_errors=True)
+    with subid_user(USER, 300000, home=True) as entry:
+        home = Path(entry.pw_dir)
+        xdg = owned_dir("xdg", entry)  # its own XDG_RUNTIME_DIR
+        own = home / "warren"
+        shutil.copy2(exe, own)
+        os.chown(own, entry.pw_uid, entry.pw_gid)
+        made = User(USER, entry.pw_uid, entry.pw_gid, home, xdg, own)
+        try:
+            yield made
+        finally:
+            made.warren("containerd", "stop", timeout=60)
+            for proc in _user_processes(made.uid):  # shims and containers it left
+                with suppress(psutil.Error):
+                    proc.kill()
+            shutil.rmtree(xdg, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
