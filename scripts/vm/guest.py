@@ -1279,6 +1279,12 @@ def rootless(steps: Callable[[], None]) -> None:
         pass  # recorded as its step's failure
     except Exception:
         record("rootless-aborted", "fail", 0, traceback.format_exc(), f"phase {PHASE}")
+    else:
+        return
+    # The user unit's journal (the persistent journal keeps the user's too) for the report.
+    out = sh(f"journalctl -b _SYSTEMD_USER_UNIT={SERVICE} --no-pager -o short-monotonic",
+             check=False, timeout=60)  # fmt: skip
+    (SHARE / f"journal-{PHASE}-rootless.txt").write_text(out)
 
 
 def phase_purge() -> None:
