@@ -1205,6 +1205,8 @@ def rootless_rollback_steps() -> None:
 
     def upgrade() -> tuple[str, str]:
         kept["before"] = rootless_status().get("server_version")
+        if not kept["before"]:
+            raise StepFailed(f"no containerd version from the user's status: {rootless_status()}")
         out = as_user(f"curl -sfL {URL}/next/install.sh | WARREN_BASE_URL={URL}/next "
                       "sh -s -- --rootless", 600)  # fmt: skip
 
