@@ -11,6 +11,9 @@ service, and the manager runs the file the unit names.
 - systemd's user manager (install.sh --rootless: ~/.config/systemd/user/warren-containerd.service):
   the cgroup is the unit's under `user@UID.service/`, and both go through `systemctl --user`, as
   the user (the manager is reached through $XDG_RUNTIME_DIR, which a rootless warren needs anyway).
+- The manager's commands run with the caller's own environment (childenv): the frozen runtime's
+  LD_LIBRARY_PATH names its bundled glibc, with which a newer host's systemctl does not load
+  (trixie's: glibc 2.41 against the bundle's 2.36), so the unit was never found there.
 - OpenRC: the supervisor's parent is `supervise-daemon <service> …`, started by `openrc-run`,
   which exported the script's path as RC_SERVICE; restart: `openrc-run <script> restart`
   (`rc-service <service> restart` when the path is not known).
@@ -28,6 +31,7 @@ import psutil
 
 from warren_bundle.errors import WarrenError
 from warren_bundle.paths import Paths
+from warren_bundle.runtime.childenv import child_env
 
 SYSTEMD = "systemd"
 SYSTEMD_USER = "systemd-user"
@@ -87,7 +91,7 @@ def systemd_main_pid(unit: str, manager: str = SYSTEMD) -> int | None:
     try:
         done = subprocess.run(
             ["systemctl", *scope, "show", "-p", "MainPID", "--value", unit],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True, text=True, timeout=10, env=child_env(),
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -139,7 +143,7 @@ def restart(service: Service, timeout: float) -> None:
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout + RESTART_EXTRA,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, env=child_env(),
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
         raise WarrenError(
