@@ -268,10 +268,6 @@ def test_hardened_host_installs_through_the_proxy() -> None:
                "proxy-kept-across-upgrade")  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="service-aware rollback (runtime/service.py) not yet seen passing on a booted guest",
-)
 def test_rollback_under_systemd_keeps_mainpid_and_options() -> None:
     """`warren rollback` with the unit running (trixie, after the upgrade): the unit stays active,
     systemd's MainPID is the supervisor serving afterwards, its run options are kept, and
