@@ -24,6 +24,13 @@ case "$KIND" in
     openrc) PACKAGES=$COMMON ;;
     *) echo "build-image: unknown kind '$KIND'; use systemd, openrc or hardened" >&2; exit 2 ;;
 esac
+# trixie also runs the rootless install (install.sh --rootless as a user, the user unit, lingering):
+# RootlessKit and slirp4netns, newuidmap/newgidmap, and logind with a system bus (loginctl
+# enable-linger) plus the user bus of a user manager, as a desktop or server install has them.
+# The list is part of the image's key, so changing it rebuilds the image.
+case "$SUITE-$KIND" in
+    trixie-systemd) PACKAGES=$PACKAGES,uidmap,slirp4netns,rootlesskit,dbus,libpam-systemd,dbus-user-session ;;
+esac
 
 ROOT_FORMAT=2
 # The systemd kind's key is the one it had before kinds existed (its cached images stay valid).

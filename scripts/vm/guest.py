@@ -8,7 +8,8 @@ The host (tests/vm/harness.py) puts on the 9p share, mounted at /mnt/share:
                    version, "init": "systemd"|"openrc" (what runs the service), "hardened":
                    noexec temporary dirs, umask 027 and a proxy (tinyproxy) for the install,
                    "airgap": run the air-gap import, "rollback": `warren rollback` after the
-                   upgrade under systemd}
+                   upgrade under systemd, "rootless": a user's install.sh --rootless with the
+                   user unit and lingering, across the reboot, then its rollback and purge}
   release/         what `make release` wrote: install.sh, SHA256SUMS, warren-linux-amd64 and
                    warren-linux-amd64-static; release/next/: the next release, for the upgrade
                    scenario (containerd 1.7, or the next warren version with the same payload)
@@ -497,6 +498,8 @@ def phase_install() -> None:
         # Debian booted by sysvinit + OpenRC with no ifupdown leaves lo down (systemd brings it
         # up by itself); the host's setup, not warren's: the release server listens on it.
         step("loopback-up", lambda: sh("ip link set lo up && ip -o addr show lo"))
+    # The rootless user is part of the host before the install (its home's list is kept).
+    rootless(rootless_user_step)
     step("files-before", files_before)
     if not openrc():
         # A persistent journal: the next boot reads the shutdown's lines (journalctl -b -1).
@@ -630,6 +633,7 @@ def phase_install() -> None:
         sh(f"cp {SHARE}/airgap.tar {IMAGES_DIR}/airgap.tar")
         return sh(f"ls -la {IMAGES_DIR}")
 
+    rootless(rootless_install_steps)
     if CONFIG.get("airgap"):
         step("place-airgap-archive", place_archive)
     step("container-running-before-reboot", lambda: str(task_pid("sleeper")))
@@ -729,6 +733,7 @@ def phase_after_reboot() -> None:
         return out, f"{len(running)} task(s) running after the reboot"
 
     step("tasks-after-reboot", container_gone)
+    rootless(rootless_after_reboot_steps)
     if CONFIG.get("upgrade"):
         try:
             upgrade_steps()
@@ -737,6 +742,8 @@ def phase_after_reboot() -> None:
                f"{CTR} containers rm keeper", check=False, timeout=120)  # fmt: skip
     else:
         record("upgrade", "skip", 0, "", "not asked")
+    if CONFIG.get("upgrade") == "containerd":
+        rootless(rootless_rollback_steps)
     set_phase("purge")
     end_boot("poweroff", "idle")
 
@@ -754,8 +761,9 @@ def socket_answers() -> bool:
 
 
 def containerd_exes() -> set[str]:
-    """The files the running containerd processes run from."""
-    return {os.path.realpath(f"/proc/{p}/exe") for p in sh("pidof containerd", check=False).split()}
+    """The files root's running containerd processes run from (not a rootless user's)."""
+    pids = sh("pgrep -u root -x containerd", check=False).split()
+    return {os.path.realpath(f"/proc/{p}/exe") for p in pids}
 
 
 def server_version() -> str:
@@ -1001,11 +1009,296 @@ def rollback_under_systemd() -> tuple[str, str]:
                  "supervisor; unit active; run options kept")  # fmt: skip
 
 
+# --- rootless: a user's install.sh --rootless, the user unit, lingering ---------------------------
+
+# The user the rootless steps create (with /etc/subuid and /etc/subgid ranges) and run as. Their
+# user manager runs by lingering (`loginctl enable-linger`, as root), which is also what brings
+# the user unit back after a reboot; install.sh --rootless only explains lingering.
+RL_USER = "warren-rl"
+RL_RANGE = "200000-265535"
+# A drop-in the user wrote before the install (as `systemctl --user edit` would): the unit's own
+# ExecStart (install.sh: `containerd run --ready-timeout 120`) with a published port. It is the
+# user's file: the uninstaller must leave it, so it is in the home's list from before.
+RL_HOST_PORT = 18080
+RL_CHILD_PORT = 8081
+RL_TOKEN = "published-from-a-rootless-container"
+RL_TAR = "/tmp/warren-rl-busybox.tar"
+
+
+def rl_home() -> tuple[int, str]:
+    import pwd
+
+    pw = pwd.getpwnam(RL_USER)
+    return pw.pw_uid, pw.pw_dir
+
+
+def rl_warren() -> str:
+    return f"{rl_home()[1]}/.local/bin/warren"
+
+
+def as_user(cmd: str, timeout: float = 300, check: bool = True) -> str:
+    """`cmd` with sh as the rootless user, in their home, with the environment of their user
+    manager (XDG_RUNTIME_DIR of lingering's user@UID.service, its user bus), none of root's."""
+    import shlex
+
+    uid, home = rl_home()
+    env = (f"HOME={home} USER={RL_USER} LOGNAME={RL_USER} SHELL=/bin/sh "
+           f"PATH={home}/.local/bin:/usr/local/bin:/usr/bin:/bin XDG_RUNTIME_DIR=/run/user/{uid} "
+           f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus")  # fmt: skip
+    return sh(f"cd {home} && runuser -u {RL_USER} -- env -i {env} sh -c {shlex.quote(cmd)}",
+              timeout, check)  # fmt: skip
+
+
+def home_list() -> list[str]:
+    """The user's home: every path with its type, mode and owner."""
+    out = sh(f"find {rl_home()[1]} -printf '%y %m %u:%g %p\\n'", timeout=120)
+    return sorted(out.splitlines())
+
+
+def user_manager_up() -> str:
+    def probe() -> str | None:
+        state = as_user("systemctl --user is-system-running", check=False, timeout=60).strip()
+        return state if state in ("running", "degraded") else None
+
+    return poll(f"{RL_USER}'s user manager (user@.service) answers", probe, 180)
+
+
+def rootless_user() -> tuple[str, str]:
+    """A user without root, with ranges of 65536 ids in /etc/subuid and /etc/subgid, lingering
+    enabled by root (so their user manager runs with no login), and a drop-in of their own that
+    publishes a port; then the list of their home, which the purge must leave as it was."""
+    sh(f"id -u {RL_USER} >/dev/null 2>&1 || useradd -m -s /bin/sh {RL_USER}")
+    for ids, flag in (("/etc/subuid", "--add-subuids"), ("/etc/subgid", "--add-subgids")):
+        if not re.search(rf"(?m)^{RL_USER}:\d+:65536$", sh(f"cat {ids}", check=False)):
+            sh(f"usermod {flag} {RL_RANGE} {RL_USER}")
+    sh(f"loginctl enable-linger {RL_USER}")
+    state = user_manager_up()
+    dropin = ".config/systemd/user/warren-containerd.service.d"
+    conf = (f"[Service]\nExecStart=\nExecStart=%h/.local/bin/warren containerd run "
+            f"--ready-timeout 120 --publish {RL_HOST_PORT}:{RL_CHILD_PORT}\n")  # fmt: skip
+    as_user(f"mkdir -p {dropin} && printf '%s' '{conf}' >{dropin}/publish.conf")
+    listed = home_list()
+    (SHARE / "rootless-home-before.txt").write_text("\n".join(listed))
+    ranges = sh(f"grep -h ^{RL_USER}: /etc/subuid /etc/subgid").split()
+    return "\n".join(listed), f"uid {rl_home()[0]}, ranges {ranges}, user manager {state}"
+
+
+def rootless_user_step() -> None:
+    step("rootless-user", rootless_user)
+
+
+def rootless_install_steps() -> None:
+    """(rootless) As the user: curl | sh -s -- --rootless installs ~/.local/bin/warren and the
+    user unit, enabled and started; a container prints its line; a port published by the unit's
+    RootlessKit is reached from the guest's own network (the host side of the user namespace)."""
+    w = rl_warren()
+
+    def install() -> tuple[str, str]:
+        out = as_user(f"curl -sfL {URL}/install.sh | WARREN_BASE_URL={URL} sh -s -- --rootless",
+                      600)  # fmt: skip
+        said = [ln for ln in out.splitlines() if "lingering" in ln]
+        if not said or "lingering is on" not in said[0]:
+            raise StepFailed(f"the install does not say lingering is on for {RL_USER}:\n{out}")
+        return out, said[0].replace("[warren] ", "")
+
+    step("rootless-install", install)
+
+    def unit_active() -> tuple[str, str]:
+        unit = SERVICE
+        user = "systemctl --user"
+        out = as_user(f"{user} is-enabled {unit} && {user} is-active {unit} && "
+                      f"{user} show -p MainPID -p Type -p DropInPaths {unit}")  # fmt: skip
+        if "publish.conf" not in out:
+            raise StepFailed(f"the user's drop-in is not in the unit:\n{out}")
+        return out, " ".join(out.split()[:2]) + ", " + out.split("MainPID=")[1].split()[0]
+
+    step("rootless-unit-enabled-active", unit_active)
+
+    def import_image() -> str:
+        sh(f"cp {SHARE}/busybox.tar {RL_TAR} && chmod 0644 {RL_TAR}")
+        return as_user(f"{w} ctr images import {RL_TAR}", 300)
+
+    step("rootless-import-image", import_image)
+
+    def run_prints() -> tuple[str, str]:
+        out = as_user(f"{w} ctr run --rm {IMAGE} rl-hello echo hello-from-rootless", 300)
+        if "hello-from-rootless" not in out:
+            raise StepFailed(f"the rootless container did not print its line:\n{out}")
+        return out, out.strip().splitlines()[-1]
+
+    step("rootless-ctr-run-prints", run_prints)
+
+    def published_port() -> tuple[str, str]:
+        # The test image links a few applets only (tests/support busybox_image).
+        serve = (f"busybox mkdir -p /www && echo {RL_TOKEN} >/www/index.html && "
+                 f"exec busybox httpd -f -p {RL_CHILD_PORT} -h /www")  # fmt: skip
+        as_user(f"{w} ctr run -d --net-host {IMAGE} rl-web sh -c '{serve}'", 300)
+
+        def fetch() -> str | None:
+            try:
+                url = f"http://127.0.0.1:{RL_HOST_PORT}/"
+                with urllib.request.urlopen(url, timeout=3) as rsp:
+                    body = str(rsp.read().decode())
+                    return body if RL_TOKEN in body else None
+            except OSError:
+                return None
+
+        try:
+            body = poll(f"127.0.0.1:{RL_HOST_PORT} answers from the container", fetch, 120)
+        finally:
+            gone = as_user(f"{w} ctr tasks delete -f rl-web; {w} ctr containers rm rl-web",
+                           300, check=False)  # fmt: skip
+        said = f"127.0.0.1:{RL_HOST_PORT} -> the container's :{RL_CHILD_PORT}: {body.strip()}"
+        return body + gone, said
+
+    step("rootless-published-port", published_port)
+
+
+def rootless_after_reboot_steps() -> None:
+    """(rootless) After the reboot: lingering starts the user manager, which starts the user unit
+    by itself (no login session of the user), and a container runs again."""
+    w = rl_warren()
+
+    def unit_back() -> tuple[str, str]:
+        def active() -> str | None:
+            out = as_user(f"systemctl --user is-active {SERVICE}", check=False, timeout=60)
+            return out if out.strip() == "active" else None
+
+        poll(f"{RL_USER}'s unit active after the reboot", active, 480)
+        # State=lingering: no login session of the user (systemd >= 256 counts the user
+        # manager's own session, class "manager", in Sessions=), lingering on.
+        who = sh(f"loginctl show-user {RL_USER} -p Linger -p State -p Sessions; "
+                 f"loginctl list-sessions --no-legend")  # fmt: skip
+        found = dict(ln.partition("=")[::2] for ln in who.splitlines())
+        if found.get("Linger") != "yes" or found.get("State") != "lingering":
+            raise StepFailed(f"not by lingering alone (a login, or no linger):\n{who}")
+        pid = as_user(f"systemctl --user show -p MainPID --value {SERVICE}").strip()
+        return who, f"active with no login (State=lingering, Linger=yes), MainPID {pid}"
+
+    step("rootless-unit-up-after-reboot", unit_back)
+
+    def run_again() -> tuple[str, str]:
+        out = as_user(f"{w} ctr run --rm {IMAGE} rl-again echo rootless-after-reboot", 300)
+        if "rootless-after-reboot" not in out:
+            raise StepFailed(f"the container after the reboot printed:\n{out}")
+        return out, "image kept; " + out.strip().splitlines()[-1]
+
+    step("rootless-container-after-reboot", run_again)
+
+
+def rootless_status() -> dict[str, Any]:
+    out = as_user(f"{rl_warren()} containerd status --json", check=False, timeout=120)
+    try:
+        got = json.loads(out)
+    except ValueError:
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def rootless_main_pid() -> int:
+    return int(as_user(f"systemctl --user show -p MainPID --value {SERVICE}").strip() or 0)
+
+
+def rootless_rollback_steps() -> None:
+    """(rootless) The next release (containerd 1.7) installed over the user's by install.sh
+    --rootless, then `warren rollback` run by the user: it restarts through `systemctl --user`
+    (runtime/service.py), so the user unit stays active and its MainPID is the supervisor that
+    serves the previous containerd afterwards."""
+    w = rl_warren()
+    kept: dict[str, Any] = {}
+
+    def upgrade() -> tuple[str, str]:
+        kept["before"] = rootless_status().get("server_version")
+        if not kept["before"]:
+            raise StepFailed(f"no containerd version from the user's status: {rootless_status()}")
+        out = as_user(f"curl -sfL {URL}/next/install.sh | WARREN_BASE_URL={URL}/next "
+                      "sh -s -- --rootless", 600)  # fmt: skip
+
+        def upgraded() -> str | None:
+            now = rootless_status()
+            got = now.get("server_version")
+            return str(got) if now.get("state") == "RUNNING" and got != kept["before"] else None
+
+        kept["after"] = poll("the user's containerd upgraded", upgraded, 300)
+        return out, f"containerd {kept['before']} -> {kept['after']} under the user unit"
+
+    step("rootless-upgrade-by-installer", upgrade)
+
+    def rollback() -> tuple[str, str]:
+        out = as_user(f"{w} rollback", 600)
+
+        def settled() -> str | None:
+            active = as_user(f"systemctl --user is-active {SERVICE}", check=False).strip()
+            now = rootless_status()
+            if active != "active" or now.get("state") != "RUNNING":
+                return None
+            if now.get("supervisor_pid") != rootless_main_pid():
+                return None
+            return json.dumps(now)
+
+        try:
+            after = json.loads(poll("the user unit active, MainPID the supervisor", settled, 180))
+        except StepFailed as exc:
+            now = rootless_status()
+            raise StepFailed(f"{exc}; MainPID {rootless_main_pid()}, status supervisor_pid "
+                             f"{now.get('supervisor_pid')} state {now.get('state')}\n{out}"
+                             ) from None  # fmt: skip
+        back = after.get("server_version")
+        if back != kept["before"]:
+            raise StepFailed(f"containerd {kept['after']} -> {back}, not {kept['before']}\n{out}")
+        return out, (f"containerd {kept['after']} -> {back}; MainPID {after['supervisor_pid']} is "
+                     "the supervisor; the user unit active")  # fmt: skip
+
+    step("rootless-rollback-under-user-unit", rollback)
+
+
+def rootless_purge_steps() -> None:
+    """(rootless) The user's warren-uninstall.sh --purge: none of the user's warren processes
+    left, and the home as it was before the install (the user's own drop-in kept)."""
+    _, home = rl_home()
+    step("rootless-uninstall-purge",
+         lambda: as_user(f"{home}/.local/bin/warren-uninstall.sh --purge", 300))  # fmt: skip
+
+    def same_home() -> tuple[str, str]:
+        before = set((SHARE / "rootless-home-before.txt").read_text().splitlines())
+        after = set(home_list())
+        left, gone = sorted(after - before), sorted(before - after)
+        procs = sh(f"pgrep -a -u {RL_USER} -f 'containerd|rootlesskit|slirp4netns|warren'",
+                   check=False).strip()  # fmt: skip
+        if left or gone or procs:
+            raise StepFailed("the home differs from before the install:\nleft over:\n"
+                             + "\n".join(left) + "\nremoved:\n" + "\n".join(gone)
+                             + f"\nthe user's processes:\n{procs}")  # fmt: skip
+        return "\n".join(sorted(after)), f"{len(after)} paths, as before; no warren process left"
+
+    step("rootless-home-as-before", same_home)
+
+
+def rootless(steps: Callable[[], None]) -> None:
+    """Rootless steps on a guest that asks for them: a failure is recorded as its step's and
+    ends the rootless part of this phase only, not the rest of the scenario."""
+    if not CONFIG.get("rootless"):
+        return
+    try:
+        steps()
+    except StepFailed:
+        pass  # recorded as its step's failure
+    except Exception:
+        record("rootless-aborted", "fail", 0, traceback.format_exc(), f"phase {PHASE}")
+    else:
+        return
+    # The user unit's journal (the persistent journal keeps the user's too) for the report.
+    out = sh(f"journalctl -b _SYSTEMD_USER_UNIT={SERVICE} --no-pager -o short-monotonic",
+             check=False, timeout=60)  # fmt: skip
+    (SHARE / f"journal-{PHASE}-rootless.txt").write_text(out)
+
+
 def phase_purge() -> None:
     step("journal-of-the-shutdown", previous_shutdown, soft=True)
     step("service-up-again", status_running)
     if CONFIG.get("rollback"):
         step("rollback-under-systemd", rollback_under_systemd, soft=True)
+    rootless(rootless_purge_steps)
     step("uninstall-purge", lambda: sh(f"{UNINSTALL} --purge", 300))
 
     def same_files() -> tuple[str, str]:

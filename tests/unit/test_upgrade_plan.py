@@ -159,6 +159,54 @@ def test_a_systemd_unit_is_read_from_the_cgroup_and_restarted_by_name() -> None:
     assert bare.restart_command() == ["rc-service", "warren-containerd", "restart"]
 
 
+def test_a_user_unit_is_found_under_the_user_manager_and_restarted_with_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """install.sh --rootless's unit runs in the user manager's cgroup: the unit is the innermost
+    service (not user@UID.service), and its MainPID and restart go through `systemctl --user`."""
+    user = "/user.slice/user-1000.slice/user@1000.service"
+    cgroup = f"0::{user}/app.slice/warren-containerd.service\n"
+    assert service.systemd_unit_of_cgroup(cgroup) == (
+        service.SYSTEMD_USER, "warren-containerd.service")  # fmt: skip
+    assert service.unit_of_cgroup(cgroup) == "warren-containerd.service"
+    system = "0::/system.slice/warren-containerd.service\n"
+    assert service.systemd_unit_of_cgroup(system) == (service.SYSTEMD, "warren-containerd.service")
+    unit = service.Service(service.SYSTEMD_USER, "warren-containerd.service")
+    assert unit.restart_command() == ["systemctl", "--user", "restart", "warren-containerd.service"]
+    assert unit.describe() == "systemd user service warren-containerd.service"
+    # A systemctl that knows the unit only in the user manager (as a user's host does).
+    fake = tmp_path / "systemctl"
+    fake.write_text('#!/bin/sh\nif [ "$1" = --user ]; then echo 4242; else echo 0; fi\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert service.systemd_main_pid("warren-containerd.service", service.SYSTEMD_USER) == 4242
+    assert service.systemd_main_pid("warren-containerd.service") is None
+
+
+def test_systemctl_runs_without_the_frozen_runtimes_library_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frozen runtime's LD_LIBRARY_PATH points at its bundled glibc: systemctl must not get
+    it (a newer host's systemctl does not load with it), but the caller's own value."""
+    import sys
+
+    fake = tmp_path / "systemctl"
+    fake.write_text('#!/bin/sh\necho "${LD_LIBRARY_PATH:-none}" >"$0.env"\n'
+                    '[ -z "$LD_LIBRARY_PATH" ] && echo 4242 || exit 127\n')  # fmt: skip
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/runtime/_internal")
+    monkeypatch.delenv("LD_LIBRARY_PATH_ORIG", raising=False)
+    assert service.systemd_main_pid("warren-containerd.service") == 4242
+    assert (tmp_path / "systemctl.env").read_text() == "none\n"
+    monkeypatch.setenv("LD_LIBRARY_PATH_ORIG", "/callers/own")
+    unit = service.Service(service.SYSTEMD, "warren-containerd.service")
+    with pytest.raises(WarrenError, match="exit 127"):
+        service.restart(unit, 5)
+    assert (tmp_path / "systemctl.env").read_text() == "/callers/own\n"
+
+
 def test_a_process_no_manager_runs_is_not_a_service() -> None:
     import os
 

@@ -76,6 +76,9 @@ class Guest:
     airgap: bool = False
     # `warren rollback` under systemd after the upgrade (MainPID, unit active, options kept).
     rollback: bool = False
+    # A user's install.sh --rootless: the user unit, a container, a published port, lingering
+    # across the reboot, the next release and `warren rollback` under the user unit, the purge.
+    rootless: bool = False
     # Seconds for the whole run (all boots) before the host kills QEMU.
     # 1500 s was too short with five guests at once on 2 shared cores: the upgrade guests
     # reached their last phase after about 1300 s.
@@ -84,6 +87,9 @@ class Guest:
     @property
     def init(self) -> str:
         return "openrc" if self.kind == "openrc" else "systemd"
+
+
+ROOTLESS = os.environ.get("WARREN_VM_ROOTLESS", "1") != "0"
 
 
 # Six hosts would not fit the layer's 15 minutes on 2 cores, so the hardened host is the cgroup v2
@@ -100,7 +106,11 @@ GUESTS = {
         # (6) The older host: glibc 2.31, systemd 247: the installer must pick the static build.
         Guest("bullseye", "bullseye", flavour="static", upgrade="warren"),
         # The newest Debian: systemd 257, cgroup v2 only, glibc 2.41.
-        Guest("trixie", "trixie", rollback=True),
+        # It also runs the rootless install (the image carries uidmap, slirp4netns, RootlessKit,
+        # logind with dbus): the one systemd guest new enough for a user manager with cgroup
+        # delegation by default, and a seventh guest would not fit the layer's budget.
+        # WARREN_VM_ROOTLESS=0 leaves it out (what it costs: docs/vm.md).
+        Guest("trixie", "trixie", rollback=True, rootless=ROOTLESS),
         # No systemd: sysvinit-core + OpenRC as init; install.sh writes an OpenRC service.
         Guest("bookworm-openrc", "bookworm", kind="openrc", upgrade=""),
     )
@@ -292,6 +302,7 @@ def prepare_share(share: Path, guest: Guest) -> None:
         "hardened": guest.kind == "hardened",
         "airgap": guest.airgap,
         "rollback": guest.rollback,
+        "rootless": guest.rootless,
     }  # fmt: skip
     (share / "guest.json").write_text(json.dumps(config))
 

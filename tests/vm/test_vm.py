@@ -87,6 +87,7 @@ _NAMED = {
     "openrc": "bookworm-openrc",
     "hardened": "bookworm-cgroup2-hardened",
     "rollback": "trixie",
+    "rootless": "trixie",
 }
 
 
@@ -281,15 +282,50 @@ def test_hardened_host_installs_through_the_proxy() -> None:
                "proxy-kept-across-upgrade")  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="service-aware rollback (runtime/service.py) not yet seen passing on a booted guest",
-)
 def test_rollback_under_systemd_keeps_mainpid_and_options() -> None:
     """`warren rollback` with the unit running (trixie, after the upgrade): the unit stays active,
     systemd's MainPID is the supervisor serving afterwards, its run options are kept, and
     containerd runs the previous version again."""
     require_ok(guest_run("trixie"), "rollback-under-systemd")
+
+
+def rootless_run() -> harness.Run:
+    """trixie's run, which carries the rootless part unless WARREN_VM_ROOTLESS=0."""
+    if not harness.GUESTS["trixie"].rootless:
+        pytest.skip("WARREN_VM_ROOTLESS=0: trixie runs without the rootless part")
+    return guest_run("trixie")
+
+
+def test_rootless_install_by_a_user_runs_the_user_unit_a_container_and_a_published_port() -> None:
+    """trixie, as a user with /etc/subuid and /etc/subgid ranges whose user manager runs by
+    lingering (enabled by root): curl | sh -s -- --rootless installs ~/.local/bin/warren and the
+    user unit, enabled and active (with the user's own drop-in: --publish); `warren ctr` as the
+    user runs a container that prints its line, and one serving on the published port is
+    reached from the guest's side of RootlessKit."""
+    require_ok(rootless_run(), "rootless-user", "rootless-install",
+               "rootless-unit-enabled-active", "rootless-import-image",
+               "rootless-ctr-run-prints", "rootless-published-port")  # fmt: skip
+
+
+def test_rootless_user_unit_comes_back_after_a_reboot_by_lingering() -> None:
+    """trixie: after the reboot, with no login of the user, lingering starts the user manager and
+    it the user unit; the image is kept and a container runs again."""
+    require_ok(rootless_run(), "rootless-unit-up-after-reboot",
+               "rootless-container-after-reboot")  # fmt: skip
+
+
+def test_rootless_rollback_by_the_user_restarts_through_the_user_unit() -> None:
+    """trixie: the next release (containerd 1.7) installed by install.sh --rootless over the
+    user's, then `warren rollback` as the user: the user unit stays active and its MainPID is
+    the supervisor serving the previous containerd (runtime/service.py detects the user unit)."""
+    require_ok(rootless_run(), "rootless-upgrade-by-installer",
+               "rootless-rollback-under-user-unit")  # fmt: skip
+
+
+def test_rootless_uninstall_purge_leaves_the_users_home_as_before() -> None:
+    """trixie: the user's warren-uninstall.sh --purge leaves every path of the home (type, mode,
+    owner) as before the install, their own drop-in kept, and no warren process of theirs."""
+    require_ok(rootless_run(), "rootless-uninstall-purge", "rootless-home-as-before")
 
 
 @pytest.fixture(scope="session", autouse=True)

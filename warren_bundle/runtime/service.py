@@ -8,6 +8,12 @@ service, and the manager runs the file the unit names.
 
 - systemd: the supervisor is the MainPID of the unit its cgroup names
   (`systemctl show -p MainPID --value <unit>`); restart: `systemctl restart <unit>`.
+- systemd's user manager (install.sh --rootless: ~/.config/systemd/user/warren-containerd.service):
+  the cgroup is the unit's under `user@UID.service/`, and both go through `systemctl --user`, as
+  the user (the manager is reached through $XDG_RUNTIME_DIR, which a rootless warren needs anyway).
+- The manager's commands run with the caller's own environment (childenv): the frozen runtime's
+  LD_LIBRARY_PATH names its bundled glibc, with which a newer host's systemctl does not load
+  (trixie's: glibc 2.41 against the bundle's 2.36), so the unit was never found there.
 - OpenRC: the supervisor's parent is `supervise-daemon <service> …`, started by `openrc-run`,
   which exported the script's path as RC_SERVICE; restart: `openrc-run <script> restart`
   (`rc-service <service> restart` when the path is not known).
@@ -28,46 +34,63 @@ from warren_bundle.paths import Paths
 from warren_bundle.runtime.childenv import child_env
 
 SYSTEMD = "systemd"
+SYSTEMD_USER = "systemd-user"
 OPENRC = "openrc"
 RESTART_EXTRA = 30.0
-_UNIT = re.compile(r"/([^/]+\.service)(?:/|$)")
+# Every service in a cgroup path: a user unit's path names the user manager's unit first
+# (/user.slice/user-1000.slice/user@1000.service/app.slice/warren-containerd.service).
+_UNIT = re.compile(r"/([^/]+\.service)(?=/|$)")
+_USER_MANAGER = re.compile(r"^user@\d+\.service$")
 
 
 @dataclass(frozen=True)
 class Service:
     """A service manager's job that runs the supervisor."""
 
-    manager: str  # SYSTEMD or OPENRC
+    manager: str  # SYSTEMD, SYSTEMD_USER or OPENRC
     name: str  # the unit (warren-containerd.service) or the OpenRC service name
     script: Path | None = None  # OpenRC: the init script openrc-run ran
 
     def restart_command(self) -> list[str]:
         if self.manager == SYSTEMD:
             return ["systemctl", "restart", self.name]
+        if self.manager == SYSTEMD_USER:
+            return ["systemctl", "--user", "restart", self.name]
         if self.script is not None:
             return ["openrc-run", str(self.script), "restart"]
         return ["rc-service", self.name, "restart"]
 
     def describe(self) -> str:
+        if self.manager == SYSTEMD_USER:
+            return f"systemd user service {self.name}"
         return f"{self.manager} service {self.name}"
+
+
+def systemd_unit_of_cgroup(text: str) -> tuple[str, str] | None:
+    """(SYSTEMD or SYSTEMD_USER, the service) a /proc/<pid>/cgroup's text places the process
+    in: the innermost service of the path, a user manager's when it sits under user@UID.service."""
+    for line in text.splitlines():
+        units = _UNIT.findall(line.split(":", 2)[-1])
+        if units:
+            user = any(_USER_MANAGER.match(u) for u in units[:-1])
+            return (SYSTEMD_USER if user else SYSTEMD), units[-1]
+    return None
 
 
 def unit_of_cgroup(text: str) -> str | None:
     """The systemd service a /proc/<pid>/cgroup's text places the process in, or None."""
-    for line in text.splitlines():
-        found = _UNIT.search(line.split(":", 2)[-1])
-        if found:
-            return found[1]
-    return None
+    found = systemd_unit_of_cgroup(text)
+    return found[1] if found else None
 
 
-def systemd_main_pid(unit: str) -> int | None:
-    """`systemctl show -p MainPID --value <unit>`; None when systemctl cannot say."""
+def systemd_main_pid(unit: str, manager: str = SYSTEMD) -> int | None:
+    """`systemctl [--user] show -p MainPID --value <unit>`; None when systemctl cannot say."""
     if shutil.which("systemctl") is None:
         return None
+    scope = ["--user"] if manager == SYSTEMD_USER else []
     try:
         done = subprocess.run(
-            ["systemctl", "show", "-p", "MainPID", "--value", unit],
+            ["systemctl", *scope, "show", "-p", "MainPID", "--value", unit],
             capture_output=True, text=True, timeout=10, env=child_env(),
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
@@ -89,9 +112,9 @@ def detect_for(pid: int) -> Service | None:
         cgroup = Path(f"/proc/{pid}/cgroup").read_text()
     except OSError:
         cgroup = ""
-    unit = unit_of_cgroup(cgroup)
-    if unit is not None and systemd_main_pid(unit) == pid:
-        return Service(SYSTEMD, unit)
+    found = systemd_unit_of_cgroup(cgroup)
+    if found is not None and systemd_main_pid(found[1], found[0]) == pid:
+        return Service(*found)
     try:
         parent = psutil.Process(pid).parent()
         cmdline = parent.cmdline() if parent is not None else []
