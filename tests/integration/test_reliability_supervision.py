@@ -102,16 +102,23 @@ def test_idle_metrics_connections_cannot_starve_a_restart(
     assert rc == 0
 
 
+def log_becomes_a_symlink(paths: Paths, tmp_path: Path) -> Path:
+    """Swap the supervisor's live log for a symlink to a file of someone else's (returned): the
+    next respawn's open must refuse it (ELOOP) and must never write there."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    link = paths.logs_dir / ".swap"
+    link.symlink_to(victim)
+    os.replace(link, paths.log_file)
+    return victim
+
+
 def test_a_log_swapped_for_a_symlink_ends_in_fatal_not_starting_for_ever(
     wpaths: Paths, staged_payload: Path, tmp_path: Path
 ) -> None:
     proc = start_run(wpaths, staged_payload, "--health-interval", "0.5")
-    victim = tmp_path / "victim"
-    victim.write_text("precious\n")
+    victim = log_becomes_a_symlink(wpaths, tmp_path)
     try:
-        link = wpaths.logs_dir / ".swap"
-        link.symlink_to(victim)
-        os.replace(link, wpaths.log_file)
         os.kill(read_pid(wpaths.containerd_pidfile), signal.SIGKILL)
         wait_for(lambda: proc.poll() is not None, 60, what="the supervisor to give up")
         assert proc.returncode not in (0, None), "FATAL must exit non-zero"
@@ -133,12 +140,8 @@ def test_fatal_is_reported_when_the_state_file_cannot_be_written(
     non-empty directory, so the rename over it fails, as on a full or broken run dir): status
     still says FATAL with the reason, from the supervisor's last words, not STOPPED."""
     proc = start_run(wpaths, staged_payload, "--health-interval", "0.5")
-    victim = tmp_path / "victim"
-    victim.write_text("precious\n")
+    victim = log_becomes_a_symlink(wpaths, tmp_path)
     try:
-        link = wpaths.logs_dir / ".swap"
-        link.symlink_to(victim)
-        os.replace(link, wpaths.log_file)
         wpaths.state_file.unlink()
         (wpaths.state_file / "held").mkdir(parents=True)
         os.kill(read_pid(wpaths.containerd_pidfile), signal.SIGKILL)
@@ -152,6 +155,7 @@ def test_fatal_is_reported_when_the_state_file_cannot_be_written(
     assert "restarted" in (report.get("fatal_reason") or ""), report
     out = run_warren(wpaths, "containerd", "status")
     assert out.returncode == 7 and "FATAL" in out.stdout + out.stderr, out
+    assert victim.read_text() == "precious\n"
 
 
 def test_soak_idle_connections_and_repeated_kills(wpaths: Paths, staged_payload: Path) -> None:
