@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -228,6 +229,26 @@ def test_pidfile_trusts_only_the_same_process(tmp_path: Path) -> None:
     assert pidfile.read_trusted(path) is not None
     path.write_text("garbage")
     assert pidfile.read_trusted(path) is None
+
+
+def test_pidfile_keeps_trusting_a_process_across_a_clock_step(tmp_path: Path) -> None:
+    # A guest's clock stepped after boot (NTP, chrony's makestep) moves psutil's wall create_time
+    # by the step: a record from before it names the same process by its start since boot. Seen
+    # as "socket not found" from `warren ctr run` on a booted guest while containerd ran.
+    path = tmp_path / "p.pid"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        now = pidfile.record_for(child.pid)
+        stepped = dataclasses.replace(now, create_time=now.create_time - 37.0)
+        pidfile.write(path, stepped)
+        assert pidfile.read_trusted(path) is not None, "disowned by a clock step"
+        assert stepped.since_boot is not None
+        reused = dataclasses.replace(now, since_boot=stepped.since_boot - 5)
+        pidfile.write(path, reused)
+        assert pidfile.read_trusted(path) is None, "a reused pid started at another time"
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_pidfile_record_matches_psutil() -> None:

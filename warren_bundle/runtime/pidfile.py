@@ -31,7 +31,11 @@ _START_TOLERANCE = 0.05  # seconds; create_time is derived from clock ticks
 class PidRecord:
     pid: int
     exe: str
-    create_time: float
+    create_time: float  # wall clock: for uptimes; moves when the clock is stepped
+    # Seconds from boot to the process's start: its identity. psutil's create_time is the boot
+    # time as the wall clock now sees it plus this, so a clock step after boot (NTP, chrony's
+    # makestep) moved it and disowned every process recorded before the step.
+    since_boot: float | None = None
 
 
 def _clean_exe(path: str) -> str:
@@ -51,20 +55,34 @@ def _exe_or_name(proc: psutil.Process) -> str:
         return proc.name()
 
 
+def since_boot(proc: psutil.Process) -> float:
+    """When `proc` started, in seconds since boot (both terms read from the same clock now)."""
+    return proc.create_time() - psutil.boot_time()
+
+
 def record_for(pid: int) -> PidRecord:
     proc = psutil.Process(pid)
-    return PidRecord(pid, _clean_exe(proc.exe()), proc.create_time())
+    return PidRecord(pid, _clean_exe(proc.exe()), proc.create_time(), since_boot(proc))
 
 
 def write(path: Path, record: PidRecord) -> None:
-    data = json.dumps({"pid": record.pid, "exe": record.exe, "create_time": record.create_time})
+    fields = {"pid": record.pid, "exe": record.exe, "create_time": record.create_time}
+    if record.since_boot is not None:
+        fields["since_boot"] = record.since_boot
+    data = json.dumps(fields)
     atomic_write(path, data + "\n")
 
 
 def read(path: Path) -> PidRecord | None:
     try:
         data = json.loads(path.read_text())
-        return PidRecord(int(data["pid"]), str(data["exe"]), float(data["create_time"]))
+        booted = data.get("since_boot")
+        return PidRecord(
+            int(data["pid"]),
+            str(data["exe"]),
+            float(data["create_time"]),
+            None if booted is None else float(booted),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -73,8 +91,11 @@ def alive(record: PidRecord) -> psutil.Process | None:
     """The process, if `record.pid` is still the process that was recorded; else None."""
     try:
         proc = psutil.Process(record.pid)
-        if abs(proc.create_time() - record.create_time) > _START_TOLERANCE:
-            return None
+        if record.since_boot is not None:
+            if abs(since_boot(proc) - record.since_boot) > _START_TOLERANCE:
+                return None
+        elif abs(proc.create_time() - record.create_time) > _START_TOLERANCE:
+            return None  # a record written before since_boot existed
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
         if _exe_or_name(proc) not in (record.exe, Path(record.exe).name[:_COMM_LEN]):
