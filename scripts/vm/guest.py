@@ -1185,6 +1185,64 @@ def rootless_after_reboot_steps() -> None:
 
     step("rootless-container-after-reboot", run_again)
 
+    def host_loopback() -> tuple[str, str]:
+        """A service of the guest on loopback only is reached from the user's container through
+        slirp4netns (the host's loopback is 10.0.2.2 there)."""
+        import http.server
+        import threading
+
+        token = "host-loopback-for-the-rootless-user"
+
+        class Hello(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = f"{token}\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:
+                return
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://10.0.2.2:{server.server_address[1]}/"
+            out = as_user(f"{w} ctr run --rm --net-host {IMAGE} rl-fetch busybox wget -q -O- {url}",
+                          300)  # fmt: skip
+        finally:
+            server.shutdown()
+        if token not in out:
+            raise StepFailed(f"the container did not fetch the guest's loopback service:\n{out}")
+        return out, f"127.0.0.1:{server.server_address[1]} of the guest, from the container"
+
+    step("rootless-host-loopback", host_loopback)
+
+    def kill9_containerd() -> tuple[str, str]:
+        """kill -9 of the user's containerd: the supervisor under the user unit restarts it in a
+        new RootlessKit, and a container runs again."""
+        before = rootless_status()
+        pid = before.get("containerd_pid")
+        if not isinstance(pid, int):
+            raise StepFailed(f"no containerd pid in the user's status: {before}")
+        os.kill(pid, 9)  # SIGKILL
+
+        def back() -> str | None:
+            now = rootless_status()
+            fresh = now.get("containerd_pid") not in (None, pid)
+            ok = now.get("state") == "RUNNING" and fresh and now.get("socket_answers")
+            return json.dumps(now) if ok else None
+
+        now = json.loads(poll("the user's containerd restarted", back, 240))
+        out = as_user(f"{w} ctr run --rm {IMAGE} rl-after-kill echo still-here", 300)
+        if "still-here" not in out:
+            raise StepFailed(f"no container after the kill -9:\n{out}")
+        said = (f"containerd {pid} -> {now['containerd_pid']}, restarts "
+                f"{before.get('restarts')} -> {now.get('restarts')}; a container ran")  # fmt: skip
+        return json.dumps(now, indent=1) + "\n" + out, said
+
+    step("rootless-kill9-containerd", kill9_containerd)
+
 
 def rootless_status() -> dict[str, Any]:
     out = as_user(f"{rl_warren()} containerd status --json", check=False, timeout=120)

@@ -314,6 +314,13 @@ def test_rootless_user_unit_comes_back_after_a_reboot_by_lingering() -> None:
                "rootless-container-after-reboot")  # fmt: skip
 
 
+def test_rootless_container_reaches_guest_loopback_and_survives_kill9_of_containerd() -> None:
+    """trixie, under the user unit: a container fetches a loopback-only service of the guest
+    through slirp4netns (10.0.2.2), and after a kill -9 of the user's containerd the supervisor
+    restarts it (RUNNING, a new pid, the socket answers) and a container runs again."""
+    require_ok(rootless_run(), "rootless-host-loopback", "rootless-kill9-containerd")
+
+
 def test_rootless_rollback_by_the_user_restarts_through_the_user_unit() -> None:
     """trixie: the next release (containerd 1.7) installed by install.sh --rootless over the
     user's, then `warren rollback` as the user: the user unit stays active and its MainPID is
