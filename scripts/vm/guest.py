@@ -1224,16 +1224,22 @@ def rootless_after_reboot_steps() -> None:
         before = rootless_status()
         pid = before.get("containerd_pid")
         if not isinstance(pid, int):
-            raise StepFailed(f"no containerd pid in the user's status: {before}")
+            raise StepFailed(f"no containerd pid in the user's status: {before}\n"
+                             + rootless_pid_identity())  # fmt: skip
         os.kill(pid, 9)  # SIGKILL
 
         def back() -> str | None:
-            now = rootless_status()
+            raw = as_user(f"{w} containerd status --json", check=False, timeout=120)
+            now = parse_status(raw)
             fresh = now.get("containerd_pid") not in (None, pid)
-            ok = now.get("state") == "RUNNING" and fresh and now.get("socket_answers")
-            return json.dumps(now) if ok else None
+            if now.get("state") == "RUNNING" and fresh and now.get("socket_answers"):
+                return json.dumps(now)
+            raise StepFailed(f"the last status said:\n{raw.strip()[-3000:]}")  # poll's last
 
-        now = json.loads(poll("the user's containerd restarted", back, 240))
+        try:
+            now = json.loads(poll("the user's containerd restarted", back, 240))
+        except StepFailed as exc:
+            raise StepFailed(f"{exc}\n{rootless_pid_identity()}") from None
         out = as_user(f"{w} ctr run --rm {IMAGE} rl-after-kill echo still-here", 300)
         if "still-here" not in out:
             raise StepFailed(f"no container after the kill -9:\n{out}")
@@ -1245,7 +1251,35 @@ def rootless_after_reboot_steps() -> None:
 
 
 def rootless_status() -> dict[str, Any]:
-    out = as_user(f"{rl_warren()} containerd status --json", check=False, timeout=120)
+    return parse_status(as_user(f"{rl_warren()} containerd status --json", check=False,
+                                timeout=120))  # fmt: skip
+
+
+def rootless_pid_identity() -> str:
+    """What the user's containerd pidfile records against what /proc says of that pid now (as
+    root and as the user): why a status may not trust the process it names."""
+    uid, _home = rl_home()
+    path = f"/run/user/{uid}/warren/containerd.pid"
+    lines = [f"--- {path}:"]
+    try:
+        record = json.loads(Path(path).read_text())
+        lines.append(json.dumps(record))
+        pid = int(record["pid"])
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start = int(stat.rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
+        btime = Path("/proc/stat").read_text().split("btime ")[1].split()[0]
+        lines.append(f"/proc/{pid}: starttime {start:.2f} s after boot, btime {btime}, "
+                     f"exe {os.readlink(f'/proc/{pid}/exe')}, status "
+                     f"{Path(f'/proc/{pid}/status').read_text().splitlines()[2]}")  # fmt: skip
+        lines.append("as the user: " + as_user(f"readlink /proc/{pid}/exe; grep btime /proc/stat",
+                                               check=False, timeout=60).strip())  # fmt: skip
+    except (OSError, ValueError, KeyError, IndexError, StepFailed) as exc:
+        lines.append(f"({exc})")
+    return "\n".join(lines)
+
+
+def parse_status(out: str) -> dict[str, Any]:
+    """`containerd status --json`'s report, {} when the output is not one JSON object."""
     try:
         got = json.loads(out)
     except ValueError:

@@ -286,6 +286,26 @@ def test_rootless_survives_kill_9_of_containerd(started: User) -> None:
     assert started.warren("ctr", "containers", "rm", "sleeper").returncode == 0
 
 
+def test_rootless_survives_kill_9_of_rootlesskit(started: User) -> None:
+    """The pid status names for a user's containerd is RootlessKit's: a kill -9 of it is
+    survived as a kill of containerd is, and status says so."""
+    before = started.status()
+    kit = before["containerd_pid"]
+    assert isinstance(kit, int)
+    os.kill(kit, 9)
+
+    def back() -> dict[str, object] | None:
+        now = started.status()
+        fresh = now["containerd_pid"] not in (None, kit)
+        return now if now["state"] == "RUNNING" and fresh and now["socket_answers"] else None
+
+    after = wait_for(back, timeout=120, what="RUNNING with a new RootlessKit that answers")
+    assert isinstance(after, dict)
+    out = started.warren("ctr", "run", "--rm", TEST_IMAGE, "again-kit", "echo", "still here")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "still here"
+
+
 def test_rootless_logs_and_a_killed_supervisor_adopts_rootlesskit(started: User) -> None:
     logs = started.warren("containerd", "logs")
     assert logs.returncode == 0, logs.stderr

@@ -27,7 +27,9 @@ from warren_bundle.payload.format import (
     read_embedded,
     read_file,
 )
-from warren_bundle.runtime import grpc_unix, logs, pidfile
+from warren_bundle.runtime import grpc_unix, logs, pidfile, process
+
+from support import wait_for
 
 # --- payload ----------------------------------------------------------------------------------
 
@@ -249,6 +251,36 @@ def test_pidfile_keeps_trusting_a_process_across_a_clock_step(tmp_path: Path) ->
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_process_recorded_before_its_exec_is_trusted_after_it(tmp_path: Path) -> None:
+    # Popen can return while the child is still our own image (seen on a booted guest: the
+    # record named warren's runtime, and status disowned the RootlessKit it had just started,
+    # for good). The spawned process is known by the binary it was told to run; its start since
+    # boot is fixed at the fork. Here the record is taken between fork and exec on purpose.
+    sleep = process.executable_of("sleep")
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child only waits for the word, then execs
+        os.close(go_w)
+        os.read(go_r, 1)
+        os.execv(sleep, [sleep, "60"])
+    os.close(go_r)
+    watched: process.OsProcess | None = None
+    try:
+        assert pidfile.record_for(pid).exe == pidfile.exe_of(psutil.Process())
+        watched = process.OsProcess(pid, None, sleep)
+        os.write(go_w, b"x")
+        wait_for(lambda: psutil.Process(pid).exe() == sleep, what="the child's exec")
+        path = tmp_path / "containerd.pid"
+        pidfile.write(path, watched.record)
+        assert pidfile.read_trusted(path) is not None, "disowned by a record made before exec"
+    finally:
+        os.close(go_w)
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        if watched is not None:
+            assert watched.exited.wait(10)
 
 
 def test_pidfile_record_matches_psutil() -> None:

@@ -55,14 +55,30 @@ def _exe_or_name(proc: psutil.Process) -> str:
         return proc.name()
 
 
-def since_boot(proc: psutil.Process) -> float:
-    """When `proc` started, in seconds since boot (both terms read from the same clock now)."""
-    return proc.create_time() - psutil.boot_time()
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def record_for(pid: int) -> PidRecord:
+def since_boot(pid: int) -> float:
+    """When `pid` started, in seconds since boot: /proc/<pid>/stat's starttime, set at its fork
+    and read by anyone, with no wall clock in it (psutil's create_time adds the boot time as
+    the wall clock sees it now). psutil.NoSuchProcess when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError as exc:
+        raise psutil.NoSuchProcess(pid) from exc
+    # Fields after the command name, which may hold spaces or ")": state is field 3,
+    # starttime field 22.
+    return int(stat.rpartition(b")")[2].split()[19]) / _CLOCK_TICKS
+
+
+def record_for(pid: int, exe: str | None = None) -> PidRecord:
+    """The identity of `pid`. `exe`: what a process we just spawned executes (its argv[0],
+    resolved). Popen can return before the child's exec has replaced its image: /proc/<pid>/exe
+    then still names warren's own runtime, and a record of that disowns the process for good
+    (seen on a booted guest: status said no containerd while RootlessKit ran it)."""
     proc = psutil.Process(pid)
-    return PidRecord(pid, _clean_exe(proc.exe()), proc.create_time(), since_boot(proc))
+    executable = _clean_exe(exe if exe is not None else proc.exe())
+    return PidRecord(pid, executable, proc.create_time(), since_boot(pid))
 
 
 def write(path: Path, record: PidRecord) -> None:
@@ -92,7 +108,7 @@ def alive(record: PidRecord) -> psutil.Process | None:
     try:
         proc = psutil.Process(record.pid)
         if record.since_boot is not None:
-            if abs(since_boot(proc) - record.since_boot) > _START_TOLERANCE:
+            if abs(since_boot(record.pid) - record.since_boot) > _START_TOLERANCE:
                 return None
         elif abs(proc.create_time() - record.create_time) > _START_TOLERANCE:
             return None  # a record written before since_boot existed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import threading
@@ -54,17 +55,27 @@ def describe_returncode(rc: int | None) -> str:
     return f"exited with code {rc}"
 
 
+def executable_of(binary: str) -> str:
+    """What /proc/<pid>/exe shows once `binary` (an argv[0]) is exec'd: its resolved path."""
+    found = binary if os.sep in binary else shutil.which(binary) or binary
+    return os.path.realpath(found)
+
+
 class OsProcess:
     """A containerd process, ours (Popen) or adopted (by pid), with an event set when it exits."""
 
-    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None) -> None:
+    def __init__(
+        self, pid: int, popen: subprocess.Popen[bytes] | None, exe: str | None = None
+    ) -> None:
+        """`exe`: what a process we spawned runs (pidfile.record_for: not read from /proc,
+        where it may still be our own image)."""
         self.pid = pid
         self.popen = popen
         self.returncode: int | None = None
         self.exited = threading.Event()
         self.started = time.monotonic()
         try:
-            self.record = pidfile.record_for(pid)
+            self.record = pidfile.record_for(pid, exe)
         except psutil.Error:
             # Already gone; the waiter thread reports the exit.
             self.record = pidfile.PidRecord(pid, "", 0.0)
@@ -148,7 +159,7 @@ class OsProcesses:
                 f"cannot run {binary}: {exc.strerror}",
                 "run 'warren extract --verify' to repair the binaries",
             ) from exc
-        return OsProcess(popen.pid, popen)
+        return OsProcess(popen.pid, popen, executable_of(binary))
 
     def adopt(self, pid: int) -> Watched:
         return OsProcess(pid, None)
