@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import grp
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,21 +89,20 @@ def detect(paths: Paths, option: str | None = None, timeout: float = 1.0) -> Can
 
 def answers_in_grace(paths: Paths, path: str) -> bool:
     """A containerd whose process lives is slow before it is hung (a loaded host, a start or
-    restart still going): the supervisor's own rule, `health_failures` checks of
-    `health_timeout` each, before a client calls it hung. Nothing of ours alive: no wait."""
+    restart still going): the supervisor's own rule (health.answers_within) before a client
+    calls it hung; one check has failed already. Nothing of ours alive: no wait."""
     from warren_bundle.runtime import pidfile
     from warren_bundle.runtime.settings import Settings
 
     if pidfile.containerd(paths) is None:
         return False
     rule = Settings()
-    for _ in range(rule.health_failures - 1):  # one check has failed already
-        began = time.monotonic()
-        if health.is_serving(path, rule.health_timeout):
-            return True
-        # A refused connection fails at once: each check still gets its whole timeout.
-        time.sleep(max(0.0, began + rule.health_timeout - time.monotonic()))
-    return False
+    return health.answers_within(
+        path,
+        rule.health_failures - 1,
+        rule.health_timeout,
+        still_alive=lambda: pidfile.containerd(paths) is not None,
+    )
 
 
 def check_not_hung(paths: Paths) -> None:

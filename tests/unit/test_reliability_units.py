@@ -11,7 +11,7 @@ import pytest
 
 from warren_bundle.errors import ConfigError, UsageError
 from warren_bundle.paths import dir_option_problem
-from warren_bundle.runtime import logs
+from warren_bundle.runtime import health, logs
 from warren_bundle.runtime.config import gid_of
 from warren_bundle.runtime.settings import Settings, duration_problem
 
@@ -121,3 +121,32 @@ def test_a_non_root_user_is_never_told_to_join_group_root(tmp_path: Path) -> Non
         os.chown(sock, -1, other.gr_gid)
         line = permission_denied(str(sock)).one_line()
         assert f"add you to group {other.gr_name!r}" in line, line
+
+
+def test_a_hang_is_several_missed_checks_with_no_wait_after_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # health.answers_within is the one rule the supervisor (adopting an orphan) and clients
+    # (before "not responding") both apply. Nothing answers on a missing socket: each check
+    # fails at once, waits out the rest of its timeout, and nothing waits after the last one
+    # (clients' copy of the rule did, 2 s for nothing).
+    waits: list[float] = []
+    monkeypatch.setattr(health.time, "sleep", waits.append)
+    missed: list[int] = []
+    sock = str(tmp_path / "none.sock")
+    assert not health.answers_within(sock, 3, 2.0, still_alive=lambda: True, on_miss=missed.append)
+    assert missed == [1, 2]
+    assert len(waits) == 2 and all(0 < w <= 2.0 for w in waits)
+    # The process is gone after the first miss: no second check, no wait.
+    waits.clear()
+    assert not health.answers_within(sock, 3, 2.0, still_alive=lambda: False)
+    assert waits == []
+    # The first that answers ends it.
+    calls: list[str] = []
+
+    def second_answers(path: str, timeout: float) -> bool:
+        calls.append(path)
+        return len(calls) == 2
+
+    assert health.answers_within(sock, 3, 2.0, still_alive=lambda: True, is_serving=second_answers)
+    assert len(calls) == 2

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 
 from warren_bundle.paths import Paths
-from warren_bundle.runtime import pidfile
+from warren_bundle.runtime import health, pidfile
 from warren_bundle.runtime.process import Processes
 from warren_bundle.runtime.readiness import Probe
 from warren_bundle.runtime.settings import Settings
@@ -69,22 +69,22 @@ def adoptable_pid(
 def _answers(
     pid: int, sock: str, is_serving: Probe, settings: Settings, log: Callable[[str], None]
 ) -> bool:
-    """The monitor's rule for a hang, not one probe: `health_failures` checks in a row, each
-    given `health_timeout`. A loaded host (seen on booted guests under TCG) can make a healthy
-    containerd miss one check, and replacing it costs a restart for nothing."""
-    for check in range(1, settings.health_failures + 1):
-        began = time.monotonic()
-        if is_serving(sock, settings.health_timeout):
-            return True
-        if not psutil.pid_exists(pid) or check == settings.health_failures:
-            break
+    """The monitor's rule for a hang (health.answers_within), logging each missed check."""
+
+    def missed(check: int) -> None:
         log(
             f"containerd pid {pid} does not answer on {sock} (check {check} of "
             f"{settings.health_failures}); checking again"
         )
-        # A refused connection fails at once: each check still gets its whole timeout.
-        time.sleep(max(0.0, began + settings.health_timeout - time.monotonic()))
-    return False
+
+    return health.answers_within(
+        sock,
+        settings.health_failures,
+        settings.health_timeout,
+        still_alive=lambda: psutil.pid_exists(pid),
+        is_serving=is_serving,
+        on_miss=missed,
+    )
 
 
 def _stop_gracefully(proc: psutil.Process, timeout: float) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -72,6 +74,32 @@ def is_serving(path: str | os.PathLike[str], timeout: float = 1.0) -> bool:
         return health_status(path, timeout) == "SERVING"
     except GrpcError:
         return False
+
+
+def answers_within(
+    path: str,
+    checks: int,
+    timeout: float,
+    still_alive: Callable[[], bool],
+    is_serving: Callable[[str, float], bool] = is_serving,
+    on_miss: Callable[[int], None] | None = None,
+) -> bool:
+    """The supervisor's rule for a hang, not one probe: up to `checks` health checks in a row,
+    each given `timeout`; True at the first that answers. A loaded host (booted guests under
+    TCG) can make a healthy containerd miss one, and calling it hung costs a restart for
+    nothing. Stops early once `still_alive()` says its process is gone; never sleeps after the
+    last check. `on_miss(n)` is told of each missed check but the last."""
+    for check in range(1, checks + 1):
+        began = time.monotonic()
+        if is_serving(path, timeout):
+            return True
+        if check == checks or not still_alive():
+            return False
+        if on_miss is not None:
+            on_miss(check)
+        # A refused connection fails at once: each check still gets its whole timeout.
+        time.sleep(max(0.0, began + timeout - time.monotonic()))
+    return False
 
 
 def containerd_version(path: str | os.PathLike[str], timeout: float = 2.0) -> tuple[str, str]:
