@@ -34,13 +34,18 @@ def restore_library_path(environ: MutableMapping[str, str] | None = None) -> Non
     it again. Left in os.environ, every program started without child_env (modprobe, iptables,
     systemctl) loads the runtime's libc: on an older host its loader then fails ("GLIBC_2.35 not
     found", seen on a booted bullseye guest)."""
-    env = os.environ if environ is None else environ
-    if not getattr(sys, "frozen", False) and environ is None:
+    if environ is None and not getattr(sys, "frozen", False):
         return
+    _give_back_library_path(os.environ if environ is None else environ, frozen=True)
+
+
+def _give_back_library_path(env: MutableMapping[str, str], frozen: bool) -> None:
+    """The caller's LD_LIBRARY_PATH (PyInstaller keeps it as LD_LIBRARY_PATH_ORIG), or none when
+    frozen and the caller had none: never the runtime's."""
     orig = env.pop("LD_LIBRARY_PATH_ORIG", None)
     if orig is not None:
         env["LD_LIBRARY_PATH"] = orig
-    else:
+    elif frozen:
         env.pop("LD_LIBRARY_PATH", None)
 
 
@@ -52,11 +57,7 @@ def child_env(
     env = dict(os.environ if base is None else base)
     for key in _DROP:
         env.pop(key, None)
-    orig = env.pop("LD_LIBRARY_PATH_ORIG", None)
-    if orig is not None:
-        env["LD_LIBRARY_PATH"] = orig
-    elif getattr(sys, "frozen", False):
-        env.pop("LD_LIBRARY_PATH", None)
+    _give_back_library_path(env, frozen=getattr(sys, "frozen", False))
     if prepend_path is not None:
         rest = env.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         env["PATH"] = f"{prepend_path}{os.pathsep}{rest}"
