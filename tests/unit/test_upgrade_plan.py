@@ -148,9 +148,9 @@ def test_where_the_release_is_and_which_asset() -> None:
 def test_a_systemd_unit_is_read_from_the_cgroup_and_restarted_by_name() -> None:
     v2 = "0::/system.slice/warren-containerd.service\n"
     v1 = "12:pids:/system.slice/warren-containerd.service\n1:name=systemd:/user.slice/x.scope\n"
-    assert service.unit_of_cgroup(v2) == "warren-containerd.service"
-    assert service.unit_of_cgroup(v1) == "warren-containerd.service"
-    assert service.unit_of_cgroup("0::/user.slice/user-0.slice/session-3.scope\n") is None
+    unit_of = service.systemd_unit_of_cgroup
+    assert unit_of(v2) == unit_of(v1) == (service.SYSTEMD, "warren-containerd.service")
+    assert unit_of("0::/user.slice/user-0.slice/session-3.scope\n") is None
     unit = service.Service(service.SYSTEMD, "warren-containerd.service")
     assert unit.restart_command() == ["systemctl", "restart", "warren-containerd.service"]
     rc = service.Service(service.OPENRC, "warren-containerd", Path("/etc/init.d/w"))
@@ -168,7 +168,6 @@ def test_a_user_unit_is_found_under_the_user_manager_and_restarted_with_user(
     cgroup = f"0::{user}/app.slice/warren-containerd.service\n"
     assert service.systemd_unit_of_cgroup(cgroup) == (
         service.SYSTEMD_USER, "warren-containerd.service")  # fmt: skip
-    assert service.unit_of_cgroup(cgroup) == "warren-containerd.service"
     system = "0::/system.slice/warren-containerd.service\n"
     assert service.systemd_unit_of_cgroup(system) == (service.SYSTEMD, "warren-containerd.service")
     unit = service.Service(service.SYSTEMD_USER, "warren-containerd.service")

@@ -77,12 +77,6 @@ def systemd_unit_of_cgroup(text: str) -> tuple[str, str] | None:
     return None
 
 
-def unit_of_cgroup(text: str) -> str | None:
-    """The systemd service a /proc/<pid>/cgroup's text places the process in, or None."""
-    found = systemd_unit_of_cgroup(text)
-    return found[1] if found else None
-
-
 def systemd_main_pid(unit: str, manager: str = SYSTEMD) -> int | None:
     """`systemctl [--user] show -p MainPID --value <unit>`; None when systemctl cannot say."""
     if shutil.which("systemctl") is None:
