@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from warren_bundle.node import network
 from warren_bundle.paths import Paths
 from warren_bundle.payload.format import Payload
 from warren_bundle.runtime import health
@@ -81,6 +82,8 @@ class PodStarts:
         p = self.bare
         ensure_extracted(p, self.payload)
         write_config(p, self.payload.manifest.containerd_version, ConfigOptions())
+        # The same default pod network warren's node setup writes at its start.
+        network.write_default(p, network.DEFAULT_POD_CIDR)
         log = open(p.data_dir / "bare-containerd.log", "ab")  # noqa: SIM115 - the child's
         argv = [str(p.binary("containerd")), "--config", str(p.config_file)]
         argv += ["--address", str(p.socket), "--root", str(p.containerd_root)]
