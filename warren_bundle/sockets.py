@@ -87,6 +87,21 @@ def detect(paths: Paths, option: str | None = None, timeout: float = 1.0) -> Can
     )
 
 
+def detect_for_client(paths: Paths, option: str | None = None) -> Candidate:
+    """detect(), and an explicit socket (--socket, WARREN_CONTAINERD_SOCKET, CONTAINERD_ADDRESS)
+    must at least exist: a client given a missing one otherwise waits out ctr's 10 s dial
+    timeout, and an image import then blamed the archive. One that exists is left to the client
+    (a containerd restarting behind it is waited for, as before)."""
+    cand = detect(paths, option)
+    if cand.kind == "explicit" and not os.path.lexists(cand.path):
+        raise SocketNotFoundError(
+            f"socket not found: {cand.path} (no such file)",
+            "check the path given by --socket, WARREN_CONTAINERD_SOCKET or CONTAINERD_ADDRESS, "
+            "or leave it out to use warren's containerd",
+        )
+    return cand
+
+
 def answers_in_grace(paths: Paths, path: str) -> bool:
     """A containerd whose process lives is slow before it is hung (a loaded host, a start or
     restart still going): the supervisor's own rule (health.answers_within) before a client

@@ -98,6 +98,22 @@ def test_explicit_socket_wins_and_is_validated(paths: Paths, tmp_path: Path) -> 
     assert f"socket not found: {missing}" in one_error_line(checked.stderr)
 
 
+def test_a_client_given_a_missing_socket_says_so_at_once(paths: Paths, tmp_path: Path) -> None:
+    # An image import given a --socket nobody listens on used to wait out ctr's 10 s dial
+    # timeout, then blame the archive ("check each named archive"). Clients check an explicit
+    # socket first; `warren socket` alone still prints it unchecked (above).
+    missing = tmp_path / "explicit.sock"
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(b"\0" * 1024)
+    imported = run_warren(paths, "images", "import", "--socket", str(missing), str(archive))
+    assert imported.returncode == ExitCode.NOT_RUNNING, imported.stderr
+    line = one_error_line(imported.stderr)
+    assert str(missing) in line and "archive" not in line
+    ctr = run_warren(paths, "ctr", "version", WARREN_CONTAINERD_SOCKET=str(missing))
+    assert ctr.returncode == ExitCode.NOT_RUNNING, ctr.stderr
+    assert str(missing) in one_error_line(ctr.stderr)
+
+
 @pytest.mark.integration
 def test_socket_prefers_embedded_then_system(supervised: Supervised, tmp_path: Path) -> None:
     embedded = run_warren(supervised.paths, "socket", "--json")

@@ -117,7 +117,11 @@ def socket(socket_option: str | None, validate: bool, as_json: bool) -> None:
 def ctr(socket_option: str | None, args: tuple[str, ...]) -> None:
     """Run the bundled ctr against the detected socket: warren ctr images ls."""
     from warren_bundle.ctr import exec_ctr
-    from warren_bundle.sockets import detect
+    from warren_bundle.sockets import detect_for_client
 
     ctx = current()
-    exec_ctr(ctx.paths, ctx.payload, lambda: detect(ctx.paths, socket_option).path, list(args))
+
+    def socket() -> str:
+        return detect_for_client(ctx.paths, socket_option).path
+
+    exec_ctr(ctx.paths, ctx.payload, socket, list(args))

@@ -44,12 +44,12 @@ def import_command(
     from warren_bundle.errors import ImageImportError
     from warren_bundle.images import DEFAULT_NAMESPACES, import_archive
     from warren_bundle.payload.format import locate
-    from warren_bundle.sockets import detect
+    from warren_bundle.sockets import detect_for_client
     from warren_bundle.store.extract import ensure_extracted
     from warren_bundle.store.stamp import is_current
 
     ctx = current()
-    socket = detect(ctx.paths, socket_option).path
+    socket = detect_for_client(ctx.paths, socket_option).path
     payload = locate(ctx.payload)
     if not is_current(ctx.paths, payload):
         ensure_extracted(ctx.paths, payload)

@@ -36,7 +36,11 @@ def crictl(socket_option: str | None, args: tuple[str, ...]) -> None:
 
     Exits 1 with one line when this build carries no crictl (the Debian fallback)."""
     from warren_bundle.ctr import exec_crictl
-    from warren_bundle.sockets import detect
+    from warren_bundle.sockets import detect_for_client
 
     ctx = current()
-    exec_crictl(ctx.paths, ctx.payload, lambda: detect(ctx.paths, socket_option).path, list(args))
+
+    def socket() -> str:
+        return detect_for_client(ctx.paths, socket_option).path
+
+    exec_crictl(ctx.paths, ctx.payload, socket, list(args))
