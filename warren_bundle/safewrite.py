@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 from contextlib import suppress
 from pathlib import Path
@@ -108,7 +107,7 @@ def write_file(
     try:
         if holds_already(name, raw, mode, dir_fd):
             return target  # each start writes these: no fsync for what is already there
-        tmp = f".{name}.{secrets.token_hex(4)}"
+        tmp = f".{name}.{os.urandom(4).hex()}"  # not `secrets`: it loads OpenSSL, ~15 ms
         fd = os.open(
             tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
             dir_fd=dir_fd,
