@@ -115,10 +115,15 @@ $(RUNTIME_VENV)/.installed: pyproject.toml
 	$(RUNTIME_VENV)/bin/pip install -q -e '.[build]'
 	@touch $@
 
+# The runtime's modules are stored in its PYZ archive, not deflated: the one file deflates the
+# whole runtime once (scripts/onefile.py), and inflating each module again at every import was
+# the largest single cost of a launch's imports (docs/bench.md).
+PYZ_STORED := PYINSTALLER_ZLIB_COMPRESSION_LEVEL=0
+
 $(RUNTIME): $(SOURCES) $(RUNTIME_VENV)/.installed scripts/onefile.py
 	@rm -rf $(RUNTIME_TREE)
 	$(REPRODUCIBLE) WARREN_ONEDIR=1 WARREN_EXE_NAME=warren-linux-$(ARCH) \
-	  PYINSTALLER_CONFIG_DIR=$(abspath $(RUNTIME_WORK))/config \
+	  PYINSTALLER_CONFIG_DIR=$(abspath $(RUNTIME_WORK))/config $(PYZ_STORED) \
 	  $(RUNTIME_VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
 	  --workpath $(RUNTIME_WORK) --distpath $(dir $(RUNTIME_TREE)) build/spec/warren.spec
 	$(REPRODUCIBLE) $(PY) scripts/onefile.py runtime $(RUNTIME_TREE) --python $(RUNTIME_VENV)/bin/python
