@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from contextlib import suppress
@@ -17,29 +18,46 @@ from warren_bundle.paths import ENV_CONFIG_DIR, ENV_DATA_DIR, ENV_RUN_DIR, Paths
 
 
 class _Group(click.Group):
-    """Imports the subcommand modules on the first lookup of a command not defined here.
+    """Imports a subcommand's module on its first lookup (SUBCOMMANDS), and only that one.
 
-    `warren version` (the launch that install checks and scripts time) must not pay for the
-    definitions of every other command; any other command loads them all, ready hooks included.
+    A launch pays for the definitions of the command it runs, not of every other command
+    (`warren containerd start` is timed against bare containerd: docs/bench.md); help and
+    completion, which list them all, load them all.
     """
 
-    _loaded = False
-
-    def _load(self) -> None:
-        if not _Group._loaded:
-            _Group._loaded = True
-            _register_subcommands()
+    def _load(self, name: str) -> None:
+        where = SUBCOMMANDS.get(name)
+        if where is not None and name not in self.commands:
+            module = importlib.import_module(f"warren_bundle.cli.{where[0]}")
+            self.add_command(getattr(module, where[1]), name)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
-        if command is None:
-            self._load()
-            command = super().get_command(ctx, cmd_name)
-        return command
+        self._load(cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        self._load()
+        for name in SUBCOMMANDS:
+            self._load(name)
         return super().list_commands(ctx)
+
+
+# Each command group lives in its own module (name -> module in warren_bundle.cli, attribute).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "extract": ("clients", "extract"),
+    "containerd": ("containerd", "containerd"),
+    "socket": ("clients", "socket"),
+    "ctr": ("clients", "ctr"),
+    "images": ("images", "images"),
+    "metrics": ("observe", "metrics"),
+    "doctor": ("observe", "doctor"),
+    "lima": ("lima", "lima"),
+    "_selfcheck": ("selfcheck", "selfcheck"),
+    "versions": ("versions", "versions"),
+    "rollback": ("versions", "rollback"),
+    "upgrade": ("versions", "upgrade"),
+    "kubelet-flags": ("node", "kubelet_flags"),
+    "crictl": ("node", "crictl"),
+}
 
 
 def _dir_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -157,36 +175,6 @@ def version(as_json: bool, check: bool, sbom: bool) -> None:
     click.echo(f"release key {info.get('release_key') or 'none (not built by make release)'}")
 
 
-def _register_subcommands() -> None:
-    # Each group lives in its own module, imported here, so each stays small.
-    from warren_bundle.cli.clients import ctr, extract, socket
-    from warren_bundle.cli.containerd import containerd
-    from warren_bundle.cli.images import images
-    from warren_bundle.cli.lima import lima
-    from warren_bundle.cli.node import crictl, kubelet_flags
-    from warren_bundle.cli.observe import doctor, metrics
-    from warren_bundle.cli.selfcheck import selfcheck
-    from warren_bundle.cli.versions import rollback, upgrade, versions
-
-    for command in (
-        extract,
-        containerd,
-        socket,
-        ctr,
-        images,
-        metrics,
-        doctor,
-        lima,
-        selfcheck,
-        versions,
-        rollback,
-        upgrade,
-        kubelet_flags,
-        crictl,
-    ):
-        cli.add_command(command)
-
-
 def _fail(exc: WarrenError, debug: bool) -> tuple[str, int]:
     if debug:
         import traceback
@@ -208,6 +196,12 @@ def _exit(code: int) -> NoReturn:
         except (OSError, ValueError):
             with suppress(OSError, ValueError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    if getattr(sys, "frozen", False):
+        # Nothing is left to do once the output is flushed: no atexit work, no thread to join
+        # (every thread is a daemon), no temporary dir (each is a context manager). Tearing
+        # down the interpreter's ~400 modules cost `containerd start` about 10 ms of its
+        # start-to-ready (make bench). From source (tests, coverage) the interpreter exits.
+        os._exit(code)
     sys.exit(code)
 
 
