@@ -359,6 +359,8 @@ def _signal(proc: psutil.Process, sig: int) -> None:
 
 def wait_for_images(paths: Paths, timeout: float) -> dict[str, Any] | None:
     """Return once the supervisor imported <data-dir>/images, so the next command finds them."""
+    if not os.path.isdir(paths.images_dir):  # most starts: nothing to import, no module to load
+        return None
     from warren_bundle.images import find_archives
 
     if not find_archives(paths.images_dir):
