@@ -64,7 +64,9 @@ def candidates(paths: Paths, option: str | None = None) -> list[Candidate]:
 
 
 def detect(paths: Paths, option: str | None = None, timeout: float = 1.0) -> Candidate:
-    """The socket to use; SocketNotFoundError when an explicit one is absent or nothing answers."""
+    """The socket to use: an explicit one as given, unchecked (`warren socket` prints it so;
+    detect_for_client checks it), else the first candidate that answers; SocketNotFoundError
+    when none does."""
     explicit = explicit_socket(option)
     if explicit is not None:
         return explicit
@@ -90,12 +92,14 @@ def detect(paths: Paths, option: str | None = None, timeout: float = 1.0) -> Can
 def detect_for_client(paths: Paths, option: str | None = None) -> Candidate:
     """detect(), and an explicit socket (--socket, WARREN_CONTAINERD_SOCKET, CONTAINERD_ADDRESS)
     must at least exist: a client given a missing one otherwise waits out ctr's 10 s dial
-    timeout, and an image import then blamed the archive. One that exists is left to the client
-    (a containerd restarting behind it is waited for, as before)."""
+    timeout, and an image import then blamed the archive. A symlink is followed: one whose
+    target is gone (a forward that went away) is missing too. One that exists is left to the
+    client (a containerd restarting behind it is waited for, as before)."""
     cand = detect(paths, option)
-    if cand.kind == "explicit" and not os.path.lexists(cand.path):
+    if cand.kind == "explicit" and not os.path.exists(cand.path):
+        dangling = " (a symlink to nothing)" if os.path.islink(cand.path) else " (no such file)"
         raise SocketNotFoundError(
-            f"socket not found: {cand.path} (no such file)",
+            f"socket not found: {cand.path}{dangling}",
             "check the path given by --socket, WARREN_CONTAINERD_SOCKET or CONTAINERD_ADDRESS, "
             "or leave it out to use warren's containerd",
         )

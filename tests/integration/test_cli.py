@@ -112,6 +112,13 @@ def test_a_client_given_a_missing_socket_says_so_at_once(paths: Paths, tmp_path:
     ctr = run_warren(paths, "ctr", "version", WARREN_CONTAINERD_SOCKET=str(missing))
     assert ctr.returncode == ExitCode.NOT_RUNNING, ctr.stderr
     assert str(missing) in one_error_line(ctr.stderr)
+    # A symlink whose target is gone (a forward that went away) is as missing: it used to wait
+    # out the 10 s too (exit 1).
+    dangling = tmp_path / "forward.sock"
+    dangling.symlink_to(tmp_path / "gone" / "containerd.sock")
+    linked = run_warren(paths, "ctr", "version", WARREN_CONTAINERD_SOCKET=str(dangling))
+    assert linked.returncode == ExitCode.NOT_RUNNING, linked.stderr
+    assert f"{dangling} (a symlink to nothing)" in one_error_line(linked.stderr)
 
 
 @pytest.mark.integration
