@@ -68,13 +68,34 @@ def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object in `path`, or None when it is missing, unreadable or not an object.
 
     Every state, stamp, cache and report file is read through this: a torn or foreign file is
-    treated as absent, never as a crash.
+    treated as absent, never as a crash, and never as a hang: what is not a regular file (a
+    FIFO, whose open and read would wait for a writer; a device) or is over READ_JSON_LIMIT
+    is absent too.
     """
     try:
-        data = json.loads(path.read_bytes())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > READ_JSON_LIMIT:
+            return None
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > READ_JSON_LIMIT:  # it grew while read
+                return None
+        data = json.loads(b"".join(chunks))
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
     return data if isinstance(data, dict) else None
+
+
+# The largest state file is a version dir's manifest, a few KiB.
+READ_JSON_LIMIT = 16 << 20
 
 
 def fsync_dir(path: Path) -> None:

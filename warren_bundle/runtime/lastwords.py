@@ -11,8 +11,10 @@ clean stop removes it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import time
 from contextlib import suppress
 from typing import Any
@@ -33,7 +35,9 @@ class LastWords:
     def reserve(cls, paths: Paths) -> LastWords | None:
         """Blank (or create) the record and keep it open; None when it cannot be (best effort:
         status then knows FATAL from the state file alone, as before)."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        # O_NONBLOCK: a FIFO in its place fails the open (no reader) instead of holding the
+        # start until one comes; what is not a regular file is removed and not used.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             fd = os.open(paths.last_words, flags, 0o644)
         except OSError:
@@ -41,6 +45,8 @@ class LastWords:
                 paths.last_words.unlink()
             return None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
             os.pwrite(fd, b" " * SIZE, 0)
         except OSError:
             os.close(fd)

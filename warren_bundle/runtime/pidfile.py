@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from warren_bundle.fsutil import atomic_write
+from warren_bundle.fsutil import atomic_write, read_json
 from warren_bundle.paths import Paths
 
 _START_TOLERANCE = 0.05  # seconds; create_time is derived from clock ticks
@@ -90,8 +90,10 @@ def write(path: Path, record: PidRecord) -> None:
 
 
 def read(path: Path) -> PidRecord | None:
+    data = read_json(path)  # never a hang on a FIFO, never a huge read
+    if data is None:
+        return None
     try:
-        data = json.loads(path.read_text())
         booted = data.get("since_boot")
         return PidRecord(
             int(data["pid"]),
@@ -99,7 +101,7 @@ def read(path: Path) -> PidRecord | None:
             float(data["create_time"]),
             None if booted is None else float(booted),
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 
