@@ -17,7 +17,7 @@ NAME = "hello-click"
 def floor_exe(rebuild: bool = False) -> Path:
     """The frozen hello-world, rebuilt when the spec or the script changed since the last build."""
     out = WORK / "dist" / f"{NAME}-onedir" / "warren"  # the spec freezes onedir
-    inputs = (SPEC, HELLO)
+    inputs = (SPEC, HELLO, Path(__file__))
     if (
         not rebuild
         and out.is_file()
@@ -25,7 +25,10 @@ def floor_exe(rebuild: bool = False) -> Path:
     ):
         return out
     env = {k: v for k, v in os.environ.items() if k != "WARREN_PAYLOAD_DIR"}
-    env.update(WARREN_ENTRY=str(HELLO), WARREN_EXE_NAME=NAME)
+    # As the Makefile freezes the runtime (PYZ_STORED): its modules stored, not deflated.
+    env.update(
+        WARREN_ENTRY=str(HELLO), WARREN_EXE_NAME=NAME, PYINSTALLER_ZLIB_COMPRESSION_LEVEL="0"
+    )
     pyinstaller = Path(sys.executable).with_name("pyinstaller")
     print(f"bench: freezing the hello-world floor with {SPEC.relative_to(REPO)}", file=sys.stderr)
     subprocess.run(

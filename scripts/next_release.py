@@ -78,6 +78,7 @@ def build(venv: Path, launcher: Path, payload_dir: Path) -> Path:
         WARREN_ONEDIR="1",
         WARREN_EXE_NAME=NAME,
         PYINSTALLER_CONFIG_DIR=str(work / "config"),
+        PYINSTALLER_ZLIB_COMPRESSION_LEVEL="0",  # the Makefile's PYZ_STORED
     )
     if "SOURCE_DATE_EPOCH" not in env:  # the commit's time, as the Makefile's REPRODUCIBLE
         git = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=REPO,
