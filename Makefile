@@ -50,7 +50,7 @@ help:
 	@echo "make payload-static  the static flavour's payload (--source debian-static, cached in /var/cache/warren-build)"
 	@echo "make release  artifacts + signed SHA256SUMS + install.sh in dist/ (RELEASE_SIGNING_KEY=key.pem)"
 	@echo "make release-arm64  make release with dist/warren-linux-arm64 too (ARM64=1; root, qemu-user)"
-	@echo "make test-vm  the release in booted Debian guests under QEMU (bookworm cgroup v2/v1, bullseye)"
+	@echo "make test-vm  the release in booted Debian guests under QEMU (hardened bookworm, trixie, bullseye, OpenRC)"
 	@echo "make bench    benchmarks against their baselines (bench/results.json)"
 	@echo "make lint     ruff (style) and mypy --strict (types)"
 

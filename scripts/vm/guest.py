@@ -494,10 +494,6 @@ def phase_install() -> None:
         (SHARE / "network-before.json").write_text(json.dumps(net))
         return "", f"{len(paths)} paths, {len(net['links'])} links, {len(net['iptables'])} rules"
 
-    if openrc():
-        # Debian booted by sysvinit + OpenRC with no ifupdown leaves lo down (systemd brings it
-        # up by itself); the host's setup, not warren's: the release server listens on it.
-        step("loopback-up", lambda: sh("ip link set lo up && ip -o addr show lo"))
     # The rootless user is part of the host before the install (its home's list is kept).
     rootless(rootless_user_step)
     step("files-before", files_before)
@@ -1445,6 +1441,11 @@ def main() -> int:
     if PHASE == "done":
         end_boot("poweroff", "final")
         return 0
+    if openrc():
+        # Debian booted by sysvinit + OpenRC with no ifupdown leaves lo down at every boot
+        # (systemd brings it up by itself); the host's setup, not warren's: the release server
+        # listens on it, after the reboot too (the upgrade's next release).
+        step("loopback-up", lambda: sh("ip link set lo up && ip -o addr show lo"))
     if PHASE == "after-reboot" and CONFIG.get("upgrade"):
         # The next release, for the upgrade, served as the first one was.
         step("serve-release", serve_release)
