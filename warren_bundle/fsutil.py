@@ -68,30 +68,43 @@ def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object in `path`, or None when it is missing, unreadable or not an object.
 
     Every state, stamp, cache and report file is read through this: a torn or foreign file is
-    treated as absent, never as a crash, and never as a hang: what is not a regular file (a
-    FIFO, whose open and read would wait for a writer; a device) or is over READ_JSON_LIMIT
-    is absent too.
+    treated as absent, never as a crash, and never as a hang (read_small).
     """
+    raw = read_small(path)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_small(path: Path, limit: int | None = None) -> bytes | None:
+    """The bytes of `path`, or None when it is missing or unreadable, is not a regular file (a
+    FIFO, whose open and read would wait for a writer; a device), or is over `limit` bytes
+    (READ_JSON_LIMIT by default). For files in dirs that others (a containerd, a runc, another
+    user) may write: a pid or record file there must never hang or fill a reader."""
+    limit = READ_JSON_LIMIT if limit is None else limit
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > READ_JSON_LIMIT:
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
             return None
         chunks, size = [], 0
         while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)
             size += len(chunk)
-            if size > READ_JSON_LIMIT:  # it grew while read
+            if size > limit:  # it grew while read
                 return None
-        data = json.loads(b"".join(chunks))
-    except (OSError, ValueError):
+    except OSError:
         return None
     finally:
         os.close(fd)
-    return data if isinstance(data, dict) else None
+    return b"".join(chunks)
 
 
 # The largest state file is a version dir's manifest, a few KiB.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,33 @@ def test_one_parser_reads_every_containerd_version(text: str | None, parsed: obj
     assert config_version_for(text or "") == (3 if parsed and parsed[0] >= 2 else 2)
     assert reports_pinned(text or "") == bool(parsed and parsed[:2] >= (1, 7))
     assert compat.at_least(text, (2, 1)) == bool(parsed and parsed[:2] >= (2, 1))
+
+
+def test_a_fifo_or_device_in_a_task_bundle_is_no_record_and_holds_nothing_up(
+    paths: Paths, tmp_path: Path
+) -> None:
+    # containerd's state dir holds a bundle per task, with runc's init.pid and the shim's path.
+    # A FIFO in their place used to hold `status`, `versions` and every start (read_text waits
+    # for a writer); a symlink to /dev/zero would have been read into memory.
+    tasks = paths.state_dir / "io.containerd.runtime.v2.task" / "default"
+    fifo, device, live = tasks / "fifo", tasks / "device", tasks / "live"
+    for bundle in (fifo, device, live):
+        bundle.mkdir(parents=True)
+    os.mkfifo(fifo / "init.pid")
+    os.mkfifo(fifo / "shim-binary-path")
+    (device / "init.pid").symlink_to("/dev/zero")
+    (device / "shim-binary-path").symlink_to("/dev/zero")
+    (live / "init.pid").write_text(f"{os.getpid()}\n")
+    shim = paths.versions_dir / ("a" * 64) / "containerd-shim-runc-v2"
+    (live / "shim-binary-path").write_text(str(shim))
+    got = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; sys.path[:0] = " + repr(sys.path) + "\n"
+         "from pathlib import Path\n"
+         "from warren_bundle.store import versions\n"
+         "from support import make_paths\n"
+         f"paths = make_paths(Path({str(tmp_path)!r}))\n"
+         "print(versions.running_containers(paths), versions.in_use(paths))\n"],
+        capture_output=True, text=True, timeout=20, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert got == f"1 {{'{'a' * 64}': [{os.getpid()}]}}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from warren_bundle.fsutil import atomic_write, read_json
+from warren_bundle.fsutil import atomic_write, read_json, read_small
 from warren_bundle.paths import Paths
 from warren_bundle.store.compat import parse_version
 
@@ -129,11 +129,11 @@ def in_use(paths: Paths) -> dict[str, list[int]]:
             used.setdefault(name, []).append(pid)
     # containerd ≥1.7 records the shim it started in each task bundle.
     for record in paths.state_dir.glob("io.containerd.runtime.v2.task/*/*/shim-binary-path"):
-        try:
-            name = _under(record.read_text().strip(), versions)
-            alive = _bundle_alive(record.parent)
-        except OSError:
+        raw = read_small(record, limit=PATH_LIMIT)
+        if raw is None:
             continue
+        name = _under(raw.decode(errors="replace").strip(), versions)
+        alive = _bundle_alive(record.parent)
         if name is not None and alive is not None:
             used.setdefault(name, [])
             if alive not in used[name]:
@@ -141,29 +141,34 @@ def in_use(paths: Paths) -> dict[str, list[int]]:
     return {k: sorted(v) for k, v in used.items()}
 
 
+# A task bundle's records (containerd and runc write them: a pid, a shim's path), read through
+# fsutil.read_small: something else in their place (a FIFO, a device, a huge file) is no record.
+PID_LIMIT = 32
+PATH_LIMIT = 4096
+
+
+def _bundle_pid(path: Path) -> int | None:
+    raw = read_small(path, limit=PID_LIMIT)
+    try:
+        pid = int(raw) if raw is not None else 0
+    except ValueError:
+        return None
+    return pid if pid > 0 and os.path.exists(f"/proc/{pid}") else None
+
+
 def _bundle_alive(bundle: Path) -> int | None:
     """The pid of the bundle's shim (or its init process) while it runs."""
     for name in ("shim.pid", "init.pid"):
-        try:
-            pid = int((bundle / name).read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if os.path.exists(f"/proc/{pid}"):
+        pid = _bundle_pid(bundle / name)
+        if pid is not None:
             return pid
     return None
 
 
 def running_containers(paths: Paths) -> int:
     """Tasks whose init process still runs (each bundle under containerd's state dir)."""
-    count = 0
-    for bundle in paths.state_dir.glob("io.containerd.runtime.v2.task/*/*"):
-        try:
-            pid = int((bundle / "init.pid").read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if os.path.exists(f"/proc/{pid}"):
-            count += 1
-    return count
+    bundles = paths.state_dir.glob("io.containerd.runtime.v2.task/*/*")
+    return sum(1 for bundle in bundles if _bundle_pid(bundle / "init.pid") is not None)
 
 
 def list_versions(paths: Paths) -> list[Version]:
