@@ -1461,7 +1461,7 @@ def main() -> int:
     if openrc():
         # Debian booted by sysvinit + OpenRC with no ifupdown leaves lo down at every boot
         # (systemd brings it up by itself); the host's setup, not warren's: the release server
-        # listens on it, after the reboot too (the upgrade's next release).
+        # listens on it, and a host's loopback is up at every boot.
         step("loopback-up", lambda: sh("ip link set lo up && ip -o addr show lo"))
     if PHASE == "after-reboot" and CONFIG.get("rootless") and CONFIG.get("upgrade"):
         # The next release, for the user's upgrade (root's is in the install boot).

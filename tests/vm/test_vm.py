@@ -201,8 +201,9 @@ def assert_grace_kept(run: harness.Run) -> None:
 
 @pytest.mark.parametrize("guest", [*SYSTEMD, OPENRC])
 def test_reboot_service_up_images_kept_airgap_once(guest: str) -> None:
-    """(4) after a reboot: service up by itself, images kept; archives imported exactly once
-    (on the guest that runs the air-gap import)."""
+    """(4) after a reboot: service up by itself (the upgraded release, where the install boot
+    installed the next one), images kept; archives imported exactly once (on the guest that runs
+    the air-gap import)."""
     run = guest_run(guest)
     airgap = ("airgap-imported", "airgap-imported-once") if run.guest.airgap else ()
     require_ok(run, "service-up-after-reboot", "images-kept", *airgap)
