@@ -9,11 +9,11 @@ inside the functions that use it so `warren version` never loads it.
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from warren_bundle.errors import WarrenError
+from warren_bundle.fsutil import read_json
 from warren_bundle.runtime.states import ALL as ALL_STATES
 from warren_bundle.runtime.states import SERVING
 
@@ -72,12 +72,9 @@ def is_running(report: Mapping[str, Any]) -> bool:
 
 
 def read_lima_status(paths: Paths) -> dict[str, Any] | None:
-    """The Lima manager's `<data-dir>/lima/status.json`, if it has written one."""
-    try:
-        data = json.loads((paths.lima_dir / LIMA_STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    """The Lima manager's `<data-dir>/lima/status.json`, if it has written one (read as every
+    state file is: a FIFO or a device there is no status, never a hang)."""
+    return read_json(paths.lima_dir / LIMA_STATUS_FILE)
 
 
 def _number(value: Any) -> float | None:

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -318,3 +319,23 @@ def test_idle_connections_are_capped_and_timed_out(
         for conn in idle:
             conn.close()
         server.close()
+
+
+def test_a_fifo_in_place_of_the_lima_status_is_no_status_and_holds_nothing_up(
+    tmp_path: Path,
+) -> None:
+    # Its own json.loads(read_text()) waited for a writer: every scrape and `status` hung.
+    paths = Paths(tmp_path / "data", tmp_path / "run", tmp_path / "etc")
+    paths.lima_dir.mkdir(parents=True)
+    os.mkfifo(paths.lima_dir / metrics.LIMA_STATUS_FILE)
+    code = (
+        "import sys; sys.path[:0] = " + repr(sys.path) + "\n"
+        "from pathlib import Path\n"
+        "from warren_bundle import metrics\n"
+        "from warren_bundle.paths import Paths\n"
+        f"base = Path({str(tmp_path)!r})\n"
+        "print(metrics.read_lima_status(Paths(base / 'data', base / 'run', base / 'etc')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=20, check=True)  # fmt: skip
+    assert out.stdout.strip() == "None"
